@@ -67,7 +67,7 @@ def cmd_annotate(args) -> int:
     annotator = build_annotator(job_config(args))
     ray.init(address=args.ray_address, ignore_reinit_error=True)
     summary = annotator.run()
-    print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.render())
+    print(json.dumps(summary.as_dict()) if args.json else summary.render())
     return EXIT_OK
 
 
@@ -99,7 +99,7 @@ def cmd_tasks(args) -> int:
 
     for t in TASKS.values():
         targets = f" targets: {','.join(t.targets)}" if t.targets else ""
-        print(f"{t.name:12} {t.family:10} v{t.prompt_version()}  {t.description}{targets}")
+        print(f"{t.name:12} {t.family:10} {t.prompt_version()}  {t.description}{targets}")
     return EXIT_OK
 
 

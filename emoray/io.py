@@ -130,7 +130,7 @@ def read_inputs(fs: pafs.FileSystem, files: list[InputFile], id_column: str, tex
     out = []
     for fmt, paths in by_format.items():
         if fmt == "parquet":
-            ds = ray.data.read_parquet(paths, filesystem=fs, columns=columns)
+            ds = ray.data.read_parquet(paths, filesystem=fs).select_columns(columns)
         elif fmt == "csv":
             ds = ray.data.read_csv(
                 paths, filesystem=fs, file_extensions=None,

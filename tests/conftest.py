@@ -1,0 +1,45 @@
+"""Shared real parts for the suite: one S3 endpoint on 127.0.0.1, one local Ray instance, one
+tiny model. Engines start inside the pipeline runs that need them (module-scoped fixtures)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+AEB_DIR = Path(os.environ.get("EMORAY_AEB_DIR", REPO.parent / "shared" / "data" / "aeb"))
+
+
+@pytest.fixture(scope="session")
+def aeb_dir() -> Path:
+    if not AEB_DIR.is_dir():
+        pytest.fail(f"AEB data not found at {AEB_DIR}; set EMORAY_AEB_DIR")
+    return AEB_DIR
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    from emoray.s3local import local_s3
+
+    with local_s3("emoray-test") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_endpoint):
+    """Local Ray, started after the S3 environment is set so its workers inherit it."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True,
+             runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from emoray.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))

@@ -1,0 +1,138 @@
+"""Bad input fails with a message naming the thing, before any engine starts; per-row problems
+become statuses (see test_annotate_s3 for those that need the engine)."""
+
+import json
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from emoray import cli, stages
+from emoray.config import AnnotateConfig, ConfigError, EngineConfig, load_config
+from emoray.io import InputError
+from emoray.pipeline import build_annotator
+from emoray.table import SCHEMA
+
+
+@pytest.fixture
+def good_dir(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["x", "y"]}), d / "good.parquet")
+    return d
+
+
+def config(tiny_model, **kw):
+    kw.setdefault("output", "/tmp/emoray-never-written")
+    return AnnotateConfig(engine=EngineConfig(model=str(tiny_model)), **kw)
+
+
+def test_missing_input_path(tmp_path, tiny_model):
+    with pytest.raises(InputError, match=r"input .*/nope does not exist: check the path"):
+        build_annotator(config(tiny_model, input=str(tmp_path / "nope")))
+
+
+def test_missing_s3_prefix(s3_endpoint, tiny_model):
+    with pytest.raises(InputError, match=r"input s3://emoray-test/absent/ does not exist"):
+        build_annotator(config(tiny_model, input="s3://emoray-test/absent/"))
+
+
+def test_folder_without_data_files(tmp_path, tiny_model):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="holds no .parquet, .jsonl or .csv files"):
+        build_annotator(config(tiny_model, input=str(tmp_path)))
+
+
+@pytest.mark.parametrize("column,flag", [("id_column", "--id-column"),
+                                         ("text_column", "--text-column")])
+def test_missing_column_names_file_column_and_flag(good_dir, tiny_model, column, flag):
+    (good_dir / "z.jsonl").write_text(json.dumps({"id": "c", "text": "z"}) + "\n")
+    with pytest.raises(InputError) as e:
+        build_annotator(config(tiny_model, input=str(good_dir), **{column: "body"}))
+    msg = str(e.value)
+    assert "good.parquet has no" in msg and "'body'" in msg and "columns: id, text" in msg
+    assert flag in msg
+
+
+def test_missing_column_in_one_csv_among_good_files(good_dir, tiny_model):
+    (good_dir / "bad.csv").write_text("id,content\n1,hello\n")
+    with pytest.raises(InputError, match=r"bad\.csv has no text column 'text' \(columns: id, content\)"):
+        build_annotator(config(tiny_model, input=str(good_dir)))
+
+
+def test_unreadable_file_is_named(good_dir, tiny_model):
+    (good_dir / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(InputError, match=r"cannot read parquet file .*broken\.parquet: "):
+        build_annotator(config(tiny_model, input=str(good_dir)))
+
+
+def test_unknown_task(good_dir, tiny_model):
+    with pytest.raises(ValueError, match="unknown task 'joy'; known tasks: ei_reg"):
+        build_annotator(config(tiny_model, input=str(good_dir), tasks=["v_reg", "joy"]))
+
+
+def test_unknown_model(good_dir):
+    with pytest.raises(ValueError, match=r"unknown model 'Emollama-70b': give an EmoLLMs name "
+                                         r"\(Emollama-7b, Emollama-chat-7b"):
+        build_annotator(AnnotateConfig(input=str(good_dir), output="/tmp/x",
+                                       engine=EngineConfig(model="Emollama-70b")))
+
+
+@pytest.mark.parametrize("name", ["Emot5-large", "lzw1008/Emobart-large"])
+def test_encoder_decoder_models_refused_with_supported_list(good_dir, name):
+    with pytest.raises(ValueError, match="encoder-decoder .* no longer serves; use one of the "
+                                         "decoder-only EmoLLMs: Emollama-7b"):
+        build_annotator(AnnotateConfig(input=str(good_dir), output="/tmp/x",
+                                       engine=EngineConfig(model=name)))
+
+
+def test_cli_exit_codes_and_messages(good_dir, tmp_path, capsys):
+    code = cli.main(["annotate", "--input", str(tmp_path / "nope"), "--output", str(tmp_path),
+                     "--model", "Emollama-7b"])
+    assert code == cli.EXIT_INPUT
+    assert "does not exist" in capsys.readouterr().err
+    code = cli.main(["annotate", "--input", str(good_dir), "--output", str(tmp_path),
+                     "--model", "Emot5-large"])
+    assert code == cli.EXIT_INPUT
+    assert "encoder-decoder" in capsys.readouterr().err
+    code = cli.main(["annotate", "--input", str(good_dir), "--output", str(tmp_path),
+                     "--batch-size", "0"])
+    assert code == cli.EXIT_CONFIG
+    assert "batch_size: Input should be greater than or equal to 1" in capsys.readouterr().err
+
+
+def test_config_rejects_unknown_keys_by_name(tmp_path):
+    profile = tmp_path / "p.yaml"
+    profile.write_text("input: a\noutput: b\nengine:\n  modle: x\n")
+    with pytest.raises(ConfigError, match=r"engine\.modle: Extra inputs are not permitted"):
+        load_config(profile)
+    with pytest.raises(ConfigError, match=r"output: Field required"):
+        load_config(None, {"input": "a"})
+
+
+def _answered(raw, error=None, empty=False, truncated=False, finish="stop", task="v_reg"):
+    return pa.table({
+        "doc_ids": pa.array([["d1", "d2"]], pa.list_(pa.string())),
+        "text_sha256": ["h"], "task": [task], "target": pa.array([None], pa.string()),
+        "prompt_version": ["v"], "raw_output": pa.array([raw], pa.string()),
+        "confidence": pa.array([0.5], pa.float64()), "truncated": [truncated],
+        "error": pa.array([error], pa.string()), "finish_reason": pa.array([finish], pa.string()),
+        "empty": [empty],
+    })
+
+
+def test_unparseable_answer_keeps_raw_output_with_parse_error():
+    out = stages.parse(_answered("very happy", finish="length"), "m", "r")
+    assert out.schema == SCHEMA
+    rows = out.to_pylist()
+    assert [r["doc_id"] for r in rows] == ["d1", "d2"]
+    assert {r["status"] for r in rows} == {"parse_error"}
+    assert rows[0]["raw_output"] == "very happy" and rows[0]["score"] is None
+    assert rows[0]["error"] == "no number in 'very happy' (answer hit max_tokens)"
+
+
+def test_engine_error_becomes_failed_rows():
+    rows = stages.parse(_answered(None, error="ValueError: prompt too long"), "m", "r").to_pylist()
+    assert [(r["status"], r["error"]) for r in rows] == [("failed", "ValueError: prompt too long")] * 2
+    assert rows[0]["annotated_at"] <= datetime.now(timezone.utc)

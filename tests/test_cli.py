@@ -1,0 +1,69 @@
+"""The user's door: `emoray annotate` on a local folder of Parquet, JSONL and CSV, `emoray demo`
+on the embedded default, and the catalog commands."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from emoray import cli, io, table
+from emoray.config import S3Config
+from emoray.tasks import TASKS
+
+
+def test_annotate_local_folder_of_three_formats(tmp_path, ray_local, tiny_model, capsys):
+    src = tmp_path / "lake"
+    src.mkdir()
+    pq.write_table(pa.table({"doc": ["p1", "p2"], "body": ["I am so happy", "I am so sad"]}),
+                   src / "a.parquet")
+    (src / "b.jsonl").write_text("".join(
+        json.dumps({"doc": f"j{i}", "body": f"jsonl text {i}"}) + "\n" for i in range(3)))
+    (src / "c.csv").write_text('doc,body\nc1,"a, quoted, text"\nc2,\n')
+    out = tmp_path / "annotations"
+    code = cli.main([
+        "annotate", "--input", str(src), "--output", str(out), "--tasks", "v_reg,e_c,ei_reg",
+        "--model", str(tiny_model), "--id-column", "doc", "--text-column", "body",
+        "--device", "cpu", "--gpu-memory-utilization", "0.1", "--max-model-len", "512",
+        "--run-id", "night-1", "--json",
+    ])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["rows_in"] == 7 and summary["rows_out"] == 7 * 6
+    assert summary["status_counts"] == {"ok": 6 * 6, "empty_text": 6}
+    assert summary["prompts_sent"] == 6 * 6
+    rows = table.read_committed(*io.filesystem_for(str(out), S3Config()))
+    assert rows.num_rows == 42
+    assert sorted(set(rows["doc_id"].to_pylist())) == ["c1", "c2", "j0", "j1", "j2", "p1", "p2"]
+    assert set(rows["run_id"].to_pylist()) == {"night-1"}
+    assert (out / "_commits" / "night-1.json").is_file()
+    assert list((out / "data").glob("run_date=*/run_id=night-1/*.parquet"))
+
+
+def test_demo_runs_on_embedded_default(tmp_path, tiny_model):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "emoray.cli", "demo", "--model", str(tiny_model),
+         "--tasks", "v_oc,e_c", "--config", str(cli_profile())],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "uploaded 599 sample texts to s3://emoray-demo/input/" in done.stdout
+    assert "rows annotated   1198 (2 task/target pairs per row)" in done.stdout
+    assert "rows per status  ok 1198" in done.stdout
+
+
+def cli_profile():
+    from tests.conftest import REPO
+
+    return REPO / "conf" / "local.yaml"
+
+
+def test_tasks_and_models_listings(capsys):
+    assert cli.main(["tasks"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in TASKS)
+    assert cli.main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert "Emollama-chat-7b" in listing and "encoder-decoder" in listing

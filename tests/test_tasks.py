@@ -1,0 +1,145 @@
+"""The catalog reproduces the exact AEB/AAID instructions, and every gold answer parses."""
+
+import csv
+import json
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from emoray.answers import ParseError
+from emoray.tasks import CONVERSATION, TASKS, resolve
+
+AEB_FILES = {
+    "SST_test.csv": (["sst"], 2210),
+    "sst5_test.csv": (["sst5"], 2210),
+    "TDT.csv": (["tdt"], 692),
+    "emobank_test.csv": (["emobank_v", "emobank_a", "emobank_d"], 3000),
+    "vader_test.csv": (["vader"], 4000),
+    "goemotion_test.csv": (["goemotions"], 5427),
+}
+AAID_TASKS = ["ei_reg", "ei_oc", "v_reg", "v_oc", "e_c"]
+
+
+def aaid_rows(aeb_dir):
+    rows = []
+    for name in ["aaid_train_sample.jsonl", "aaid_dev_sample.jsonl"]:
+        for line in (aeb_dir / name).read_text().splitlines():
+            conv = json.loads(line)["conversations"]
+            rows.append((conv[0]["value"], conv[1]["value"]))
+    for line in (aeb_dir / "aaid_test_sample.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        rows.append((r["instruction"], r["output"]))
+    return rows
+
+
+def match_one(instruction, names):
+    hits = [(n, TASKS[n].match(instruction)) for n in names]
+    hits = [(n, m) for n, m in hits if m]
+    assert len(hits) == 1, f"{len(hits)} tasks match {instruction[:80]!r}"
+    return hits[0]
+
+
+def expected_value(task, answer):
+    if task.answer.kind == "regression":
+        return float(answer), None, None
+    if task.answer.kind == "ordinal":
+        value = int(re.match(r"-?\d+", answer).group())
+        return float(value), task.answer.classes[value], None
+    items = {x.strip() for x in answer.rstrip(".").split(",")}
+    if items == {"neutral or no emotion"}:
+        items = {"neutral"}
+    return None, None, items
+
+
+@pytest.mark.parametrize("filename", AEB_FILES)
+def test_aeb_instructions_rendered_exactly_and_answers_parse(aeb_dir, filename):
+    names, rows_expected = AEB_FILES[filename]
+    with open(aeb_dir / filename, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == rows_expected
+    for row in rows:
+        name, (text, target, template) = match_one(row["Instruction"], names)
+        task = TASKS[name]
+        assert task.instruction(text, target, template) == row["Instruction"]
+        assert template == 0
+        parsed = task.answer.parse(row["Answer"])
+        score, label, labels = expected_value(task, row["Answer"])
+        assert parsed.score == score and parsed.label == label
+        assert (set(parsed.labels) if parsed.labels is not None else None) == labels
+
+
+def test_aaid_instructions_rendered_exactly_and_answers_parse(aeb_dir):
+    rows = aaid_rows(aeb_dir)
+    assert len(rows) == 999 + 199 + 39
+    seen = {n: set() for n in AAID_TASKS}
+    for instruction, answer in rows:
+        name, (text, target, template) = match_one(instruction, AAID_TASKS)
+        task = TASKS[name]
+        seen[name].add(template)
+        assert task.instruction(text, target, template) == instruction
+        if name == "ei_oc":
+            assert f"amount of {target}" in answer or answer.startswith("0: no " + target)
+        parsed = task.answer.parse(answer)
+        score, label, labels = expected_value(task, answer)
+        assert parsed.score == score and parsed.label == label
+        assert (set(parsed.labels) if parsed.labels is not None else None) == labels
+    # ten paraphrases per family, all kept in the catalog; index 0 is the most frequent
+    assert {n: len(s) for n, s in seen.items()} == {n: 10 for n in AAID_TASKS}
+
+
+def test_prompt_uses_training_conversation_format():
+    prompt = TASKS["v_reg"].prompt("I love it")
+    assert prompt.startswith("Human: \nTask: ")
+    assert prompt.endswith(" Tweet: I love it Intensity Score: \n\nAssistant: \n")
+    assert CONVERSATION == "Human: \n{instruction}\n\nAssistant: \n"
+
+
+def test_text_with_braces_is_not_formatted():
+    assert "{target} {0} }{" in TASKS["ei_reg"].instruction("{target} {0} }{", "joy")
+
+
+def test_prompt_version_changes_with_template_and_constraint():
+    task = TASKS["e_c"]
+    versions = {task.prompt_version(0), task.prompt_version(1), task.prompt_version(0, False)}
+    assert len(versions) == 3
+    assert all(re.fullmatch(r"[0-9a-f]{12}", v) for v in versions)
+    assert len({t.prompt_version() for t in TASKS.values()}) == len(TASKS)
+
+
+def test_resolve_expands_targets_and_rejects_unknown_names():
+    assert [r.key for r in resolve("v_reg,ei_oc:joy,ei_reg")] == [
+        "v_reg", "ei_oc:joy", "ei_reg:anger", "ei_reg:fear", "ei_reg:joy", "ei_reg:sadness"]
+    assert [r.key for r in resolve(["v_reg", "v_reg"])] == ["v_reg"]
+    with pytest.raises(ValueError, match="unknown task 'valence'; known tasks: ei_reg, ei_oc"):
+        resolve("valence")
+    with pytest.raises(ValueError, match="task 'ei_reg' has no target 'love'"):
+        resolve("ei_reg:love")
+    with pytest.raises(ValueError, match="no tasks given"):
+        resolve(" , ")
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_every_string_the_constraint_admits_parses(name, data):
+    task = TASKS[name]
+    answer = data.draw(st.from_regex(task.answer.regex(), fullmatch=True))
+    parsed = task.answer.parse(answer)
+    assert len(answer) + 1 <= task.max_tokens
+    if task.answer.kind == "regression":
+        assert task.answer.low <= parsed.score <= task.answer.high
+    elif task.answer.kind == "ordinal":
+        assert parsed.label == task.answer.classes[int(parsed.score)]
+    else:
+        assert parsed.labels and len(parsed.labels) == len(set(parsed.labels))
+
+
+@pytest.mark.parametrize("name,raw", [
+    ("v_reg", "1.5"), ("v_reg", "high"), ("vader", "-4.5"), ("v_oc", "4"),
+    ("ei_oc", "2.5"), ("e_c", "anger, hope."), ("goemotions", ""),
+])
+def test_parsers_reject_answers_outside_the_schema(name, raw):
+    with pytest.raises(ParseError):
+        TASKS[name].answer.parse(raw)
