@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from emoray.config import AnnotateConfig, ConfigError, load_config
+from emoray.config import AnnotateConfig, BenchConfig, ConfigError, load_config
 
 EXIT_OK, EXIT_CONFIG, EXIT_INPUT, EXIT_FAILED = 0, 2, 3, 1
 
@@ -86,6 +86,19 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args) -> int:
+    from emoray.bench import main_bench
+    from emoray.demo import tiny_model
+
+    overrides = {"engine.model": args.model or str(tiny_model()), "engine.device": args.device,
+                 "engine.gpu_memory_utilization": args.gpu_memory_utilization,
+                 "engine.max_model_len": args.max_model_len}
+    engine = load_config(args.config, overrides, model=BenchConfig).engine
+    small, large = (int(x) for x in args.rows.split(","))
+    main_bench(engine, (small, large), args.tasks.split(","), args.batch_size, args.json)
+    return EXIT_OK
+
+
 def cmd_tiny_model(args) -> int:
     from emoray.tiny_model import build_tiny_model
 
@@ -122,6 +135,17 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the job on the embedded default (local Ray + local S3)")
     _job_flags(d, "conf/local.yaml" if Path("conf/local.yaml").is_file() else None)
     d.set_defaults(fn=cmd_demo)
+    b = sub.add_parser("bench", help="pipeline vs bare LLM.generate rows/s on the same prompts")
+    b.add_argument("--config", help="YAML profile whose `engine:` section to use")
+    b.add_argument("--model", help="default: the tiny test model")
+    b.add_argument("--rows", default="2000,8000", help="two sizes; rates are the slope between")
+    b.add_argument("--tasks", default="v_reg")
+    b.add_argument("--batch-size", type=int, default=256)
+    b.add_argument("--device", choices=["auto", "gpu", "cpu"])
+    b.add_argument("--gpu-memory-utilization", type=float)
+    b.add_argument("--max-model-len", type=int)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(fn=cmd_bench)
     t = sub.add_parser("tiny-model", help="build the tiny random-weight LLaMA test checkpoint")
     t.add_argument("dir")
     t.set_defaults(fn=cmd_tiny_model)

@@ -74,6 +74,13 @@ class AnnotateConfig(_Strict):
     s3: S3Config = Field(default_factory=S3Config, description="Object store settings.")
 
 
+class BenchConfig(BaseModel):
+    """The part of a profile `emoray bench` uses; its other keys are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine under test.")
+
+
 class ConfigError(ValueError):
     """A profile or override that does not describe a valid run."""
 
