@@ -75,7 +75,7 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
     pipeline = []
     for n in sizes:
         config = AnnotateConfig(input=f"{root}/input-{n}", output=f"{root}/out-{n}", tasks=tasks,
-                                engine=engine, batch_size=batch_size, dedup=True)
+                                engine=engine, batch_size=batch_size)
         fs, path = io.filesystem_for(config.input, config.s3)
         fs.create_dir(path, recursive=True)
         with fs.open_output_stream(f"{path}/part-0.parquet") as out:

@@ -20,6 +20,7 @@ OVERRIDES = {
     "input": "input", "output": "output", "format": "format",
     "id_column": "id_column", "text_column": "text_column",
     "concurrency": "concurrency", "batch_size": "batch_size", "run_id": "run_id",
+    "commit_rows": "commit_rows",
     "model": "engine.model", "device": "engine.device",
     "tensor_parallel_size": "engine.tensor_parallel_size",
     "gpu_memory_utilization": "engine.gpu_memory_utilization",
@@ -44,7 +45,9 @@ def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
     p.add_argument("--max-model-len", type=int)
     p.add_argument("--template", type=int, help="instruction paraphrase index (0 = canonical)")
     p.add_argument("--device", choices=["auto", "gpu", "cpu"])
-    p.add_argument("--no-dedup", action="store_true", help="annotate duplicate texts again")
+    p.add_argument("--full", action="store_true",
+                   help="re-annotate everything, not only what the table lacks")
+    p.add_argument("--commit-rows", type=int, help="rows per committed chunk")
     p.add_argument("--run-id")
     p.add_argument("--s3-endpoint-url")
     p.add_argument("--s3-region")
@@ -54,7 +57,7 @@ def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
 def job_config(args: argparse.Namespace, **fixed) -> AnnotateConfig:
     overrides = {key: getattr(args, flag) for flag, key in OVERRIDES.items()}
     overrides["tasks"] = args.tasks.split(",") if args.tasks else None
-    overrides["dedup"] = False if args.no_dedup else None
+    overrides["incremental"] = False if args.full else None
     overrides.update(fixed)
     return load_config(args.config, overrides)
 

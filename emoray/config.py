@@ -68,8 +68,13 @@ class AnnotateConfig(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
     concurrency: int = Field(1, ge=1, description="Number of engine actors (one per GPU group).")
     batch_size: int = Field(256, ge=1, description="Prompts per engine call.")
-    dedup: bool = Field(True, description="Annotate each distinct text once and fan the result "
-                        "out to every row holding it.")
+    incremental: bool = Field(
+        True, description="Skip what the table already holds for this model and prompt "
+        "version, and reuse stored answers for known texts; false re-annotates everything.")
+    commit_rows: int = Field(
+        100_000, ge=1, description="Rows per committed chunk: a crash loses at most this many.")
+    shuffle_partitions: int = Field(
+        16, ge=1, description="Hash partitions of the dedup/incremental shuffle.")
     run_id: str | None = Field(None, description="Run id; default: UTC time plus a random suffix.")
     s3: S3Config = Field(default_factory=S3Config, description="Object store settings.")
 

@@ -125,21 +125,36 @@ class Engine:
 class EngineStage:
     """Ray Data actor stage: adds the model's answer to each prompt row.
 
-    Needs columns `text`, `task`, `target`, `empty`; rows with `empty` set send no prompt.
+    Needs the plan's columns (`stages.NEEDS["engine"]`); rows with `empty` set or a
+    `cached_output` (an answer stored for the same text) send no prompt.
     Adds `raw_output`, `confidence`, `truncated`, `error`, `finish_reason`, `prompt_tokens`, `output_tokens`.
     Resources: one GPU per tensor-parallel rank on GPU clusters, one CPU otherwise.
     """
 
-    needs = ("text", "task", "target", "empty")
-
     def __init__(self, config: EngineConfig, stats=None):
-        self.engine = Engine(config)
+        self.config = config
         self.stats = stats
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """Started on the first prompt, so a run with nothing new starts no engine."""
+        if self._engine is None:
+            self._engine = Engine(self.config)
+        return self._engine
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.select(["text", "task", "target", "empty"]).to_pydict()
-        todo = [i for i, empty in enumerate(rows["empty"]) if not empty]
+        rows = batch.select(["text", "task", "target", "empty", "cached_output",
+                             "cached_confidence", "cached_status"]).to_pydict()
         results: list[Generation] = [Generation(None)] * batch.num_rows
+        todo, reused = [], 0
+        for i, (empty, cached) in enumerate(zip(rows["empty"], rows["cached_output"])):
+            if cached is not None:
+                results[i] = Generation(cached, rows["cached_confidence"][i],
+                                        rows["cached_status"][i] == "truncated")
+                reused += 1
+            elif not empty:
+                todo.append(i)
         if todo:
             done = self.engine.generate(
                 [TASKS[rows["task"][i]] for i in todo],
@@ -150,7 +165,7 @@ class EngineStage:
                 results[i] = g
         if self.stats is not None:
             self.stats.add.remote(
-                prompts=len(todo),
+                prompts=len(todo), reused=reused,
                 prompt_tokens=sum(g.prompt_tokens for g in results),
                 output_tokens=sum(g.output_tokens for g in results),
             )

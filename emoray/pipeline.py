@@ -1,11 +1,17 @@
 """The annotate job as a Ray Data pipeline:
 
-    read (Parquet/JSONL/CSV) → normalize (id, text, hash) → dedup texts (hash shuffle)
-      → expand × tasks → EngineStage (vLLM actors) → parse + fan out → write Parquet → commit
+    read (Parquet/JSONL/CSV) → normalize (id, text, hash) ─┐
+    stored annotations of this model (committed chunks) ───┴→ hash shuffle on text hash
+      → plan (× tasks; skip what is held, reuse known texts, one prompt per distinct text)
+      → EngineStage (vLLM actors) → parse + fan out → chunked write + commit markers → report
 
 `build_annotator(config)` validates everything it can without an engine (tasks, model, input
 files and their columns, output location) and returns an `Annotator`; `Annotator.run()` executes
 and commits the run and returns its summary.
+
+Rows reach the driver, which writes them in chunks, each committed by its own marker: rows are
+small (about 200 bytes), so the driver is no bottleneck, and a commit covers exactly the rows
+in its file however Ray retried the batches that made them.
 """
 
 from __future__ import annotations
@@ -44,13 +50,16 @@ class RunSummary:
     rows_in: int
     rows_out: int
     requests: int
+    already_held: int
     prompts_sent: int
+    reused: int
     status_counts: dict[str, int]
     wall_s: float
     prompt_tokens: int
     output_tokens: int
     started_at: str
     files: list[str] = field(default_factory=list)
+    status: str = "ok"
 
     @property
     def rows_per_s(self) -> float:
@@ -62,12 +71,17 @@ class RunSummary:
         return out
 
     def render(self) -> str:
-        statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.status_counts.items()))
-        return "\n".join([
-            f"run {self.run_id} committed to {self.output}",
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.status_counts.items())) or "-"
+        lines = [f"run {self.run_id} committed to {self.output}"]
+        if self.rows_out == 0:
+            lines.append(f"  nothing new: the table already holds all {self.already_held} "
+                         "row x task annotations of this input")
+        return "\n".join(lines + [
             f"  rows in          {self.rows_in}",
-            f"  rows annotated   {self.rows_out} ({self.requests} task/target pairs per row)",
-            f"  prompts sent     {self.prompts_sent} (after dedup and empty texts)",
+            f"  rows annotated   {self.rows_out} ({self.requests} task/target pairs per row, "
+            f"{self.already_held} already in the table)",
+            f"  prompts sent     {self.prompts_sent} ({self.reused} answers reused from the "
+            "table; identical and blank texts sent once or not at all)",
             f"  rows per status  {statuses}",
             f"  wall time        {self.wall_s:.1f} s ({self.rows_per_s:.1f} rows/s)",
             f"  tokens           {self.prompt_tokens} prompt, {self.output_tokens} generated",
@@ -103,8 +117,19 @@ class Annotator:
             return {"num_gpus": self.config.engine.tensor_parallel_size}
         return {"num_cpus": 1}
 
+    def _stored(self):
+        """Stored annotations of this model, as plan input (side "old"), or None."""
+        import ray.data
+
+        files = table.committed_files(self.out_fs, self.out_root) if self.config.incremental else []
+        if not files:
+            return None
+        return ray.data.read_parquet(files, filesystem=self.out_fs).map_batches(
+            stages.stored_for_model, batch_format="pyarrow", batch_size=None,
+            fn_kwargs={"model": self.model.name})
+
     def dataset(self, stats=None):
-        """The lazy Ray dataset of annotation rows (schema `emoray.table.SCHEMA`)."""
+        """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`)."""
         cfg = self.config
         parts = [
             ds.map_batches(stages.normalize, batch_format="pyarrow", batch_size=None,
@@ -112,17 +137,15 @@ class Annotator:
                                       "stats": stats})
             for ds in io.read_inputs(self.in_fs, self.inputs, cfg.id_column, cfg.text_column)
         ]
-        docs = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-        if cfg.dedup:
-            texts = docs.repartition(max(8, 4 * cfg.concurrency), keys=["text_sha256"])
-            texts = texts.map_batches(stages.dedup, batch_format="pyarrow", batch_size=None)
-        else:
-            texts = docs.map_batches(stages.single, batch_format="pyarrow", batch_size=None)
-        prompts = texts.map_batches(
-            stages.expand, batch_format="pyarrow", batch_size=None,
+        stored = self._stored()
+        if stored is not None:
+            parts.append(stored)
+        rows = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+        planned = rows.repartition(cfg.shuffle_partitions, keys=["text_sha256"]).map_batches(
+            stages.plan, batch_format="pyarrow", batch_size=None,
             fn_kwargs={"requests": self.requests, "template": cfg.engine.template,
-                       "constrained": cfg.engine.constrained})
-        answered = prompts.map_batches(
+                       "constrained": cfg.engine.constrained, "stats": stats})
+        answered = planned.map_batches(
             EngineStage, batch_format="pyarrow", batch_size=cfg.batch_size,
             fn_constructor_kwargs={"config": cfg.engine, "stats": stats},
             concurrency=cfg.concurrency, **self._engine_resources())
@@ -131,43 +154,41 @@ class Annotator:
             fn_kwargs={"model": self.model.name, "run_id": self.run_id})
 
     def run(self) -> RunSummary:
+        """Execute, committing chunk by chunk, then write the run report."""
         import ray
 
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         stats = ray.remote(RunStats).options(num_cpus=0).remote()
-        run_date = started.strftime("%Y-%m-%d")
-        self.dataset(stats).write_parquet(
-            table.run_dir(self.out_root, self.run_id, run_date), filesystem=self.out_fs)
+        writer = table.RunWriter(self.out_fs, self.out_root, self.run_id,
+                                 started.strftime("%Y-%m-%d"), self.config.commit_rows)
+        for batch in self.dataset(stats).iter_batches(batch_format="pyarrow", batch_size=None):
+            writer.write(batch)
+        writer.flush()
         counts = ray.get(stats.get.remote())
-        written = self._written(run_date)
-        status = written.group_by("status").aggregate([("status", "count")]).to_pydict()
-        rows_out = written.num_rows
-        expected = counts.get("rows_in", 0) * len(self.requests)
-        if rows_out != expected:
-            raise RuntimeError(
-                f"run {self.run_id} wrote {rows_out} rows, expected {expected} "
-                f"({counts.get('rows_in', 0)} rows x {len(self.requests)} tasks); not committed")
+        ray.kill(stats)
         summary = RunSummary(
             run_id=self.run_id, output=self.config.output, rows_in=counts.get("rows_in", 0),
-            rows_out=rows_out, requests=len(self.requests),
-            prompts_sent=counts.get("prompts", 0),
-            status_counts=dict(zip(status["status"], status["status_count"])),
-            wall_s=time.perf_counter() - t0, prompt_tokens=counts.get("prompt_tokens", 0),
+            rows_out=writer.rows, requests=len(self.requests),
+            already_held=counts.get("already_held", 0),
+            prompts_sent=counts.get("prompts", 0), reused=counts.get("reused", 0),
+            status_counts=dict(writer.status_counts), wall_s=time.perf_counter() - t0,
+            prompt_tokens=counts.get("prompt_tokens", 0),
             output_tokens=counts.get("output_tokens", 0), started_at=started.isoformat(),
+            files=writer.files,
         )
-        report = {**summary.as_dict(), "model": self.model.name, "model_source": self.model.source,
-                  "tasks": [r.key for r in self.requests], "input": self.config.input}
-        summary.files = table.commit(self.out_fs, self.out_root, self.run_id, run_date, report)
-        ray.kill(stats)
+        expected = summary.rows_in * summary.requests - summary.already_held
+        summary.status = "ok" if summary.rows_out == expected else "incomplete"
+        table.write_report(self.out_fs, self.out_root, {
+            **summary.as_dict(), "model": self.model.name, "model_source": self.model.source,
+            "tasks": [r.key for r in self.requests], "input": self.config.input,
+            "chunks": writer.chunks})
+        if summary.status != "ok":
+            raise RuntimeError(
+                f"run {self.run_id} wrote {summary.rows_out} rows, expected {expected} "
+                f"({summary.rows_in} rows x {summary.requests} tasks - {summary.already_held} "
+                "already held); the committed chunks stand and a re-run fills the gap")
         return summary
-
-    def _written(self, run_date: str):
-        import pyarrow.dataset as pads
-
-        return pads.dataset(table.run_dir(self.out_root, self.run_id, run_date),
-                            filesystem=self.out_fs, format="parquet",
-                            schema=table.SCHEMA).to_table(columns=["status"])
 
 
 def build_annotator(config: AnnotateConfig) -> Annotator:

@@ -19,15 +19,18 @@ from emoray.tasks import TASKS, TaskRequest
 
 NEEDS = {
     "normalize": ("id", "text"),
-    "dedup": ("doc_id", "text", "text_sha256", "empty"),
-    "expand": ("doc_ids", "text", "text_sha256", "empty"),
+    "plan": ("side", "doc_id", "text_sha256", "text", "empty", "task", "target",
+             "prompt_version", "raw_output", "confidence", "status", "annotated_at"),
+    "engine": ("doc_ids", "text_sha256", "text", "empty", "task", "target", "prompt_version",
+               "cached_output", "cached_confidence", "cached_status"),
     "parse": ("doc_ids", "text_sha256", "task", "target", "prompt_version", "raw_output",
               "confidence", "truncated", "error", "finish_reason", "empty"),
 }
 
 
 def normalize(batch: pa.Table, id_column: str, text_column: str, stats=None) -> pa.Table:
-    """Input rows → doc_id (string), text, text_sha256 and `empty` (null or blank text)."""
+    """Input rows → doc_id (string), text, text_sha256 and `empty` (null or blank text), as
+    plan input."""
     ids = pc.cast(batch[id_column], pa.string())
     texts = pc.cast(batch[text_column], pa.string())
     values = texts.to_pylist()
@@ -35,39 +38,90 @@ def normalize(batch: pa.Table, id_column: str, text_column: str, stats=None) -> 
     empty = [t is None or not t.strip() for t in values]
     if stats is not None:
         stats.add.remote(rows_in=batch.num_rows)
-    return pa.table({"doc_id": ids, "text": texts, "text_sha256": pa.array(sha, pa.string()),
-                     "empty": pa.array(empty, pa.bool_())})
+    return as_plan_input(pa.table({
+        "doc_id": ids, "text": texts, "text_sha256": pa.array(sha, pa.string()),
+        "empty": pa.array(empty, pa.bool_())}), "new")
 
 
-def dedup(batch: pa.Table) -> pa.Table:
-    """Collapse rows with the same text into one row holding every doc_id (the batch must hold
-    all rows of each hash: the pipeline hash-partitions on text_sha256 first)."""
-    grouped = batch.group_by(["text_sha256", "empty"], use_threads=False).aggregate(
-        [("doc_id", "list"), ("text", "first")])
-    return grouped.rename_columns(
-        {"doc_id_list": "doc_ids", "text_first": "text"}).select(list(NEEDS["expand"]))
+PLAN_INPUT = pa.schema([
+    ("side", pa.string()), ("doc_id", pa.string()), ("text_sha256", pa.string()),
+    ("text", pa.string()), ("empty", pa.bool_()), ("task", pa.string()), ("target", pa.string()),
+    ("prompt_version", pa.string()), ("raw_output", pa.string()), ("confidence", pa.float64()),
+    ("status", pa.string()), ("annotated_at", pa.timestamp("us", tz="UTC")),
+])
+"""Rows entering the plan: input rows (side "new") and stored annotations (side "old")."""
+
+REUSABLE = ("ok", "truncated", "parse_error")
+"""Stored statuses whose answer a new row with the same text may reuse (greedy decoding gives
+the same answer again); `failed` rows are retried and `empty_text` rows cost nothing."""
 
 
-def single(batch: pa.Table) -> pa.Table:
-    """Without dedup: every row is its own group of one doc_id."""
-    offsets = pa.array(range(batch.num_rows + 1), pa.int32())
-    doc_ids = pa.ListArray.from_arrays(offsets, pc.cast(batch["doc_id"], pa.string()))
-    return batch.drop_columns(["doc_id"]).append_column("doc_ids", doc_ids).select(
-        list(NEEDS["expand"]))
-
-
-def expand(batch: pa.Table, requests: list[TaskRequest], template: int, constrained: bool
-           ) -> pa.Table:
-    """Each text × each requested (task, target), task-major so that consecutive prompts share
-    their instruction prefix (prefix cache hits)."""
-    parts = []
+def as_plan_input(batch: pa.Table, side: str) -> pa.Table:
+    """Pad input rows or stored annotation rows to the plan's common schema."""
     n = batch.num_rows
+    cols = {"side": pa.array([side] * n, pa.string())}
+    for f in PLAN_INPUT:
+        if f.name != "side":
+            cols[f.name] = (pc.cast(batch[f.name], f.type) if f.name in batch.column_names
+                            else pa.nulls(n, f.type))
+    return pa.table(cols, schema=PLAN_INPUT)
+
+
+def stored_for_model(batch: pa.Table, model: str) -> pa.Table:
+    """Stored annotation rows of `model`, as plan input."""
+    return as_plan_input(batch.filter(pc.equal(batch["model"], model)), "old")
+
+
+def _keys(t: pa.Table) -> pa.Table:
+    """Add join keys that never hold null (Arrow joins never match null keys)."""
+    sha = pc.fill_null(t["text_sha256"], "")
+    task_key = pc.binary_join_element_wise(
+        t["task"], pc.fill_null(t["target"], ""), t["prompt_version"], "|")
+    return t.append_column("sha_key", sha).append_column("task_key", task_key)
+
+
+def plan(batch: pa.Table, requests: list[TaskRequest], template: int, constrained: bool,
+         stats=None) -> pa.Table:
+    """Decide, for one hash partition (every row of a text hash lands in the same one), what
+    each input row × task needs: nothing (the table already holds it for this doc and text),
+    the stored answer for the same text (reuse), or a prompt. Texts needing a prompt are
+    grouped so each is sent once, with the list of doc_ids to fan its answer out to.
+    Requests are laid out task-major so consecutive prompts share their instruction prefix."""
+    side = batch["side"]
+    new = batch.filter(pc.equal(side, "new")).select(["doc_id", "text_sha256", "text", "empty"])
+    old = _keys(batch.filter(pc.equal(side, "old")))
+    wanted = []
+    n = new.num_rows
     for r in requests:
-        parts.append(batch.append_column("task", pa.array([r.task.name] * n, pa.string()))
-                     .append_column("target", pa.array([r.target] * n, pa.string()))
-                     .append_column("prompt_version", pa.array(
-                         [r.task.prompt_version(template, constrained)] * n, pa.string())))
-    return pa.concat_tables(parts)
+        wanted.append(new.append_column("task", pa.array([r.task.name] * n, pa.string()))
+                      .append_column("target", pa.array([r.target] * n, pa.string()))
+                      .append_column("prompt_version", pa.array(
+                          [r.task.prompt_version(template, constrained)] * n, pa.string())))
+    wanted = _keys(pa.concat_tables(wanted))
+    held = old.filter(pc.invert(pc.equal(old["status"], "failed"))).select(
+        ["doc_id", "sha_key", "task_key"])
+    todo = wanted.join(held, keys=["doc_id", "sha_key", "task_key"], join_type="left anti")
+    reusable = old.filter(pc.is_in(old["status"], pa.array(REUSABLE)))
+    latest = (reusable.sort_by([("annotated_at", "descending")])
+              .group_by(["sha_key", "task_key"], use_threads=False)
+              .aggregate([("raw_output", "first"), ("confidence", "first"), ("status", "first")])
+              .rename_columns({"raw_output_first": "cached_output",
+                               "confidence_first": "cached_confidence",
+                               "status_first": "cached_status"}))
+    todo = todo.join(latest, keys=["sha_key", "task_key"], join_type="left outer")
+    grouped = todo.group_by(["sha_key", "task_key"], use_threads=False).aggregate([
+        ("doc_id", "list"), ("text_sha256", "first"), ("text", "first"), ("empty", "first"),
+        ("task", "first"), ("target", "first"), ("prompt_version", "first"),
+        ("cached_output", "first"), ("cached_confidence", "first"), ("cached_status", "first"),
+    ])
+    grouped = grouped.rename_columns([c.removesuffix("_first").replace("doc_id_list", "doc_ids")
+                                      for c in grouped.column_names])
+    order = {r.task.name: i for i, r in enumerate(requests)}
+    rank = pa.array([order[t] for t in grouped["task"].to_pylist()], pa.int32())
+    grouped = grouped.append_column("_rank", rank).sort_by([("_rank", "ascending")])
+    if stats is not None:
+        stats.add.remote(already_held=wanted.num_rows - todo.num_rows)
+    return grouped.select(list(NEEDS["engine"]))
 
 
 def _status(empty: bool, raw: str | None, error: str | None, truncated: bool, task: str,

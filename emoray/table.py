@@ -2,20 +2,25 @@
 layout in the object store, and the commit marker that makes a run visible.
 
 Layout under the table root:
-    data/run_date=YYYY-MM-DD/run_id=<run>/*.parquet   files of one run
-    _commits/<run>.json                               commit marker, written last
-A run's files count only once its marker exists; the marker lists them, so readers never
+    data/run_date=YYYY-MM-DD/run_id=<run>/part-<chunk>.parquet   one file per chunk
+    _commits/<run>-<chunk>.json                                  commit marker, written last
+    _reports/<run>.json                                          run report
+A chunk's rows count only once its marker exists; markers list their files, so readers never
 list data folders and never see a crashed run's leftovers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+from collections import Counter
+from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 SCHEMA = pa.schema([
     pa.field("doc_id", pa.string(), nullable=False),
@@ -39,39 +44,127 @@ SCHEMA = pa.schema([
 STATUSES = ("ok", "parse_error", "empty_text", "truncated", "failed")
 
 COMMITS = "_commits"
+REPORTS = "_reports"
 
 
 def run_dir(root: str, run_id: str, run_date: str) -> str:
     return posixpath.join(root, "data", f"run_date={run_date}", f"run_id={run_id}")
 
 
-def commit(fs: pafs.FileSystem, root: str, run_id: str, run_date: str, report: dict) -> list[str]:
-    """List the run's files and write its commit marker last; returns the files."""
-    selector = pafs.FileSelector(run_dir(root, run_id, run_date), recursive=True)
-    files = sorted(i.path for i in fs.get_file_info(selector)
-                   if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
-    manifest = {"run_id": run_id, "run_date": run_date, "files": files, **report}
-    fs.create_dir(posixpath.join(root, COMMITS), recursive=True)
-    with fs.open_output_stream(posixpath.join(root, COMMITS, f"{run_id}.json")) as out:
-        out.write(json.dumps(manifest, indent=2, default=str).encode())
-    return files
+def _fault(point: str) -> None:
+    """Failure injection for the crash tests: EMORAY_FAULT=<point> kills the process there."""
+    if os.environ.get("EMORAY_FAULT") == point:
+        os._exit(17)
 
 
-def committed_runs(fs: pafs.FileSystem, root: str) -> list[dict]:
-    """Manifests of every committed run under `root`, oldest first."""
-    selector = pafs.FileSelector(posixpath.join(root, COMMITS), allow_not_found=True)
-    runs = []
+def _put_atomic(fs: pafs.FileSystem, path: str, data: bytes, fault: str | None = None) -> None:
+    """Write to a hidden temporary name, then move into place: readers see all or nothing
+    (a local rename, or on S3 a server-side copy of one object)."""
+    parent, name = posixpath.split(path)
+    tmp = posixpath.join(parent, f".tmp-{name}")
+    with fs.open_output_stream(tmp) as out:
+        out.write(data)
+    if fault:
+        _fault(fault)
+    fs.move(tmp, path)
+
+
+class RunWriter:
+    """Writes one run's rows in chunks: each chunk is one Parquet file with a deterministic name
+    (`part-<chunk>.parquet`, so a retried write replaces rather than adds) followed by its commit
+    marker `_commits/<run>-<chunk>.json`. A crash loses at most the chunk in flight; the next
+    run's incremental check annotates exactly what no marker covers."""
+
+    def __init__(self, fs: pafs.FileSystem, root: str, run_id: str, run_date: str,
+                 chunk_rows: int):
+        self.fs, self.root, self.run_id, self.run_date = fs, root, run_id, run_date
+        self.chunk_rows = chunk_rows
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.chunks = 0
+        self.rows = 0
+        self.status_counts: Counter = Counter()
+        self.files: list[str] = []
+        fs.create_dir(run_dir(root, run_id, run_date), recursive=True)
+        fs.create_dir(posixpath.join(root, COMMITS), recursive=True)
+
+    def write(self, batch: pa.Table) -> None:
+        if batch.num_rows:
+            self.pending.append(batch)
+            self.pending_rows += batch.num_rows
+        if self.pending_rows >= self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        data = pa.concat_tables(self.pending).cast(SCHEMA)
+        name = f"part-{self.chunks:05d}.parquet"
+        path = posixpath.join(run_dir(self.root, self.run_id, self.run_date), name)
+        with self.fs.open_output_stream(path) as out:
+            writer = pq.ParquetWriter(out, SCHEMA)
+            half = data.num_rows // 2
+            writer.write_table(data.slice(0, half))
+            _fault("chunk-file-partial")
+            writer.write_table(data.slice(half))
+            writer.close()
+        _fault("chunk-file-written")
+        marker = {"run_id": self.run_id, "run_date": self.run_date, "chunk": self.chunks,
+                  "files": [path], "rows": data.num_rows,
+                  "committed_at": datetime.now(timezone.utc).isoformat()}
+        _put_atomic(self.fs, posixpath.join(self.root, COMMITS,
+                                            f"{self.run_id}-{self.chunks:05d}.json"),
+                    json.dumps(marker, indent=2).encode(), fault="marker-partial")
+        counts = data.group_by("status").aggregate([("status", "count")]).to_pydict()
+        self.status_counts.update(dict(zip(counts["status"], counts["status_count"])))
+        self.files.append(path)
+        self.rows += data.num_rows
+        self.chunks += 1
+        self.pending, self.pending_rows = [], 0
+
+
+def _read_json_files(fs: pafs.FileSystem, folder: str) -> list[dict]:
+    selector = pafs.FileSelector(folder, allow_not_found=True)
+    out = []
     for info in fs.get_file_info(selector):
-        if info.path.endswith(".json"):
+        if info.base_name.endswith(".json") and not info.base_name.startswith("."):
             with fs.open_input_stream(info.path) as f:
-                runs.append(json.loads(f.read()))
-    return sorted(runs, key=lambda r: (r.get("started_at", ""), r["run_id"]))
+                out.append(json.loads(f.read()))
+    return out
+
+
+def committed_chunks(fs: pafs.FileSystem, root: str) -> list[dict]:
+    """Commit markers under `root`, oldest first."""
+    return sorted(_read_json_files(fs, posixpath.join(root, COMMITS)),
+                  key=lambda m: (m["committed_at"], m["run_id"], m["chunk"]))
+
+
+def committed_files(fs: pafs.FileSystem, root: str) -> list[str]:
+    return [f for m in committed_chunks(fs, root) for f in m["files"]]
 
 
 def read_committed(fs: pafs.FileSystem, root: str, columns: list[str] | None = None) -> pa.Table:
-    """All rows of all committed runs, read from the files their markers list."""
-    files = [f for run in committed_runs(fs, root) for f in run["files"]]
+    """All rows of all committed chunks, read from the files their markers list."""
+    files = committed_files(fs, root)
     if not files:
         return SCHEMA.empty_table().select(columns or SCHEMA.names)
     return pads.dataset(files, schema=SCHEMA, filesystem=fs, format="parquet").to_table(
         columns=columns)
+
+
+def write_report(fs: pafs.FileSystem, root: str, report: dict) -> None:
+    fs.create_dir(posixpath.join(root, REPORTS), recursive=True)
+    _put_atomic(fs, posixpath.join(root, REPORTS, f"{report['run_id']}.json"),
+                json.dumps(report, indent=2, default=str).encode())
+
+
+def run_reports(fs: pafs.FileSystem, root: str) -> list[dict]:
+    """Run reports, newest first; runs with committed chunks but no report (a driver that died)
+    appear with status `incomplete`."""
+    reports = {r["run_id"]: r for r in _read_json_files(fs, posixpath.join(root, REPORTS))}
+    for m in committed_chunks(fs, root):
+        reports.setdefault(m["run_id"], {"run_id": m["run_id"], "status": "incomplete",
+                                         "started_at": m["committed_at"], "rows_out": 0})
+        if reports[m["run_id"]]["status"] == "incomplete":
+            reports[m["run_id"]]["rows_out"] += m["rows"]
+    return sorted(reports.values(), key=lambda r: r.get("started_at", ""), reverse=True)

@@ -82,7 +82,7 @@ def test_counts_are_exact(s3_run):
 def test_schema_is_the_contract(s3_run):
     _, rows, fs, root = s3_run
     assert rows.schema == table.SCHEMA
-    [manifest] = table.committed_runs(fs, root)
+    [manifest] = table.committed_chunks(fs, root)
     assert manifest["files"] and all(f.endswith(".parquet") for f in manifest["files"])
     for path in manifest["files"]:
         with fs.open_input_file(path) as f:

@@ -38,7 +38,7 @@ def test_annotate_local_folder_of_three_formats(tmp_path, ray_local, tiny_model,
     assert rows.num_rows == 42
     assert sorted(set(rows["doc_id"].to_pylist())) == ["c1", "c2", "j0", "j1", "j2", "p1", "p2"]
     assert set(rows["run_id"].to_pylist()) == {"night-1"}
-    assert (out / "_commits" / "night-1.json").is_file()
+    assert (out / "_commits" / "night-1-00000.json").is_file()
     assert list((out / "data").glob("run_date=*/run_id=night-1/*.parquet"))
 
 
@@ -50,7 +50,7 @@ def test_demo_runs_on_embedded_default(tmp_path, tiny_model):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "uploaded 599 sample texts to s3://emoray-demo/input/" in done.stdout
-    assert "rows annotated   1198 (2 task/target pairs per row)" in done.stdout
+    assert "rows annotated   1198 (2 task/target pairs per row, 0 already in the table)" in done.stdout
     assert "rows per status  ok 1198" in done.stdout
 
 
