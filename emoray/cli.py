@@ -20,7 +20,7 @@ OVERRIDES = {
     "input": "input", "output": "output", "format": "format",
     "id_column": "id_column", "text_column": "text_column",
     "concurrency": "concurrency", "batch_size": "batch_size", "run_id": "run_id",
-    "commit_rows": "commit_rows",
+    "commit_rows": "commit_rows", "on_bad_file": "on_bad_file",
     "model": "engine.model", "device": "engine.device",
     "tensor_parallel_size": "engine.tensor_parallel_size",
     "gpu_memory_utilization": "engine.gpu_memory_utilization",
@@ -48,6 +48,8 @@ def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
     p.add_argument("--full", action="store_true",
                    help="re-annotate everything, not only what the table lacks")
     p.add_argument("--commit-rows", type=int, help="rows per committed chunk")
+    p.add_argument("--on-bad-file", choices=["fail", "skip", "quarantine"],
+                   help="what to do with an unreadable file or one lacking a column")
     p.add_argument("--run-id")
     p.add_argument("--s3-endpoint-url")
     p.add_argument("--s3-region")

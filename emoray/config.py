@@ -24,6 +24,9 @@ class S3Config(_Strict):
         "standard AWS chain (environment, profile, instance role), never from this file.")
     region: str | None = Field(
         None, description="AWS region; falls back to AWS_REGION / AWS_DEFAULT_REGION.")
+    max_attempts: int = Field(
+        10, ge=1, description="Attempts per S3 request (the AWS SDK's standard retry strategy: "
+        "exponential backoff on throttling and transient errors).")
 
 
 class EngineConfig(_Strict):
@@ -68,6 +71,9 @@ class AnnotateConfig(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
     concurrency: int = Field(1, ge=1, description="Number of engine actors (one per GPU group).")
     batch_size: int = Field(256, ge=1, description="Prompts per engine call.")
+    on_bad_file: Literal["fail", "skip", "quarantine"] = Field(
+        "fail", description="A file that cannot be read or lacks a column: fail the run before "
+        "any GPU work, skip it (reported), or skip it and copy it to <output>/_quarantine/.")
     incremental: bool = Field(
         True, description="Skip what the table already holds for this model and prompt "
         "version, and reuse stored answers for known texts; false re-annotates everything.")

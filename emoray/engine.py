@@ -125,7 +125,8 @@ class Engine:
 class EngineStage:
     """Ray Data actor stage: adds the model's answer to each prompt row.
 
-    Needs the plan's columns (`stages.NEEDS["engine"]`); rows with `empty` set or a
+    Needs the plan's columns (`stages.NEEDS["engine"]`); rows whose `text_status` is not ok or
+    that carry a
     `cached_output` (an answer stored for the same text) send no prompt.
     Adds `raw_output`, `confidence`, `truncated`, `error`, `finish_reason`, `prompt_tokens`, `output_tokens`.
     Resources: one GPU per tensor-parallel rank on GPU clusters, one CPU otherwise.
@@ -141,19 +142,21 @@ class EngineStage:
         """Started on the first prompt, so a run with nothing new starts no engine."""
         if self._engine is None:
             self._engine = Engine(self.config)
+            if self.stats is not None:
+                self.stats.add.remote(engine_starts=1)
         return self._engine
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.select(["text", "task", "target", "empty", "cached_output",
+        rows = batch.select(["text", "task", "target", "text_status", "cached_output",
                              "cached_confidence", "cached_status"]).to_pydict()
         results: list[Generation] = [Generation(None)] * batch.num_rows
         todo, reused = [], 0
-        for i, (empty, cached) in enumerate(zip(rows["empty"], rows["cached_output"])):
+        for i, (text_status, cached) in enumerate(zip(rows["text_status"], rows["cached_output"])):
             if cached is not None:
                 results[i] = Generation(cached, rows["cached_confidence"][i],
                                         rows["cached_status"][i] == "truncated")
                 reused += 1
-            elif not empty:
+            elif text_status == "ok":
                 todo.append(i)
         if todo:
             done = self.engine.generate(

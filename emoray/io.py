@@ -1,8 +1,9 @@
 """Input and output locations: resolve `s3://…` or local paths to a pyarrow filesystem, find the
 input files, check their columns before any engine starts, and read them with Ray Data.
 
-S3 goes through pyarrow's S3FileSystem with the standard AWS credential chain; an endpoint
-override (config or AWS_ENDPOINT_URL) points the same code at any S3-compatible store.
+S3 goes through pyarrow's S3FileSystem with the standard AWS credential chain and the AWS SDK's
+standard retry strategy (backoff on throttling and transient errors); an endpoint override
+(config or AWS_ENDPOINT_URL) points the same code at any S3-compatible store.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def s3_filesystem(s3: S3Config) -> pafs.S3FileSystem:
     endpoint = (s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
                 or os.environ.get("AWS_ENDPOINT_URL"))
     region = s3.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    kwargs: dict = {"region": region or "us-east-1"}
+    kwargs: dict = {"region": region or "us-east-1",
+                    "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3.max_attempts)}
     if endpoint:
         scheme, _, host = endpoint.partition("://")
         kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
@@ -103,20 +105,47 @@ def _schema(fs: pafs.FileSystem, f: InputFile) -> pa.Schema:
     return pajson.read_json(io.BytesIO(head)).schema
 
 
-def check_columns(fs: pafs.FileSystem, files: list[InputFile], columns: dict[str, str]) -> None:
-    """Fail before any GPU work when a file cannot be read or lacks a needed column.
+def file_problem(fs: pafs.FileSystem, f: InputFile, columns: dict[str, str]) -> str | None:
+    """Why `f` cannot be annotated (unreadable, or lacking a needed column), or None.
     `columns` maps a role ("id", "text") to the column name configured for it."""
-    for f in files:
-        try:
-            names = _schema(fs, f).names
-        except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as e:
-            raise InputError(f"cannot read {f.format} file {f.path}: {e}") from None
-        for role, column in columns.items():
-            if column not in names:
-                raise InputError(
-                    f"file {f.path} has no {role} column {column!r} (columns: "
-                    f"{', '.join(names)}); name it with --{role}-column"
-                )
+    try:
+        names = _schema(fs, f).names
+    except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as e:
+        return f"cannot read {f.format} file {f.path}: {e}"
+    for role, column in columns.items():
+        if column not in names:
+            return (f"file {f.path} has no {role} column {column!r} (columns: "
+                    f"{', '.join(names)}); name it with --{role}-column")
+    return None
+
+
+def screen_files(fs: pafs.FileSystem, files: list[InputFile], columns: dict[str, str],
+                 policy: str) -> tuple[list[InputFile], dict[str, str]]:
+    """Check every file before any GPU work. Returns the good files and {path: reason} of the
+    bad ones; under policy `fail` any bad file is an error naming all of them."""
+    bad = {f.path: reason for f in files if (reason := file_problem(fs, f, columns))}
+    if bad and policy == "fail":
+        listing = "\n  ".join(bad.values())
+        more = "" if len(bad) == len(files) else (
+            "\n(use --on-bad-file skip or quarantine to annotate the other files)")
+        raise InputError(f"{len(bad)} of {len(files)} input files are bad:\n  {listing}{more}")
+    good = [f for f in files if f.path not in bad]
+    if not good:
+        raise InputError("no readable input files:\n  " + "\n  ".join(bad.values()))
+    return good, bad
+
+
+def quarantine(fs: pafs.FileSystem, paths: list[str], out_fs: pafs.FileSystem, folder: str
+               ) -> list[str]:
+    """Copy bad input files into `folder` (under the output root) for inspection."""
+    out_fs.create_dir(folder, recursive=True)
+    copied = []
+    for path in paths:
+        target = f"{folder}/{path.strip('/').replace('/', '__')}"
+        with fs.open_input_stream(path) as src, out_fs.open_output_stream(target) as dst:
+            dst.write(src.read())
+        copied.append(target)
+    return copied
 
 
 def read_inputs(fs: pafs.FileSystem, files: list[InputFile], id_column: str, text_column: str):
@@ -135,7 +164,8 @@ def read_inputs(fs: pafs.FileSystem, files: list[InputFile], id_column: str, tex
             ds = ray.data.read_csv(
                 paths, filesystem=fs, file_extensions=None,
                 convert_options=pacsv.ConvertOptions(
-                    include_columns=columns, column_types={c: pa.string() for c in columns},
+                    include_columns=columns,
+                    column_types={id_column: pa.string(), text_column: pa.binary()},
                     strings_can_be_null=False, quoted_strings_can_be_null=False),
             )
         else:

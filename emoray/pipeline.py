@@ -16,6 +16,7 @@ in its file however Ray retried the batches that made them.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections import Counter
@@ -31,7 +32,8 @@ from emoray.tasks import resolve
 
 
 class RunStats:
-    """Ray actor collecting counters from the stages (rows read, prompts sent, tokens)."""
+    """Ray actor collecting counters from the stages (rows read, prompts sent, tokens); named
+    `emoray-stats-<run_id>` so a watcher can read a live run's progress."""
 
     def __init__(self):
         self.counts: Counter = Counter()
@@ -96,9 +98,10 @@ class Annotator:
         self.requests = resolve(config.tasks)
         self.model = resolve_model(config.engine.model)
         self.in_fs, in_path = io.filesystem_for(config.input, config.s3)
-        self.inputs = io.list_inputs(config.input, self.in_fs, in_path, config.format)
-        io.check_columns(self.in_fs, self.inputs,
-                         {"id": config.id_column, "text": config.text_column})
+        found = io.list_inputs(config.input, self.in_fs, in_path, config.format)
+        self.inputs, self.bad_files = io.screen_files(
+            self.in_fs, found, {"id": config.id_column, "text": config.text_column},
+            config.on_bad_file)
         self.out_fs, self.out_root = io.filesystem_for(config.output, config.s3)
         try:
             self.out_fs.create_dir(self.out_root, recursive=True)
@@ -106,6 +109,11 @@ class Annotator:
             raise io.InputError(f"cannot write to output {config.output}: {e}") from None
         self.run_id = config.run_id or (
             datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
+        for reason in self.bad_files.values():
+            print(f"emoray: skipping bad input file: {reason}", file=sys.stderr)
+        if self.bad_files and config.on_bad_file == "quarantine":
+            io.quarantine(self.in_fs, list(self.bad_files), self.out_fs,
+                          f"{self.out_root}/_quarantine/{self.run_id}")
 
     def _engine_resources(self) -> dict:
         import ray
@@ -159,7 +167,7 @@ class Annotator:
 
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
-        stats = ray.remote(RunStats).options(num_cpus=0).remote()
+        stats = ray.remote(RunStats).options(num_cpus=0, name=f"emoray-stats-{self.run_id}").remote()
         writer = table.RunWriter(self.out_fs, self.out_root, self.run_id,
                                  started.strftime("%Y-%m-%d"), self.config.commit_rows)
         for batch in self.dataset(stats).iter_batches(batch_format="pyarrow", batch_size=None):
@@ -182,7 +190,8 @@ class Annotator:
         table.write_report(self.out_fs, self.out_root, {
             **summary.as_dict(), "model": self.model.name, "model_source": self.model.source,
             "tasks": [r.key for r in self.requests], "input": self.config.input,
-            "chunks": writer.chunks})
+            "chunks": writer.chunks, "bad_files": self.bad_files,
+            "engine_starts": counts.get("engine_starts", 0)})
         if summary.status != "ok":
             raise RuntimeError(
                 f"run {self.run_id} wrote {summary.rows_out} rows, expected {expected} "

@@ -19,33 +19,54 @@ from emoray.tasks import TASKS, TaskRequest
 
 NEEDS = {
     "normalize": ("id", "text"),
-    "plan": ("side", "doc_id", "text_sha256", "text", "empty", "task", "target",
+    "plan": ("side", "doc_id", "text_sha256", "text", "text_status", "task", "target",
              "prompt_version", "raw_output", "confidence", "status", "annotated_at"),
-    "engine": ("doc_ids", "text_sha256", "text", "empty", "task", "target", "prompt_version",
+    "engine": ("doc_ids", "text_sha256", "text", "text_status", "task", "target", "prompt_version",
                "cached_output", "cached_confidence", "cached_status"),
     "parse": ("doc_ids", "text_sha256", "task", "target", "prompt_version", "raw_output",
-              "confidence", "truncated", "error", "finish_reason", "empty"),
+              "confidence", "truncated", "error", "finish_reason", "text_status"),
 }
 
 
+TEXT_PROBLEMS = {
+    "empty_text": "text is null or blank; no prompt sent",
+    "invalid_text": "text is not valid UTF-8; no prompt sent",
+}
+
+
+def _check_text(raw: bytes | None) -> tuple[str | None, str | None, str]:
+    """(text, sha256 of the exact bytes, text_status) of one input value."""
+    if raw is None:
+        return None, None, "empty_text"
+    sha = hashlib.sha256(raw).hexdigest()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, sha, "invalid_text"
+    return text, sha, "ok" if text.strip() else "empty_text"
+
+
 def normalize(batch: pa.Table, id_column: str, text_column: str, stats=None) -> pa.Table:
-    """Input rows → doc_id (string), text, text_sha256 and `empty` (null or blank text), as
-    plan input."""
+    """Input rows → doc_id (string), text, text_sha256 and text_status (`ok`, or why no
+    prompt can be sent: `empty_text`, `invalid_text`), as plan input. Texts are read as bytes
+    so one invalid value marks its row instead of failing the file."""
     ids = pc.cast(batch[id_column], pa.string())
-    texts = pc.cast(batch[text_column], pa.string())
-    values = texts.to_pylist()
-    sha = [None if t is None else hashlib.sha256(t.encode("utf-8")).hexdigest() for t in values]
-    empty = [t is None or not t.strip() for t in values]
+    raw = batch[text_column]
+    if not pa.types.is_binary(raw.type):
+        raw = pc.cast(pc.cast(raw, pa.string()), pa.binary())
+    texts, sha, status = zip(*map(_check_text, raw.to_pylist())) if len(raw) else ([], [], [])
     if stats is not None:
         stats.add.remote(rows_in=batch.num_rows)
     return as_plan_input(pa.table({
-        "doc_id": ids, "text": texts, "text_sha256": pa.array(sha, pa.string()),
-        "empty": pa.array(empty, pa.bool_())}), "new")
+        "doc_id": ids, "text": pa.array(texts, pa.string()),
+        "text_sha256": pa.array(sha, pa.string()),
+        "text_status": pa.array(status, pa.string())}), "new")
 
 
 PLAN_INPUT = pa.schema([
     ("side", pa.string()), ("doc_id", pa.string()), ("text_sha256", pa.string()),
-    ("text", pa.string()), ("empty", pa.bool_()), ("task", pa.string()), ("target", pa.string()),
+    ("text", pa.string()), ("text_status", pa.string()), ("task", pa.string()),
+    ("target", pa.string()),
     ("prompt_version", pa.string()), ("raw_output", pa.string()), ("confidence", pa.float64()),
     ("status", pa.string()), ("annotated_at", pa.timestamp("us", tz="UTC")),
 ])
@@ -53,7 +74,7 @@ PLAN_INPUT = pa.schema([
 
 REUSABLE = ("ok", "truncated", "parse_error")
 """Stored statuses whose answer a new row with the same text may reuse (greedy decoding gives
-the same answer again); `failed` rows are retried and `empty_text` rows cost nothing."""
+the same answer again); `failed` rows are retried; text problems cost nothing to redo."""
 
 
 def as_plan_input(batch: pa.Table, side: str) -> pa.Table:
@@ -88,7 +109,8 @@ def plan(batch: pa.Table, requests: list[TaskRequest], template: int, constraine
     grouped so each is sent once, with the list of doc_ids to fan its answer out to.
     Requests are laid out task-major so consecutive prompts share their instruction prefix."""
     side = batch["side"]
-    new = batch.filter(pc.equal(side, "new")).select(["doc_id", "text_sha256", "text", "empty"])
+    new = batch.filter(pc.equal(side, "new")).select(
+        ["doc_id", "text_sha256", "text", "text_status"])
     old = _keys(batch.filter(pc.equal(side, "old")))
     wanted = []
     n = new.num_rows
@@ -110,7 +132,8 @@ def plan(batch: pa.Table, requests: list[TaskRequest], template: int, constraine
                                "status_first": "cached_status"}))
     todo = todo.join(latest, keys=["sha_key", "task_key"], join_type="left outer")
     grouped = todo.group_by(["sha_key", "task_key"], use_threads=False).aggregate([
-        ("doc_id", "list"), ("text_sha256", "first"), ("text", "first"), ("empty", "first"),
+        ("doc_id", "list"), ("text_sha256", "first"), ("text", "first"),
+        ("text_status", "first"),
         ("task", "first"), ("target", "first"), ("prompt_version", "first"),
         ("cached_output", "first"), ("cached_confidence", "first"), ("cached_status", "first"),
     ])
@@ -124,11 +147,11 @@ def plan(batch: pa.Table, requests: list[TaskRequest], template: int, constraine
     return grouped.select(list(NEEDS["engine"]))
 
 
-def _status(empty: bool, raw: str | None, error: str | None, truncated: bool, task: str,
+def _status(text_status: str, raw: str | None, error: str | None, truncated: bool, task: str,
             finish_reason: str | None):
     """(status, score, label, labels, error) of one answer."""
-    if empty:
-        return "empty_text", None, None, None, "text is null or blank; no prompt sent"
+    if text_status != "ok":
+        return text_status, None, None, None, TEXT_PROBLEMS[text_status]
     if error is not None or raw is None:
         return "failed", None, None, None, error or "engine returned no output"
     try:
@@ -144,7 +167,7 @@ def _status(empty: bool, raw: str | None, error: str | None, truncated: bool, ta
 def parse(batch: pa.Table, model: str, run_id: str) -> pa.Table:
     """Model answers → typed columns and a status, fanned out to one row per doc_id, in the
     annotation table's schema."""
-    cols = batch.select(["empty", "raw_output", "error", "truncated", "task",
+    cols = batch.select(["text_status", "raw_output", "error", "truncated", "task",
                          "finish_reason"]).to_pydict()
     results = [_status(*row) for row in zip(*cols.values())]
     status, score, label, labels, error = (list(x) for x in zip(*results)) if results else [[]] * 5

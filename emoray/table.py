@@ -41,7 +41,7 @@ SCHEMA = pa.schema([
 ])
 """Columns of the long annotation table (DESIGN.md), plus `error`: why a row is not ok."""
 
-STATUSES = ("ok", "parse_error", "empty_text", "truncated", "failed")
+STATUSES = ("ok", "parse_error", "empty_text", "invalid_text", "truncated", "failed")
 
 COMMITS = "_commits"
 REPORTS = "_reports"

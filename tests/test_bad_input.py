@@ -111,14 +111,14 @@ def test_config_rejects_unknown_keys_by_name(tmp_path):
         load_config(None, {"input": "a"})
 
 
-def _answered(raw, error=None, empty=False, truncated=False, finish="stop", task="v_reg"):
+def _answered(raw, error=None, text_status="ok", truncated=False, finish="stop", task="v_reg"):
     return pa.table({
         "doc_ids": pa.array([["d1", "d2"]], pa.list_(pa.string())),
         "text_sha256": ["h"], "task": [task], "target": pa.array([None], pa.string()),
         "prompt_version": ["v"], "raw_output": pa.array([raw], pa.string()),
         "confidence": pa.array([0.5], pa.float64()), "truncated": [truncated],
         "error": pa.array([error], pa.string()), "finish_reason": pa.array([finish], pa.string()),
-        "empty": [empty],
+        "text_status": [text_status],
     })
 
 

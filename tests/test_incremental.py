@@ -1,0 +1,181 @@
+"""Nightly runs over S3 on 127.0.0.1: re-runs annotate only what is new, crashes leave nothing
+half-visible, a killed engine actor loses and duplicates nothing, bad rows become statuses."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from emoray import io, table
+from emoray.config import AnnotateConfig, EngineConfig, S3Config
+from emoray.pipeline import build_annotator
+from emoray.sample import sample_texts
+from emoray.tasks import TASKS
+
+TASK_SPEC = ["v_reg", "ei_oc:joy"]
+TEXTS = [t for _, t in sample_texts()]
+
+
+def put_parquet(uri, ids, texts):
+    fs, path = io.filesystem_for(uri, S3Config())
+    with fs.open_output_stream(path) as out:
+        pq.write_table(pa.table({"id": ids, "text": texts}), out)
+
+
+def annotate(tiny_model, src, out, **kw):
+    engine = EngineConfig(model=str(tiny_model), device="cpu", max_model_len=512,
+                          gpu_memory_utilization=0.1, template=kw.pop("template", 0))
+    config = AnnotateConfig(input=src, output=out, tasks=kw.pop("tasks", TASK_SPEC),
+                            engine=engine, **kw)
+    return build_annotator(config).run()
+
+
+def committed(out):
+    return table.read_committed(*io.filesystem_for(out, S3Config()))
+
+
+def duplicate_keys(rows, keys=("doc_id", "task", "target", "prompt_version")):
+    g = rows.group_by(list(keys)).aggregate([("status", "count")])
+    return pc.sum(pc.greater(g["status_count"], 1)).as_py() or 0
+
+
+def test_rerun_sends_nothing_and_new_rows_only_their_share(s3_endpoint, ray_local, tiny_model):
+    src, out = "s3://emoray-test/inc/in", "s3://emoray-test/inc/out"
+    put_parquet(f"{src}/night-1.parquet", [f"d{i}" for i in range(30)], TEXTS[:30])
+    first = annotate(tiny_model, src, out)
+    assert (first.rows_out, first.prompts_sent, first.already_held) == (60, 60, 0)
+
+    again = annotate(tiny_model, src, out)
+    assert (again.rows_out, again.prompts_sent, again.reused, again.already_held) == (0, 0, 0, 60)
+    assert "nothing new" in again.render()
+    report = next(r for r in table.run_reports(*io.filesystem_for(out, S3Config()))
+                  if r["run_id"] == again.run_id)
+    assert report["engine_starts"] == 0 and report["status"] == "ok"
+
+    # k = 5 new texts, plus 2 new ids whose text the table already knows
+    put_parquet(f"{src}/night-2.parquet", [f"n{i}" for i in range(5)] + ["d0-copy", "d1-copy"],
+                TEXTS[30:35] + TEXTS[0:2])
+    third = annotate(tiny_model, src, out)
+    assert (third.rows_out, third.prompts_sent, third.reused) == (7 * 2, 5 * 2, 2 * 2)
+    rows = committed(out)
+    assert rows.num_rows == 60 + 14 and duplicate_keys(rows) == 0
+    copy = rows.filter(pc.equal(rows["doc_id"], "d0-copy")).sort_by("task").to_pylist()
+    orig = rows.filter(pc.equal(rows["doc_id"], "d0")).sort_by("task").to_pylist()
+    assert [(r["raw_output"], r["score"]) for r in copy] == [(r["raw_output"], r["score"]) for r in orig]
+    assert {r["run_id"] for r in copy} == {third.run_id}
+
+    # a changed prompt template re-annotates everything; the old rows stay with their version
+    changed = annotate(tiny_model, src, out, template=1)
+    assert changed.rows_out == 37 * 2 and changed.prompts_sent == 35 * 2
+    rows = committed(out)
+    versions = rows.group_by(["task", "prompt_version"]).aggregate([("doc_id", "count")])
+    expected = {(t, TASKS[t].prompt_version(v)): n
+                for t in ("v_reg", "ei_oc") for v, n in ((0, 37), (1, 37))}
+    assert dict(zip(zip(versions["task"].to_pylist(), versions["prompt_version"].to_pylist()),
+                    versions["doc_id_count"].to_pylist())) == expected
+    assert duplicate_keys(rows) == 0
+
+
+@pytest.mark.parametrize("fault", ["chunk-file-partial", "chunk-file-written", "marker-partial"])
+def test_crash_before_commit_leaves_nothing_and_rerun_completes(
+        s3_endpoint, ray_local, tiny_model, fault):
+    src, out = f"s3://emoray-test/crash-{fault}/in", f"s3://emoray-test/crash-{fault}/out"
+    put_parquet(f"{src}/a.parquet", [f"c{i}" for i in range(20)], TEXTS[100:120])
+    command = [sys.executable, "-m", "emoray.cli", "annotate", "--input", src, "--output", out,
+               "--tasks", ",".join(TASK_SPEC), "--model", str(tiny_model), "--device", "cpu",
+               "--gpu-memory-utilization", "0.1", "--max-model-len", "512",
+               "--run-id", "crashed"]
+    env = {**os.environ, "EMORAY_FAULT": fault, "RAY_ADDRESS": ""}
+    crashed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert crashed.returncode == 17, crashed.stderr[-2000:]
+    assert committed(out).num_rows == 0
+    fs, root = io.filesystem_for(out, S3Config())
+    assert table.committed_chunks(fs, root) == []
+
+    done = annotate(tiny_model, src, out)
+    rows = committed(out)
+    assert done.rows_out == rows.num_rows == 20 * 2
+    assert set(rows["run_id"].to_pylist()) == {done.run_id}
+    assert duplicate_keys(rows) == 0
+
+
+def _engine_actor_pid():
+    """The engine actor's process: Ray titles it `ray::MapWorker(...EngineStage...)`."""
+    import psutil
+
+    for p in psutil.process_iter(["cmdline"]):
+        if any("EngineStage" in part for part in p.info["cmdline"] or ()):
+            return p.pid
+    return None
+
+
+def test_killed_engine_actor_loses_and_duplicates_nothing(s3_endpoint, ray_local, tiny_model):
+    src, out = "s3://emoray-test/kill/in", "s3://emoray-test/kill/out"
+    n = 1200
+    texts = [f"{TEXTS[i % len(TEXTS)]} #{i}" for i in range(n)]
+    put_parquet(f"{src}/a.parquet", [f"k{i}" for i in range(n)], texts)
+    fs, root = io.filesystem_for(out, S3Config())
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(summary=annotate(
+        tiny_model, src, out, batch_size=8, commit_rows=100, run_id="killed")))
+    worker.start()
+    killed = None
+    deadline = time.time() + 600
+    while worker.is_alive() and time.time() < deadline and not killed:
+        try:
+            progress = ray.get(ray.get_actor("emoray-stats-killed").get.remote())
+        except ValueError:  # the run has not started its counters yet
+            progress = {}
+        if progress.get("prompts", 0) >= n:  # about half of the 2n prompts
+            killed = _engine_actor_pid()
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    worker.join(timeout=600)
+    assert killed, "the run finished before half progress; make it slower"
+    summary = result["summary"]
+    rows = committed(out)
+    assert summary.rows_out == rows.num_rows == 2 * n
+    assert duplicate_keys(rows, ("doc_id", "task", "target", "run_id")) == 0
+    assert set(rows["status"].to_pylist()) == {"ok"}
+    report = next(r for r in table.run_reports(fs, root) if r["run_id"] == summary.run_id)
+    assert report["engine_starts"] == 2
+    assert summary.prompts_sent >= 2 * n
+
+
+def test_bad_rows_become_statuses_and_a_corrupt_file_is_quarantined(
+        s3_endpoint, ray_local, tiny_model):
+    src, out = "s3://emoray-test/bad/in", "s3://emoray-test/bad/out"
+    good = 396
+    put_parquet(f"{src}/good.parquet", [f"g{i}" for i in range(good)], TEXTS[:good])
+    put_parquet(f"{src}/awkward.parquet", ["empty", "null", "huge"], ["", None, "joy " * 25_000])
+    fs, path = io.filesystem_for(src, S3Config())
+    with fs.open_output_stream(f"{path}/latin1.csv") as f:
+        f.write(b"id,text\nbad-utf8,caf\xe9 cr\xe8me \xff\n")
+    with fs.open_output_stream(f"{path}/corrupt.parquet") as f:
+        f.write(b"PAR1\x00\x01garbage that is not a parquet footer")
+    summary = annotate(tiny_model, src, out, on_bad_file="quarantine")
+    rows = committed(out)
+    assert summary.rows_in == good + 4
+    assert summary.rows_out == rows.num_rows == (good + 4) * 2
+    bad = rows.filter(pc.invert(pc.equal(rows["status"], "ok")))
+    assert sorted(set(bad["doc_id"].to_pylist())) == ["bad-utf8", "empty", "huge", "null"]
+    assert bad.num_rows == 4 * 2
+    status = dict(zip(bad["doc_id"].to_pylist(), bad["status"].to_pylist()))
+    assert status == {"empty": "empty_text", "null": "empty_text", "bad-utf8": "invalid_text",
+                      "huge": "truncated"}
+    report = next(r for r in table.run_reports(*io.filesystem_for(out, S3Config()))
+                  if r["run_id"] == summary.run_id)
+    [(bad_path, reason)] = report["bad_files"].items()
+    assert bad_path.endswith("bad/in/corrupt.parquet") and "cannot read parquet file" in reason
+    out_fs, out_root = io.filesystem_for(out, S3Config())
+    quarantined = out_fs.get_file_info(pafs.FileSelector(f"{out_root}/_quarantine/{summary.run_id}"))
+    assert [i.base_name for i in quarantined] == ["emoray-test__bad__in__corrupt.parquet"]
