@@ -11,9 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from emoray.config import AnnotateConfig, BenchConfig, ConfigError, load_config
+from emoray.config import AnnotateConfig, BenchConfig, ConfigError, RunsConfig, load_config
 
-EXIT_OK, EXIT_CONFIG, EXIT_INPUT, EXIT_FAILED = 0, 2, 3, 1
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INPUT, EXIT_LOCKED = 0, 1, 2, 3, 4
 
 # flag name → dotted config key
 OVERRIDES = {
@@ -104,6 +104,27 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
+def cmd_runs(args) -> int:
+    from emoray import io, table
+
+    config = load_config(args.config, {"output": args.output,
+                                       "s3.endpoint_url": args.s3_endpoint_url}, model=RunsConfig)
+    if not config.output:
+        raise ConfigError("name the annotation table with --output or a profile's `output`")
+    reports = table.run_reports(*io.filesystem_for(config.output, config.s3))[: args.limit]
+    if args.json:
+        print(json.dumps(reports, default=str))
+        return EXIT_OK
+    columns = ["run_id", "status", "started_at", "rows_in", "rows_out", "already_held",
+               "prompts_sent", "reused", "wall_s", "rows_per_s"]
+    print("  ".join(columns))
+    for r in reports:
+        print("  ".join(str(r.get(c, "-")) for c in columns))
+    if not reports:
+        print(f"(no runs in {config.output})")
+    return EXIT_OK
+
+
 def cmd_tiny_model(args) -> int:
     from emoray.tiny_model import build_tiny_model
 
@@ -151,6 +172,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--max-model-len", type=int)
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench)
+    r = sub.add_parser("runs", help="list recent runs of an annotation table from their reports")
+    r.add_argument("--output", help="annotation table root (default: the profile's output)")
+    r.add_argument("--config")
+    r.add_argument("--limit", type=int, default=20)
+    r.add_argument("--s3-endpoint-url")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(fn=cmd_runs)
     t = sub.add_parser("tiny-model", help="build the tiny random-weight LLaMA test checkpoint")
     t.add_argument("dir")
     t.set_defaults(fn=cmd_tiny_model)
@@ -161,10 +189,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from emoray.io import InputError
+    from emoray.lock import LockedError
 
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
+    except LockedError as e:
+        print(f"emoray: {e}", file=sys.stderr)
+        return EXIT_LOCKED
     except ConfigError as e:
         print(f"emoray: {e}", file=sys.stderr)
         return EXIT_CONFIG

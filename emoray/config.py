@@ -79,6 +79,9 @@ class AnnotateConfig(_Strict):
         "version, and reuse stored answers for known texts; false re-annotates everything.")
     commit_rows: int = Field(
         100_000, ge=1, description="Rows per committed chunk: a crash loses at most this many.")
+    lock_ttl_s: float = Field(
+        900, gt=0, description="A run holds the output table's lease; a lease not renewed for "
+        "this long (or whose process on this host is gone) may be taken over.")
     shuffle_partitions: int = Field(
         16, ge=1, description="Hash partitions of the dedup/incremental shuffle.")
     run_id: str | None = Field(None, description="Run id; default: UTC time plus a random suffix.")
@@ -90,6 +93,14 @@ class BenchConfig(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine under test.")
+
+
+class RunsConfig(BaseModel):
+    """The part of a profile `emoray runs` uses; its other keys are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    output: str | None = Field(None, description="Annotation table root.")
+    s3: S3Config = Field(default_factory=S3Config, description="Object store settings.")
 
 
 class ConfigError(ValueError):

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from emoray import io, stages, table
 from emoray.config import AnnotateConfig
 from emoray.engine import EngineStage
+from emoray.lock import TableLock
 from emoray.models import resolve_model
 from emoray.tasks import resolve
 
@@ -70,6 +71,7 @@ class RunSummary:
     def as_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "files"}
         out["rows_per_s"] = round(self.rows_per_s, 1)
+        out["wall_s"] = round(self.wall_s, 2)
         return out
 
     def render(self) -> str:
@@ -162,7 +164,13 @@ class Annotator:
             fn_kwargs={"model": self.model.name, "run_id": self.run_id})
 
     def run(self) -> RunSummary:
-        """Execute, committing chunk by chunk, then write the run report."""
+        """Execute under the table's lease, committing chunk by chunk, then write the run
+        report."""
+        with TableLock(self.config.output, self.config.s3, self.run_id,
+                       self.config.lock_ttl_s) as lease:
+            return self._run(lease)
+
+    def _run(self, lease: TableLock) -> RunSummary:
         import ray
 
         started = datetime.now(timezone.utc)
@@ -171,6 +179,7 @@ class Annotator:
         writer = table.RunWriter(self.out_fs, self.out_root, self.run_id,
                                  started.strftime("%Y-%m-%d"), self.config.commit_rows)
         for batch in self.dataset(stats).iter_batches(batch_format="pyarrow", batch_size=None):
+            lease.renew()
             writer.write(batch)
         writer.flush()
         counts = ray.get(stats.get.remote())

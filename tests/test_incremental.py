@@ -1,6 +1,7 @@
 """Nightly runs over S3 on 127.0.0.1: re-runs annotate only what is new, crashes leave nothing
 half-visible, a killed engine actor loses and duplicates nothing, bad rows become statuses."""
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from emoray import io, table
+from emoray import cli, io, table
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.pipeline import build_annotator
 from emoray.sample import sample_texts
@@ -48,7 +49,8 @@ def duplicate_keys(rows, keys=("doc_id", "task", "target", "prompt_version")):
     return pc.sum(pc.greater(g["status_count"], 1)).as_py() or 0
 
 
-def test_rerun_sends_nothing_and_new_rows_only_their_share(s3_endpoint, ray_local, tiny_model):
+def test_rerun_sends_nothing_and_new_rows_only_their_share(s3_endpoint, ray_local, tiny_model,
+                                                           capsys):
     src, out = "s3://emoray-test/inc/in", "s3://emoray-test/inc/out"
     put_parquet(f"{src}/night-1.parquet", [f"d{i}" for i in range(30)], TEXTS[:30])
     first = annotate(tiny_model, src, out)
@@ -83,6 +85,12 @@ def test_rerun_sends_nothing_and_new_rows_only_their_share(s3_endpoint, ray_loca
     assert dict(zip(zip(versions["task"].to_pylist(), versions["prompt_version"].to_pylist()),
                     versions["doc_id_count"].to_pylist())) == expected
     assert duplicate_keys(rows) == 0
+
+    assert cli.main(["runs", "--output", out, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(r["run_id"], r["rows_out"], r["status"]) for r in listed] == [
+        (changed.run_id, 74, "ok"), (third.run_id, 14, "ok"), (again.run_id, 0, "ok"),
+        (first.run_id, 60, "ok")]
 
 
 @pytest.mark.parametrize("fault", ["chunk-file-partial", "chunk-file-written", "marker-partial"])

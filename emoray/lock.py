@@ -1,0 +1,178 @@
+"""One writer per annotation table: a lease object `_lock.json` at the table root.
+
+Two runs of the same night must not both annotate and commit the same rows, so a run takes the
+lease before its incremental check and keeps it until its last commit. The lease is created with
+a conditional write (S3 `If-None-Match: *`, or O_EXCL locally) and renewed as chunks commit. A
+lease whose holder stopped renewing for `ttl_s`, or whose process on this host is gone, is
+stale and may be taken over (S3: `If-Match` on the stale ETag, so two takers cannot both win).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from datetime import datetime, timezone
+
+from emoray.config import S3Config
+
+LOCK = "_lock.json"
+
+
+class LockedError(RuntimeError):
+    """Another live run holds the table."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _LocalStore:
+    """Local lease file; the ETag is the content's hash (compare-then-rename, so a takeover
+    on one machine is safe up to the rename itself)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def create(self, body: bytes) -> str | None:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return None
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+        return hashlib.sha256(body).hexdigest()
+
+    def read(self) -> tuple[bytes, str] | None:
+        try:
+            with open(self.path, "rb") as f:
+                body = f.read()
+        except FileNotFoundError:
+            return None
+        return body, hashlib.sha256(body).hexdigest()
+
+    def replace(self, body: bytes, etag: str) -> str | None:
+        current = self.read()
+        if current is None or current[1] != etag:
+            return None
+        tmp = f"{self.path}.{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(body)
+        os.replace(tmp, self.path)
+        return hashlib.sha256(body).hexdigest()
+
+    def delete(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class _S3Store:
+    def __init__(self, bucket: str, key: str, s3: S3Config):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.key = bucket, key
+        self.client = boto3.client(
+            "s3", endpoint_url=s3.endpoint_url, region_name=s3.region,
+            config=Config(retries={"max_attempts": s3.max_attempts, "mode": "standard"}))
+
+    def _put(self, body: bytes, **condition) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body,
+                                          **condition)["ETag"]
+        except ClientError as e:
+            if e.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return None
+            raise
+
+    def create(self, body: bytes) -> str | None:
+        return self._put(body, IfNoneMatch="*")
+
+    def read(self) -> tuple[bytes, str] | None:
+        try:
+            r = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return r["Body"].read(), r["ETag"]
+
+    def replace(self, body: bytes, etag: str) -> str | None:
+        return self._put(body, IfMatch=etag)
+
+    def delete(self) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key)
+
+
+class TableLock:
+    """Lease on the table at `uri` for `run_id`; use as a context manager."""
+
+    def __init__(self, uri: str, s3: S3Config, run_id: str, ttl_s: float):
+        root = uri.rstrip("/")
+        if root.startswith("s3://"):
+            bucket, _, prefix = root[len("s3://"):].partition("/")
+            self.store = _S3Store(bucket, f"{prefix}/{LOCK}".lstrip("/"), s3)
+        else:
+            os.makedirs(root, exist_ok=True)
+            self.store = _LocalStore(os.path.join(os.path.abspath(root), LOCK))
+        self.uri, self.run_id, self.ttl_s = uri, run_id, ttl_s
+        self.etag: str | None = None
+        self.renewed = 0.0
+
+    def _body(self) -> bytes:
+        return json.dumps({"run_id": self.run_id, "host": socket.gethostname(),
+                           "pid": os.getpid(), "heartbeat": time.time(),
+                           "heartbeat_utc": datetime.now(timezone.utc).isoformat()}).encode()
+
+    def _stale(self, holder: dict) -> bool:
+        if time.time() - holder.get("heartbeat", 0) > self.ttl_s:
+            return True
+        return holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid", 0))
+
+    def acquire(self) -> None:
+        self.etag = self.store.create(self._body())
+        if self.etag is None:
+            current = self.store.read()
+            holder = json.loads(current[0]) if current else {}
+            if current and not self._stale(holder):
+                raise LockedError(
+                    f"table {self.uri} is being written by run {holder.get('run_id')} "
+                    f"(host {holder.get('host')}, pid {holder.get('pid')}, last heartbeat "
+                    f"{holder.get('heartbeat_utc')}); wait for it to finish, or remove "
+                    f"{LOCK} if that run is known dead")
+            self.etag = (self.store.replace(self._body(), current[1]) if current
+                         else self.store.create(self._body()))
+            if self.etag is None:
+                raise LockedError(f"table {self.uri}: another run took the stale lease first")
+        self.renewed = time.time()
+
+    def renew(self) -> None:
+        """Refresh the heartbeat (at most every ttl/4); fails if the lease was taken over."""
+        if time.time() - self.renewed < self.ttl_s / 4:
+            return
+        self.etag = self.store.replace(self._body(), self.etag)
+        if self.etag is None:
+            raise LockedError(f"table {self.uri}: lease lost to another run; stopping")
+        self.renewed = time.time()
+
+    def release(self) -> None:
+        current = self.store.read()
+        if current and json.loads(current[0]).get("run_id") == self.run_id:
+            self.store.delete()
+
+    def __enter__(self) -> "TableLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
