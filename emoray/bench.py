@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emoray import io
-from emoray.config import AnnotateConfig, EngineConfig
+from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.pipeline import build_annotator
 from emoray.sample import sample_texts
 from emoray.tasks import resolve
@@ -116,8 +116,9 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str],
-               batch_size: int, as_json: bool) -> None:
+def main_bench(scenario: str, engine: EngineConfig, sizes: tuple[int, int], tasks: list[str],
+               batch_size: int, commit_rows: int, as_json: bool) -> None:
+    """Run a scenario against S3 on 127.0.0.1 and local Ray, and print its figures."""
     import ray
 
     from emoray.s3local import local_s3
@@ -125,6 +126,64 @@ def main_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str],
     with local_s3("emoray-bench"):
         ray.init(ignore_reinit_error=True, include_dashboard=False,
                  runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}})
+        if scenario == "nightly":
+            result = nightly_bench(engine, sizes[-1], tasks, "s3://emoray-bench", commit_rows)
+            print(json.dumps(result, indent=None if as_json else 2))
+            return
         result = run_bench(engine, sizes, tasks, "s3://emoray-bench", batch_size)
     print(json.dumps(result) if as_json else render(result))
 
+
+
+def nightly_bench(engine: EngineConfig, rows: int, tasks: list[str], root: str,
+                  commit_rows: int) -> dict:
+    """The nightly figures: a first run, an unchanged re-run (prompts must be 0; its wall time
+    is the incremental check), and a crash after the second chunk's data file (before its
+    marker) followed by a re-run, counted for missing and duplicate rows."""
+    import os
+    import subprocess
+    import sys
+
+    from emoray import table
+
+    src = f"{root}/nightly-in"
+    fs, path = io.filesystem_for(src, S3Config())
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/part-0.parquet") as out:
+        pq.write_table(pa.table({"id": [str(i) for i in range(rows)],
+                                 "text": bench_texts(rows)}), out)
+
+    def run(out: str):
+        config = AnnotateConfig(input=src, output=out, tasks=tasks, engine=engine,
+                                commit_rows=commit_rows)
+        return build_annotator(config).run()
+
+    first = run(f"{root}/nightly-out")
+    again = run(f"{root}/nightly-out")
+    crash_out = f"{root}/nightly-crash"
+    command = [sys.executable, "-m", "emoray.cli", "annotate", "--input", src,
+               "--output", crash_out, "--tasks", ",".join(tasks), "--model", engine.model,
+               "--device", engine.device, "--max-model-len", str(engine.max_model_len),
+               "--gpu-memory-utilization", str(engine.gpu_memory_utilization),
+               "--commit-rows", str(commit_rows)]
+    crashed = subprocess.run(command, env={**os.environ, "EMORAY_FAULT": "chunk-file-written@2",
+                                           "RAY_ADDRESS": ""}, capture_output=True)
+    out_fs, out_root = io.filesystem_for(crash_out, S3Config())
+    visible_after_crash = table.read_committed(out_fs, out_root, ["doc_id"]).num_rows
+    resumed = run(crash_out)
+    final = table.read_committed(out_fs, out_root, ["doc_id", "task", "target"])
+    keys = final.group_by(["doc_id", "task", "target"]).aggregate([("doc_id", "count")])
+    expected = rows * len(resolve(tasks))
+    return {
+        "rows_in": rows, "expected_rows": expected,
+        "first_run": {"rows_out": first.rows_out, "prompts": first.prompts_sent,
+                      "wall_s": round(first.wall_s, 2)},
+        "rerun": {"rows_out": again.rows_out, "prompts": again.prompts_sent,
+                  "wall_s": round(again.wall_s, 2),
+                  "check_rows_per_s": round(expected / again.wall_s, 1)},
+        "crash": {"exit_code": crashed.returncode, "visible_after_crash": visible_after_crash,
+                  "resumed_rows_out": resumed.rows_out, "resumed_prompts": resumed.prompts_sent,
+                  "final_rows": final.num_rows,
+                  "missing": expected - keys.num_rows,
+                  "duplicates": final.num_rows - keys.num_rows},
+    }

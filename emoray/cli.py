@@ -99,8 +99,9 @@ def cmd_bench(args) -> int:
                  "engine.gpu_memory_utilization": args.gpu_memory_utilization,
                  "engine.max_model_len": args.max_model_len}
     engine = load_config(args.config, overrides, model=BenchConfig).engine
-    small, large = (int(x) for x in args.rows.split(","))
-    main_bench(engine, (small, large), args.tasks.split(","), args.batch_size, args.json)
+    sizes = tuple(int(x) for x in args.rows.split(","))
+    main_bench(args.scenario, engine, sizes, args.tasks.split(","), args.batch_size,
+               args.commit_rows, args.json)
     return EXIT_OK
 
 
@@ -162,11 +163,15 @@ def parser() -> argparse.ArgumentParser:
     _job_flags(d, "conf/local.yaml" if Path("conf/local.yaml").is_file() else None)
     d.set_defaults(fn=cmd_demo)
     b = sub.add_parser("bench", help="pipeline vs bare LLM.generate rows/s on the same prompts")
+    b.add_argument("scenario", nargs="?", default="throughput", choices=["throughput", "nightly"],
+                   help="throughput: pipeline vs bare generate; nightly: re-run and crash figures")
     b.add_argument("--config", help="YAML profile whose `engine:` section to use")
     b.add_argument("--model", help="default: the tiny test model")
-    b.add_argument("--rows", default="2000,8000", help="two sizes; rates are the slope between")
+    b.add_argument("--rows", default="2000,8000",
+                   help="throughput: two sizes, rates are the slope between; nightly: one size")
     b.add_argument("--tasks", default="v_reg")
     b.add_argument("--batch-size", type=int, default=256)
+    b.add_argument("--commit-rows", type=int, default=5000, help="nightly: rows per chunk")
     b.add_argument("--device", choices=["auto", "gpu", "cpu"])
     b.add_argument("--gpu-memory-utilization", type=float)
     b.add_argument("--max-model-len", type=int)

@@ -51,13 +51,16 @@ def run_dir(root: str, run_id: str, run_date: str) -> str:
     return posixpath.join(root, "data", f"run_date={run_date}", f"run_id={run_id}")
 
 
-def _fault(point: str) -> None:
-    """Failure injection for the crash tests: EMORAY_FAULT=<point> kills the process there."""
-    if os.environ.get("EMORAY_FAULT") == point:
+def _fault(point: str, chunk: int = 0) -> None:
+    """Failure injection for crash tests: EMORAY_FAULT=<point>[@<chunk>] kills the process at
+    that point of chunk <chunk> (default the first)."""
+    wanted, _, at = os.environ.get("EMORAY_FAULT", "").partition("@")
+    if wanted == point and chunk == int(at or 0):
         os._exit(17)
 
 
-def _put_atomic(fs: pafs.FileSystem, path: str, data: bytes, fault: str | None = None) -> None:
+def _put_atomic(fs: pafs.FileSystem, path: str, data: bytes,
+                fault: tuple[str, int] | None = None) -> None:
     """Write to a hidden temporary name, then move into place: readers see all or nothing
     (a local rename, or on S3 a server-side copy of one object)."""
     parent, name = posixpath.split(path)
@@ -65,7 +68,7 @@ def _put_atomic(fs: pafs.FileSystem, path: str, data: bytes, fault: str | None =
     with fs.open_output_stream(tmp) as out:
         out.write(data)
     if fault:
-        _fault(fault)
+        _fault(*fault)
     fs.move(tmp, path)
 
 
@@ -105,16 +108,16 @@ class RunWriter:
             writer = pq.ParquetWriter(out, SCHEMA)
             half = data.num_rows // 2
             writer.write_table(data.slice(0, half))
-            _fault("chunk-file-partial")
+            _fault("chunk-file-partial", self.chunks)
             writer.write_table(data.slice(half))
             writer.close()
-        _fault("chunk-file-written")
+        _fault("chunk-file-written", self.chunks)
         marker = {"run_id": self.run_id, "run_date": self.run_date, "chunk": self.chunks,
                   "files": [path], "rows": data.num_rows,
                   "committed_at": datetime.now(timezone.utc).isoformat()}
         _put_atomic(self.fs, posixpath.join(self.root, COMMITS,
                                             f"{self.run_id}-{self.chunks:05d}.json"),
-                    json.dumps(marker, indent=2).encode(), fault="marker-partial")
+                    json.dumps(marker, indent=2).encode(), fault=("marker-partial", self.chunks))
         counts = data.group_by("status").aggregate([("status", "count")]).to_pydict()
         self.status_counts.update(dict(zip(counts["status"], counts["status_count"])))
         self.files.append(path)
