@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from emoray.config import EngineConfig
 from emoray.models import resolve_model
+from emoray.stages import require
 from emoray.tasks import TASKS, Task
 
 
@@ -147,6 +148,7 @@ class EngineStage:
         return self._engine
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        require(batch, "engine")
         rows = batch.select(["text", "task", "target", "text_status", "cached_output",
                              "cached_confidence", "cached_status"]).to_pydict()
         results: list[Generation] = [Generation(None)] * batch.num_rows

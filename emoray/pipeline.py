@@ -113,9 +113,6 @@ class Annotator:
             datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
         for reason in self.bad_files.values():
             print(f"emoray: skipping bad input file: {reason}", file=sys.stderr)
-        if self.bad_files and config.on_bad_file == "quarantine":
-            io.quarantine(self.in_fs, list(self.bad_files), self.out_fs,
-                          f"{self.out_root}/_quarantine/{self.run_id}")
 
     def _engine_resources(self) -> dict:
         import ray
@@ -134,7 +131,9 @@ class Annotator:
         files = table.committed_files(self.out_fs, self.out_root) if self.config.incremental else []
         if not files:
             return None
-        return ray.data.read_parquet(files, filesystem=self.out_fs).map_batches(
+        columns = [c for c in stages.NEEDS["plan"] if c in table.SCHEMA.names] + ["model"]
+        return ray.data.read_parquet(files, filesystem=self.out_fs).select_columns(
+            columns).map_batches(
             stages.stored_for_model, batch_format="pyarrow", batch_size=None,
             fn_kwargs={"model": self.model.name})
 
@@ -175,6 +174,9 @@ class Annotator:
 
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
+        if self.bad_files and self.config.on_bad_file == "quarantine":
+            io.quarantine(self.in_fs, list(self.bad_files), self.out_fs,
+                          f"{self.out_root}/_quarantine/{self.run_id}")
         stats = ray.remote(RunStats).options(num_cpus=0, name=f"emoray-stats-{self.run_id}").remote()
         writer = table.RunWriter(self.out_fs, self.out_root, self.run_id,
                                  started.strftime("%Y-%m-%d"), self.config.commit_rows)

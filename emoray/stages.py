@@ -1,8 +1,9 @@
 """The CPU stages of the annotation pipeline, each a vectorised function over an Arrow batch.
 
-Every stage names the columns it needs (`NEEDS`), so the pipeline checks a dataset's columns
-before it starts an engine. None of them does GPU work; they run as Ray tasks that Ray Data fuses
-with their neighbours.
+Every stage names the columns it needs (`NEEDS`) and checks them on entry (`require`); the input
+columns are checked by `emoray.io.screen_files` on the driver before anything runs, and the
+engine starts only on the first prompt, so a broken chain fails before any GPU work. None of
+these stages does GPU work; they run as Ray tasks that Ray Data fuses with their neighbours.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from emoray.table import SCHEMA
 from emoray.tasks import TASKS, TaskRequest
 
 NEEDS = {
-    "normalize": ("id", "text"),
     "plan": ("side", "doc_id", "text_sha256", "text", "text_status", "task", "target",
              "prompt_version", "raw_output", "confidence", "status", "annotated_at"),
     "engine": ("doc_ids", "text_sha256", "text", "text_status", "task", "target", "prompt_version",
@@ -26,6 +26,13 @@ NEEDS = {
     "parse": ("doc_ids", "text_sha256", "task", "target", "prompt_version", "raw_output",
               "confidence", "truncated", "error", "finish_reason", "text_status"),
 }
+
+
+def require(batch: pa.Table, stage: str) -> None:
+    """Fail with the stage's name and the missing columns when a batch lacks what it needs."""
+    missing = [c for c in NEEDS[stage] if c not in batch.column_names]
+    if missing:
+        raise ValueError(f"stage {stage} needs columns {missing}; got {batch.column_names}")
 
 
 TEXT_PROBLEMS = {
@@ -108,6 +115,7 @@ def plan(batch: pa.Table, requests: list[TaskRequest], template: int, constraine
     the stored answer for the same text (reuse), or a prompt. Texts needing a prompt are
     grouped so each is sent once, with the list of doc_ids to fan its answer out to.
     Requests are laid out task-major so consecutive prompts share their instruction prefix."""
+    require(batch, "plan")
     side = batch["side"]
     new = batch.filter(pc.equal(side, "new")).select(
         ["doc_id", "text_sha256", "text", "text_status"])
@@ -167,6 +175,7 @@ def _status(text_status: str, raw: str | None, error: str | None, truncated: boo
 def parse(batch: pa.Table, model: str, run_id: str) -> pa.Table:
     """Model answers → typed columns and a status, fanned out to one row per doc_id, in the
     annotation table's schema."""
+    require(batch, "parse")
     cols = batch.select(["text_status", "raw_output", "error", "truncated", "task",
                          "finish_reason"]).to_pydict()
     results = [_status(*row) for row in zip(*cols.values())]

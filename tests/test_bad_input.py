@@ -136,3 +136,8 @@ def test_engine_error_becomes_failed_rows():
     rows = stages.parse(_answered(None, error="ValueError: prompt too long"), "m", "r").to_pylist()
     assert [(r["status"], r["error"]) for r in rows] == [("failed", "ValueError: prompt too long")] * 2
     assert rows[0]["annotated_at"] <= datetime.now(timezone.utc)
+
+
+def test_stage_names_missing_columns():
+    with pytest.raises(ValueError, match=r"stage parse needs columns \['doc_ids'"):
+        stages.parse(_answered("0.5").drop_columns(["doc_ids"]), "m", "r")
