@@ -123,6 +123,13 @@ def main_bench(scenario: str, engine: EngineConfig, sizes: tuple[int, int], task
 
     from emoray.s3local import local_s3
 
+    if scenario == "enrich":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as workdir:
+            result = enrich_bench(sizes[-1], sizes[0], workdir)
+        print(json.dumps(result, indent=None if as_json else 2))
+        return
     with local_s3("emoray-bench"):
         ray.init(ignore_reinit_error=True, include_dashboard=False,
                  runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}})
@@ -187,3 +194,59 @@ def nightly_bench(engine: EngineConfig, rows: int, tasks: list[str], root: str,
                   "missing": expected - keys.num_rows,
                   "duplicates": final.num_rows - keys.num_rows},
     }
+
+
+def enrich_bench(downstream_rows: int, annotated_docs: int, workdir: str) -> dict:
+    """The Spark join on local paths: `annotated_docs` docs with four labels each (committed as
+    one run) joined onto `downstream_rows` rows; timed twice in one Spark session (the first run
+    includes JVM warm-up)."""
+    from datetime import datetime, timezone
+
+    import numpy as np
+    import pyarrow.fs as pafs
+
+    from emoray import table
+    from emoray.enrich import EnrichConfig, enrich, spark_session
+
+    n = annotated_docs
+    ids = pa.array(np.arange(n).astype(str))
+    rng = np.random.default_rng(0)
+    parts = []
+    for task, target, score in [("v_reg", None, rng.random(n)), ("v_oc", None,
+                                rng.integers(-3, 4, n).astype(float)),
+                                ("ei_reg", "joy", rng.random(n)), ("e_c", None, None)]:
+        cols = {f.name: pa.nulls(n, f.type) for f in table.SCHEMA}
+        cols.update(doc_id=ids, task=pa.array([task] * n), target=pa.array([target] * n, pa.string()),
+                    status=pa.array(["ok"] * n), model=pa.array(["bench"] * n),
+                    prompt_version=pa.array(["v"] * n), run_id=pa.array(["bench"] * n),
+                    annotated_at=pa.array([datetime.now(timezone.utc)] * n,
+                                          pa.timestamp("us", tz="UTC")))
+        if score is not None:
+            cols["score"] = pa.array(score)
+        else:
+            cols["labels"] = pa.array([["joy"] if i % 2 else ["anger", "fear"] for i in range(n)])
+        parts.append(pa.table(cols, schema=table.SCHEMA))
+    annotations = f"{workdir}/annotations"
+    writer = table.RunWriter(pafs.LocalFileSystem(), annotations, "bench", "2026-01-01", 10**9)
+    writer.write(pa.concat_tables(parts))
+    writer.flush()
+    down = f"{workdir}/downstream"
+    pafs.LocalFileSystem().create_dir(down)
+    m = downstream_rows
+    pq.write_table(pa.table({"id": np.arange(m) % max(m, 1), "day": pa.array(
+        (np.arange(m) % 7).astype(str)), "value": rng.random(m)}), f"{down}/part-0.parquet")
+    config = EnrichConfig(annotations=annotations, downstream=down, output=f"{workdir}/out",
+                          partition_by=["day"], spark_conf={"spark.ui.enabled": "false"})
+    spark = spark_session(config)
+    runs = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        summary = enrich(spark, config)
+        runs.append({"wall_s": round(time.perf_counter() - t0, 2),
+                     "output_rows": summary["output_rows"],
+                     "rows_per_s": round(m / (time.perf_counter() - t0), 1)})
+    spark.stop()
+    return {"downstream_rows": m, "annotated_docs": n, "annotation_rows": 4 * n,
+            "filled_valence": summary["filled"].get("affect_valence"),
+            "first_run": runs[0], "second_run": runs[1],
+            "output_rows_match": all(r["output_rows"] == m for r in runs)}

@@ -105,6 +105,20 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
+def cmd_enrich(args) -> int:
+    from emoray.enrich import EnrichConfig, enrich, render, spark_session
+
+    overrides = {"annotations": args.annotations, "downstream": args.downstream,
+                 "output": args.output, "key": args.key, "model": args.model,
+                 "format": args.format, "prefix": args.prefix, "master": args.master,
+                 "partition_by": args.partition_by.split(",") if args.partition_by else None,
+                 "s3.endpoint_url": args.s3_endpoint_url}
+    config = load_config(args.config, overrides, model=EnrichConfig)
+    summary = enrich(spark_session(config), config)
+    print(json.dumps(summary, default=str) if args.json else render(summary))
+    return EXIT_OK
+
+
 def cmd_runs(args) -> int:
     from emoray import io, table
 
@@ -163,8 +177,10 @@ def parser() -> argparse.ArgumentParser:
     _job_flags(d, "conf/local.yaml" if Path("conf/local.yaml").is_file() else None)
     d.set_defaults(fn=cmd_demo)
     b = sub.add_parser("bench", help="pipeline vs bare LLM.generate rows/s on the same prompts")
-    b.add_argument("scenario", nargs="?", default="throughput", choices=["throughput", "nightly"],
-                   help="throughput: pipeline vs bare generate; nightly: re-run and crash figures")
+    b.add_argument("scenario", nargs="?", default="throughput",
+                   choices=["throughput", "nightly", "enrich"],
+                   help="throughput: pipeline vs bare generate; nightly: re-run and crash "
+                   "figures; enrich: the Spark join (--rows ANNOTATED,DOWNSTREAM)")
     b.add_argument("--config", help="YAML profile whose `engine:` section to use")
     b.add_argument("--model", help="default: the tiny test model")
     b.add_argument("--rows", default="2000,8000",
@@ -177,6 +193,21 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--max-model-len", type=int)
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench)
+    e = sub.add_parser("enrich", help="join the latest affect labels onto a downstream dataset "
+                       "(Spark)")
+    e.add_argument("--config", help="YAML profile of EnrichConfig settings")
+    e.add_argument("--annotations", help="annotation table root (local, s3://, s3a://)")
+    e.add_argument("--downstream", help="dataset to enrich (Parquet, JSONL or CSV)")
+    e.add_argument("--output", help="where the enriched Parquet table goes")
+    e.add_argument("--key", help="downstream key column matched to doc_id (default id)")
+    e.add_argument("--model", help="model whose labels to join (default: the only one)")
+    e.add_argument("--format", choices=["auto", "parquet", "jsonl", "csv"])
+    e.add_argument("--partition-by", help="comma list of downstream partition columns")
+    e.add_argument("--prefix", help="prefix of the added columns (default affect_)")
+    e.add_argument("--master", help="Spark master (default local[*]; spark-submit sets its own)")
+    e.add_argument("--s3-endpoint-url")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(fn=cmd_enrich)
     r = sub.add_parser("runs", help="list recent runs of an annotation table from their reports")
     r.add_argument("--output", help="annotation table root (default: the profile's output)")
     r.add_argument("--config")
@@ -193,6 +224,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from emoray.enrich import EnrichError
     from emoray.io import InputError
     from emoray.lock import LockedError
 
@@ -205,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"emoray: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    except (InputError, ValueError) as e:
+    except (InputError, EnrichError, ValueError) as e:
         print(f"emoray: {e}", file=sys.stderr)
         return EXIT_INPUT
 

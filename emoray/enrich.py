@@ -1,0 +1,254 @@
+"""The Spark enrichment job: committed annotations → one wide row of typed affect columns per
+doc_id → left-joined onto a downstream dataset → partitioned Parquet.
+
+Only files listed by commit markers are read (see `emoray.table`), so a crashed annotate run is
+never joined. The latest usable answer (status ok or truncated) per (doc_id, task, target) wins;
+downstream rows are never dropped or duplicated (left join onto one row per doc_id).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import Field
+
+from emoray import io, table
+from emoray.config import S3Config, _Strict
+from emoray.tasks import TASKS
+
+DEFAULT_NAMES = {
+    "v_reg": "valence", "v_oc": "valence_class", "e_c": "emotions",
+    "ei_reg": "{target}_intensity", "ei_oc": "{target}_intensity_class",
+}
+"""Stable default column names (after the prefix); other tasks use their task name, with
+`_class` for ordinal tasks."""
+
+USABLE = ("ok", "truncated")
+
+
+class EnrichError(ValueError):
+    """Input the enrichment cannot join as given; raised before the join runs."""
+
+
+class EnrichConfig(_Strict):
+    annotations: str = Field(..., description="Annotation table root (local, s3:// or s3a://).")
+    downstream: str = Field(..., description="Dataset to enrich: Parquet, JSONL or CSV path.")
+    output: str = Field(..., description="Where the enriched table is written (Parquet).")
+    key: str = Field("id", description="Downstream column matched against doc_id.")
+    format: Literal["auto", "parquet", "jsonl", "csv"] = Field(
+        "auto", description="Downstream format; auto goes by file extension.")
+    model: str | None = Field(None, description="Model whose labels to join; default: the only "
+                              "model in the table (an error when there are several).")
+    partition_by: list[str] = Field(default_factory=list, description="Downstream columns to "
+                                    "partition the output by (dynamic partition overwrite).")
+    prefix: str = Field("affect_", description="Prefix of every added column.")
+    names: dict[str, str] = Field(default_factory=dict, description="Column name overrides by "
+                                  "task or task:target, e.g. {v_reg: valence_score}.")
+    master: str | None = Field(None, description="Spark master; unset: what spark-submit "
+                               "gives, or local[*] under plain python.")
+    spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings.")
+    s3: S3Config = Field(default_factory=S3Config, description="Object store settings.")
+
+
+def column_name(task: str, target: str | None, config: EnrichConfig) -> str:
+    key = f"{task}:{target}" if target else task
+    if key in config.names or task in config.names:
+        base = config.names.get(key) or config.names[task].replace("{target}", target or "")
+    elif task in DEFAULT_NAMES:
+        base = DEFAULT_NAMES[task].replace("{target}", target or "")
+    else:
+        base = task + ("_class" if TASKS[task].answer.kind == "ordinal" else "")
+    return config.prefix + base
+
+
+def s3a_conf(s3: S3Config) -> dict[str, str]:
+    """Spark settings for s3a://: the AWS default credential chain (environment, profile,
+    instance role), an endpoint override for S3-compatible stores, and the S3A "magic"
+    committer so task output is committed without renames. Needs the hadoop-aws jar matching
+    Spark's Hadoop (spark-submit --packages org.apache.hadoop:hadoop-aws:<hadoop version>)."""
+    import os
+
+    conf = {
+        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.aws.credentials.provider":
+            "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider",
+        "spark.hadoop.fs.s3a.committer.name": "magic",
+        "spark.hadoop.fs.s3a.committer.magic.enabled": "true",
+        "spark.sql.sources.commitProtocolClass":
+            "org.apache.spark.internal.io.cloud.PathOutputCommitProtocol",
+        "spark.sql.parquet.output.committer.class":
+            "org.apache.spark.internal.io.cloud.BindingParquetOutputCommitter",
+    }
+    endpoint = s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+        "AWS_ENDPOINT_URL")
+    if endpoint:
+        conf["spark.hadoop.fs.s3a.endpoint"] = endpoint
+        conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(endpoint.startswith("https"))
+    region = s3.region or os.environ.get("AWS_REGION")
+    if region:
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = region
+    return conf
+
+
+def spark_conf(config: EnrichConfig) -> dict[str, str]:
+    conf = {"spark.sql.sources.partitionOverwriteMode": "dynamic",
+            "spark.sql.session.timeZone": "UTC"}
+    paths = (config.annotations, config.downstream, config.output)
+    if any(p.startswith(("s3://", "s3a://")) for p in paths):
+        conf.update(s3a_conf(config.s3))
+    return {**conf, **config.spark_conf}
+
+
+def spark_session(config: EnrichConfig):
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName("emoray-enrich")
+    if config.master:
+        builder = builder.master(config.master)
+    for k, v in spark_conf(config).items():
+        builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    for k, v in spark_conf(config).items():
+        if k.startswith("spark.sql."):
+            spark.conf.set(k, v)
+    return spark
+
+
+def _spark_path(path: str) -> str:
+    return "s3a://" + path[len("s3://"):] if path.startswith("s3://") else path
+
+
+def committed_annotations(spark, config: EnrichConfig):
+    """The rows of committed chunks only, as a Spark DataFrame."""
+    location = config.annotations.replace("s3a://", "s3://", 1)
+    fs, root = io.filesystem_for(location, config.s3)
+    files = table.committed_files(fs, root)
+    if not files:
+        raise EnrichError(f"annotation table {config.annotations} has no committed run; run "
+                          "`emoray annotate` first or check the path")
+    s3 = location.startswith("s3://")
+    return spark.read.parquet(*[("s3a://" + f) if s3 else f for f in files])
+
+
+def latest_wide(long, config: EnrichConfig):
+    """Latest usable answer per (doc_id, task, target) of one model, pivoted to one row per
+    doc_id. Returns (wide DataFrame, model, stats)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    models = [r.model for r in long.select("model").distinct().collect()]
+    model = config.model or (models[0] if len(models) == 1 else None)
+    if model is None:
+        raise EnrichError(f"the annotation table holds several models ({', '.join(models)}); "
+                          "choose one with --model")
+    if model not in models:
+        raise EnrichError(f"model {model!r} has no annotations here (models: {', '.join(models)})")
+    usable = long.where((F.col("model") == model) & F.col("status").isin(*USABLE))
+    order = Window.partitionBy("doc_id", "task", "target").orderBy(
+        F.col("annotated_at").desc(), F.col("run_id").desc())
+    ranked = usable.withColumn("_rank", F.row_number().over(order))
+    latest = ranked.where("_rank = 1").drop("_rank")
+    superseded = ranked.where("_rank > 1").count()
+    pairs = sorted((r.task, r.target) for r in latest.select("task", "target").distinct().collect())
+    aggs = []
+    for task, target in pairs:
+        match = (F.col("task") == task) & (
+            F.col("target").isNull() if target is None else F.col("target") == target)
+        kind = TASKS[task].answer.kind
+        value = {"regression": F.col("score"), "ordinal": F.col("score").cast("int"),
+                 "multilabel": F.col("labels")}[kind]
+        aggs.append(F.first(F.when(match, value), ignorenulls=True)
+                    .alias(column_name(task, target, config)))
+    key = F.concat_ws(":", "task", F.coalesce("target", F.lit("")))
+    aggs += [
+        F.lit(model).alias(config.prefix + "model"),
+        F.map_from_entries(F.collect_set(F.struct(
+            F.regexp_replace(key, ":$", ""), "prompt_version"))).alias(config.prefix + "prompt_version"),
+        F.max("run_id").alias(config.prefix + "run_id"),
+    ]
+    wide = latest.groupBy("doc_id").agg(*aggs)
+    return wide, model, {"superseded_rows": superseded, "latest": latest}
+
+
+def read_downstream(spark, config: EnrichConfig):
+    path = _spark_path(config.downstream)
+    fmt = config.format
+    if fmt == "auto":
+        name = config.downstream.rstrip("/").lower()
+        fmt = next((f for ext, f in io.EXTENSIONS.items() if name.endswith(ext)), "parquet")
+    try:
+        if fmt == "parquet":
+            return spark.read.parquet(path)
+        if fmt == "csv":
+            return spark.read.option("header", True).option("inferSchema", True).csv(path)
+        return spark.read.json(path)
+    except Exception as e:  # Spark's AnalysisException names the path
+        raise EnrichError(f"cannot read downstream {config.downstream}: {e}") from None
+
+
+def enrich(spark, config: EnrichConfig) -> dict:
+    """Run the job; returns its summary (also the figures `emoray enrich` prints)."""
+    from pyspark.sql import functions as F
+
+    t0 = time.perf_counter()
+    downstream = read_downstream(spark, config)
+    if config.key not in downstream.columns:
+        raise EnrichError(f"downstream {config.downstream} has no key column {config.key!r} "
+                          f"(columns: {', '.join(downstream.columns)}); name it with --key")
+    for col in config.partition_by:
+        if col not in downstream.columns:
+            raise EnrichError(f"partition column {col!r} is not in downstream "
+                              f"{config.downstream} (columns: {', '.join(downstream.columns)})")
+    long = committed_annotations(spark, config)
+    missing = [c for c in ("doc_id", "task", "target", "score", "labels", "status", "model",
+                           "annotated_at", "run_id", "prompt_version") if c not in long.columns]
+    if missing:
+        raise EnrichError(f"annotation table {config.annotations} lacks columns {missing}: "
+                          "not an emoray annotation table")
+    wide, model, stats = latest_wide(long, config)
+    clashes = [c for c in wide.columns if c != "doc_id" and c in downstream.columns]
+    if clashes:
+        raise EnrichError(f"downstream already has columns {clashes}; choose another --prefix")
+    key_type = downstream.schema[config.key].dataType
+    cast = wide.withColumn("_key", F.col("doc_id").try_cast(key_type))
+    lost = cast.where(F.col("_key").isNull()).select("doc_id").limit(3).collect()
+    if lost:
+        n = cast.where(F.col("_key").isNull()).count()
+        raise EnrichError(
+            f"{n} annotation doc_ids cannot be cast to the downstream key {config.key!r} "
+            f"({key_type.simpleString()}), e.g. {[r.doc_id for r in lost]}; those rows would be "
+            "lost: fix the key type or the ids")
+    enriched = downstream.join(cast.drop("doc_id"), downstream[config.key] == cast["_key"],
+                               "left").drop("_key")
+    writer = enriched.write.mode("overwrite")
+    if config.partition_by:
+        writer = writer.partitionBy(*config.partition_by)
+    writer.parquet(_spark_path(config.output))
+    out = spark.read.parquet(_spark_path(config.output))
+    affect = [c for c in out.columns if c.startswith(config.prefix)]
+    counts = out.agg(F.count(F.lit(1)).alias("rows"),
+                     *[F.count(c).alias(c) for c in affect]).collect()[0].asDict()
+    rows_in = downstream.count()
+    latest = stats["latest"]
+    labels = {}
+    for r in latest.groupBy("task", "target", "label").count().collect():
+        if r.label is not None:
+            labels.setdefault(f"{r.task}:{r.target}" if r.target else r.task, {})[r.label] = r["count"]
+    return {
+        "model": model, "downstream_rows": rows_in, "output_rows": counts.pop("rows"),
+        "filled": counts, "superseded_annotations": stats["superseded_rows"],
+        "label_distribution": labels, "wall_s": round(time.perf_counter() - t0, 2),
+    }
+
+
+def render(summary: dict) -> str:
+    lines = [f"enriched {summary['output_rows']} of {summary['downstream_rows']} downstream rows "
+             f"with labels of {summary['model']} in {summary['wall_s']} s",
+             f"  older annotations superseded by a later run: {summary['superseded_annotations']}",
+             "  rows with each affect column filled:"]
+    lines += [f"    {c:40} {n}" for c, n in summary["filled"].items()]
+    for task, dist in sorted(summary["label_distribution"].items()):
+        lines.append(f"  {task}: " + ", ".join(f"{k} {v}" for k, v in sorted(dist.items())))
+    return "\n".join(lines)

@@ -1,0 +1,199 @@
+"""The Spark enrichment job on local Spark: exact counts and types, latest-run selection,
+idempotent re-runs, partition overwrite, bad input, and annotate → enrich end to end."""
+
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from emoray import cli, table
+from emoray.enrich import EnrichConfig, EnrichError, enrich, s3a_conf, spark_conf, spark_session
+from emoray.config import S3Config
+
+T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    session = spark_session(EnrichConfig(annotations="-", downstream="-", output="-",
+                                         master="local[2]",
+                                         spark_conf={"spark.ui.enabled": "false",
+                                                     "spark.sql.shuffle.partitions": "4"}))
+    yield session
+    session.stop()
+
+
+def row(doc, task, target=None, score=None, label=None, labels=None, status="ok", run="r1",
+        at=T0, model="Emollama-chat-7b", version="v1"):
+    return {"doc_id": doc, "text_sha256": "h", "task": task, "target": target, "score": score,
+            "label": label, "labels": labels, "confidence": 0.5, "raw_output": "x",
+            "status": status, "error": None, "model": model, "prompt_version": version,
+            "run_id": run, "annotated_at": at}
+
+
+def commit(root, run, rows, day="2026-11-20"):
+    import pyarrow.fs as pafs
+
+    writer = table.RunWriter(pafs.LocalFileSystem(), str(root), run, day, chunk_rows=10**6)
+    writer.write(pa.Table.from_pylist(rows, schema=table.SCHEMA))
+    writer.flush()
+
+
+@pytest.fixture
+def annotations(tmp_path):
+    root = tmp_path / "ann"
+    commit(root, "r1", [
+        row("1", "v_reg", score=0.25), row("1", "v_oc", score=-2.0, label="moderately negative"),
+        row("1", "e_c", labels=["anger", "disgust"]),
+        row("1", "ei_reg", "joy", score=0.1), row("1", "ei_oc", "joy", score=0.0, label="no"),
+        row("2", "v_reg", score=0.5), row("3", "v_reg", status="failed"),
+        row("9", "v_reg", score=0.9),
+    ])
+    commit(root, "r2", [row("2", "v_reg", score=0.75, run="r2", at=T0 + timedelta(days=1),
+                            version="v2")])
+    # a crashed run's file without a marker must never be read
+    crashed = root / "data" / "run_date=2026-11-22" / "run_id=r3"
+    crashed.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([row("1", "v_reg", score=0.99, run="r3",
+                                             at=T0 + timedelta(days=2))], schema=table.SCHEMA),
+                   crashed / "part-00000.parquet")
+    return root
+
+
+@pytest.fixture
+def downstream(tmp_path):
+    path = tmp_path / "down"
+    path.mkdir()
+    pq.write_table(pa.table({"id": [1, 2, 2, 3, 4], "day": ["a", "a", "b", "b", "b"],
+                             "body": ["x", "y", "y2", "z", "w"]}), path / "p.parquet")
+    return path
+
+
+def config(annotations, downstream, out, **kw):
+    return EnrichConfig(annotations=str(annotations), downstream=str(downstream),
+                        output=str(out), **kw)
+
+
+def test_enrich_counts_types_latest_and_nulls(spark, annotations, downstream, tmp_path):
+    out = tmp_path / "out"
+    summary = enrich(spark, config(annotations, downstream, out))
+    assert summary["downstream_rows"] == summary["output_rows"] == 5
+    df = spark.read.parquet(str(out))
+    types = dict(df.dtypes)
+    assert types["affect_valence"] == "double" and types["affect_valence_class"] == "int"
+    assert types["affect_emotions"] == "array<string>"
+    assert types["affect_joy_intensity"] == "double"
+    assert types["affect_joy_intensity_class"] == "int"
+    assert types["affect_model"] == "string" and types["affect_run_id"] == "string"
+    assert types["affect_prompt_version"] == "map<string,string>"
+    got = {(r.id, r.day): r for r in df.collect()}
+    assert got[(1, "a")].affect_valence == 0.25  # r3 never committed
+    assert got[(1, "a")].affect_emotions == ["anger", "disgust"]
+    assert got[(1, "a")].affect_valence_class == -2
+    assert got[(2, "a")].affect_valence == got[(2, "b")].affect_valence == 0.75  # latest run
+    assert got[(2, "a")].affect_run_id == "r2"
+    assert got[(2, "a")].affect_prompt_version == {"v_reg": "v2"}
+    assert got[(3, "b")].affect_valence is None  # failed rows are not labels
+    assert got[(4, "b")].affect_valence is None and got[(4, "b")].affect_model is None
+    assert summary["filled"]["affect_valence"] == 3
+    assert summary["superseded_annotations"] == 1
+    assert summary["label_distribution"]["v_oc"] == {"moderately negative": 1}
+
+
+def test_rerun_is_idempotent_and_partition_overwrite_is_dynamic(
+        spark, annotations, downstream, tmp_path):
+    out = tmp_path / "out"
+    cfg = config(annotations, downstream, out, partition_by=["day"])
+    enrich(spark, cfg)
+    first = sorted(map(tuple, spark.read.parquet(str(out)).collect()), key=str)
+    enrich(spark, cfg)
+    assert sorted(map(tuple, spark.read.parquet(str(out)).collect()), key=str) == first
+    # a re-run over only day=b replaces that partition and leaves day=a alone
+    only_b = tmp_path / "down_b"
+    only_b.mkdir()
+    pq.write_table(pa.table({"id": [4], "day": ["b"], "body": ["only"]}), only_b / "p.parquet")
+    enrich(spark, config(annotations, only_b, out, partition_by=["day"]))
+    df = spark.read.parquet(str(out))
+    assert sorted(r.body for r in df.where("day = 'a'").collect()) == ["x", "y"]
+    assert [r.body for r in df.where("day = 'b'").collect()] == ["only"]
+
+
+def test_broadcast_and_shuffle_joins_give_the_same_rows(spark, annotations, downstream, tmp_path):
+    results = []
+    for threshold in ("10485760", "-1"):
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold)
+        out = tmp_path / f"out{threshold}"
+        enrich(spark, config(annotations, downstream, out))
+        results.append(sorted(map(str, spark.read.parquet(str(out)).collect())))
+    spark.conf.unset("spark.sql.autoBroadcastJoinThreshold")
+    assert results[0] == results[1] and len(results[0]) == 5
+
+
+def test_bad_inputs_fail_before_the_join(spark, annotations, downstream, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(EnrichError, match=r"has no key column 'doc' \(columns: id, day, body\)"):
+        enrich(spark, config(annotations, downstream, out, key="doc"))
+    with pytest.raises(EnrichError, match="has no committed run"):
+        enrich(spark, config(tmp_path / "empty", downstream, out))
+    with pytest.raises(EnrichError, match="model 'Emoopt-13b' has no annotations"):
+        enrich(spark, config(annotations, downstream, out, model="Emoopt-13b"))
+    commit(annotations, "r4", [row("abc", "v_reg", score=0.1, run="r4")])
+    with pytest.raises(EnrichError, match=r"1 annotation doc_ids cannot be cast .*'id' \(bigint\)"):
+        enrich(spark, config(annotations, downstream, out))
+    commit(annotations, "r5", [row("1", "v_reg", score=0.1, run="r5", model="Emoopt-13b")])
+    with pytest.raises(EnrichError, match="several models"):
+        enrich(spark, config(annotations, downstream, out))
+    assert not out.exists()
+
+
+def test_s3a_settings_use_the_default_chain_and_endpoint():
+    conf = s3a_conf(S3Config(endpoint_url="http://127.0.0.1:9000", region="eu-west-1"))
+    assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith(
+        "DefaultCredentialsProvider")
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
+    assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
+    assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "eu-west-1"
+    assert conf["spark.hadoop.fs.s3a.committer.name"] == "magic"
+    cfg = EnrichConfig(annotations="s3://b/ann", downstream="s3a://b/down", output="s3a://b/out")
+    assert spark_conf(cfg)["spark.sql.sources.partitionOverwriteMode"] == "dynamic"
+    assert "spark.hadoop.fs.s3a.impl" in spark_conf(cfg)
+    assert "spark.hadoop.fs.s3a.impl" not in spark_conf(
+        EnrichConfig(annotations="/a", downstream="/b", output="/c"))
+
+
+def test_annotate_then_enrich_end_to_end(spark, ray_local, tiny_model, tmp_path, capsys):
+    src = tmp_path / "texts"
+    src.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["so happy", "so sad", ""]}),
+                   src / "t.parquet")
+    ann = tmp_path / "ann"
+    assert cli.main(["annotate", "--input", str(src), "--output", str(ann), "--tasks",
+                     "v_reg,e_c", "--model", str(tiny_model), "--device", "cpu",
+                     "--gpu-memory-utilization", "0.1", "--max-model-len", "512"]) == 0
+    down = tmp_path / "orders.jsonl"
+    down.write_text('{"order": 1, "doc": "a"}\n{"order": 2, "doc": "c"}\n'
+                    '{"order": 3, "doc": "zz"}\n{"order": 4, "doc": "a"}\n')
+    out = tmp_path / "enriched"
+    summary = enrich(spark, EnrichConfig(annotations=str(ann), downstream=str(down),
+                                         output=str(out), key="doc"))
+    assert summary["downstream_rows"] == summary["output_rows"] == 4
+    rows = {r.order: r for r in spark.read.parquet(str(out)).collect()}
+    assert rows[1].affect_valence is not None and rows[1].affect_emotions
+    assert rows[4].affect_valence == rows[1].affect_valence
+    assert rows[2].affect_valence is None  # empty text: no label
+    assert rows[3].affect_valence is None  # not annotated
+
+
+def test_enrich_profile_and_cli_errors(tmp_path, annotations, capsys):
+    from emoray.config import load_config
+    from tests.conftest import REPO
+
+    cfg = load_config(REPO / "conf" / "enrich.yaml", model=EnrichConfig)
+    assert cfg.key == "post_id" and cfg.partition_by == ["day"]
+    assert "spark.hadoop.fs.s3a.committer.name" in spark_conf(cfg)
+    code = cli.main(["enrich", "--annotations", str(annotations), "--downstream",
+                     str(tmp_path / "missing.parquet"), "--output", str(tmp_path / "o"),
+                     "--master", "local[1]"])
+    assert code == cli.EXIT_INPUT
+    assert "cannot read downstream" in capsys.readouterr().err
