@@ -25,7 +25,7 @@ WARNING = """\
 =====================================================================================
  No model given: using the tiny random-weight test model. Its labels are MEANINGLESS.
  To annotate for real, give an EmoLLM, e.g. on a GPU machine:
-     emoray demo --model Emollama-chat-7b          (or a local checkpoint folder)
+     emoray demo --model Emollama-chat-7b --device gpu --gpu-memory-utilization 0.9
 =====================================================================================
 """
 

@@ -100,9 +100,7 @@ class Engine:
         params = [self.sampling_params(t) for t in tasks]
         try:
             outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
-        except Exception:
-            if len(prompts) == 1:
-                raise
+        except Exception:  # isolate the rejected request(s); each row gets its own outcome
             return [self._one(p, sp, c) for p, sp, c in zip(prompts, params, cut)]
         return [self._result(o, c) for o, c in zip(outputs, cut)]
 
