@@ -6,6 +6,7 @@ by name, so a typo in a profile fails before any work starts.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,14 @@ class S3Config(_Strict):
     max_attempts: int = Field(
         10, ge=1, description="Attempts per S3 request (the AWS SDK's standard retry strategy: "
         "exponential backoff on throttling and transient errors).")
+
+    def endpoint(self) -> str | None:
+        """The configured endpoint, else the one the AWS environment names, else None (AWS)."""
+        return (self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL"))
+
+    def resolved_region(self) -> str | None:
+        return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
 
 class EngineConfig(_Strict):

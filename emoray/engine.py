@@ -125,8 +125,7 @@ class EngineStage:
     """Ray Data actor stage: adds the model's answer to each prompt row.
 
     Needs the plan's columns (`stages.NEEDS["engine"]`); rows whose `text_status` is not ok or
-    that carry a
-    `cached_output` (an answer stored for the same text) send no prompt.
+    that carry a `cached_output` (an answer stored for the same text) send no prompt.
     Adds `raw_output`, `confidence`, `truncated`, `error`, `finish_reason`, `prompt_tokens`, `output_tokens`.
     Resources: one GPU per tensor-parallel rank on GPU clusters, one CPU otherwise.
     """

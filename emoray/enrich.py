@@ -67,8 +67,6 @@ def s3a_conf(s3: S3Config) -> dict[str, str]:
     instance role), an endpoint override for S3-compatible stores, and the S3A "magic"
     committer so task output is committed without renames. Needs the hadoop-aws jar matching
     Spark's Hadoop (spark-submit --packages org.apache.hadoop:hadoop-aws:<hadoop version>)."""
-    import os
-
     conf = {
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.aws.credentials.provider":
@@ -80,13 +78,12 @@ def s3a_conf(s3: S3Config) -> dict[str, str]:
         "spark.sql.parquet.output.committer.class":
             "org.apache.spark.internal.io.cloud.BindingParquetOutputCommitter",
     }
-    endpoint = s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-        "AWS_ENDPOINT_URL")
+    endpoint = s3.endpoint()
     if endpoint:
         conf["spark.hadoop.fs.s3a.endpoint"] = endpoint
         conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
         conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(endpoint.startswith("https"))
-    region = s3.region or os.environ.get("AWS_REGION")
+    region = s3.resolved_region()
     if region:
         conf["spark.hadoop.fs.s3a.endpoint.region"] = region
     return conf
@@ -104,13 +101,14 @@ def spark_conf(config: EnrichConfig) -> dict[str, str]:
 def spark_session(config: EnrichConfig):
     from pyspark.sql import SparkSession
 
+    conf = spark_conf(config)
     builder = SparkSession.builder.appName("emoray-enrich")
     if config.master:
         builder = builder.master(config.master)
-    for k, v in spark_conf(config).items():
+    for k, v in conf.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
-    for k, v in spark_conf(config).items():
+    for k, v in conf.items():
         if k.startswith("spark.sql."):
             spark.conf.set(k, v)
     return spark
@@ -128,8 +126,9 @@ def committed_annotations(spark, config: EnrichConfig):
     if not files:
         raise EnrichError(f"annotation table {config.annotations} has no committed run; run "
                           "`emoray annotate` first or check the path")
-    s3 = location.startswith("s3://")
-    return spark.read.parquet(*[("s3a://" + f) if s3 else f for f in files])
+    if location.startswith("s3://"):
+        files = [_spark_path("s3://" + f) for f in files]
+    return spark.read.parquet(*files)
 
 
 def latest_wide(long, config: EnrichConfig):
@@ -161,11 +160,11 @@ def latest_wide(long, config: EnrichConfig):
                  "multilabel": F.col("labels")}[kind]
         aggs.append(F.first(F.when(match, value), ignorenulls=True)
                     .alias(column_name(task, target, config)))
-    key = F.concat_ws(":", "task", F.coalesce("target", F.lit("")))
+    key = F.concat_ws(":", "task", "target")  # concat_ws skips a null target
     aggs += [
         F.lit(model).alias(config.prefix + "model"),
-        F.map_from_entries(F.collect_set(F.struct(
-            F.regexp_replace(key, ":$", ""), "prompt_version"))).alias(config.prefix + "prompt_version"),
+        F.map_from_entries(F.collect_set(F.struct(key, "prompt_version"))).alias(
+            config.prefix + "prompt_version"),
         F.max("run_id").alias(config.prefix + "run_id"),
     ]
     wide = latest.groupBy("doc_id").agg(*aggs)

@@ -38,10 +38,8 @@ class InputFile:
 
 
 def s3_filesystem(s3: S3Config) -> pafs.S3FileSystem:
-    endpoint = (s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
-                or os.environ.get("AWS_ENDPOINT_URL"))
-    region = s3.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    kwargs: dict = {"region": region or "us-east-1",
+    endpoint = s3.endpoint()
+    kwargs: dict = {"region": s3.resolved_region() or "us-east-1",
                     "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3.max_attempts)}
     if endpoint:
         scheme, _, host = endpoint.partition("://")

@@ -83,7 +83,7 @@ class _S3Store:
 
         self.bucket, self.key = bucket, key
         self.client = boto3.client(
-            "s3", endpoint_url=s3.endpoint_url, region_name=s3.region,
+            "s3", endpoint_url=s3.endpoint(), region_name=s3.resolved_region(),
             config=Config(retries={"max_attempts": s3.max_attempts, "mode": "standard"}))
 
     def _put(self, body: bytes, **condition) -> str | None:
