@@ -13,31 +13,34 @@ from pathlib import Path
 
 from emoray.config import AnnotateConfig, BenchConfig, ConfigError, RunsConfig, load_config
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INPUT, EXIT_LOCKED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INPUT, EXIT_LOCKED, EXIT_GATE, EXIT_PARTIAL = range(7)
 
 # flag name → dotted config key
-OVERRIDES = {
-    "input": "input", "output": "output", "format": "format",
-    "id_column": "id_column", "text_column": "text_column",
-    "concurrency": "concurrency", "batch_size": "batch_size", "run_id": "run_id",
-    "commit_rows": "commit_rows", "on_bad_file": "on_bad_file",
+ENGINE_OVERRIDES = {
+    "concurrency": "concurrency", "batch_size": "batch_size",
     "model": "engine.model", "device": "engine.device",
     "tensor_parallel_size": "engine.tensor_parallel_size",
     "gpu_memory_utilization": "engine.gpu_memory_utilization",
     "max_model_len": "engine.max_model_len", "template": "engine.template",
     "s3_endpoint_url": "s3.endpoint_url", "s3_region": "s3.region",
 }
+OVERRIDES = {
+    **ENGINE_OVERRIDES, "input": "input", "output": "output", "format": "format",
+    "id_column": "id_column", "text_column": "text_column", "task_column": "task_column",
+    "run_id": "run_id", "commit_rows": "commit_rows", "on_bad_file": "on_bad_file",
+    "gate": "gate.enabled", "canary": "gate.canary",
+}
+EVALUATE_OVERRIDES = {
+    **ENGINE_OVERRIDES, "data": "evaluate.data", "output": "evaluate.output",
+    "limit": "evaluate.limit", "seed": "evaluate.seed", "previous": "evaluate.previous",
+    "references": "evaluate.references",
+}
 
 
-def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
+def _engine_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
     p.add_argument("--config", default=config_default, help="YAML profile (conf/*.yaml)")
-    p.add_argument("--input", help="s3://bucket/prefix or local file/folder (Parquet/JSONL/CSV)")
-    p.add_argument("--output", help="annotation table root: s3://bucket/prefix or local folder")
-    p.add_argument("--format", choices=["auto", "parquet", "jsonl", "csv"])
     p.add_argument("--tasks", help="comma list, e.g. v_reg,e_c,ei_reg or ei_oc:joy")
     p.add_argument("--model", help="EmoLLMs name or local checkpoint folder")
-    p.add_argument("--id-column")
-    p.add_argument("--text-column")
     p.add_argument("--concurrency", type=int, help="engine actors (one per GPU group)")
     p.add_argument("--batch-size", type=int, help="prompts per engine call")
     p.add_argument("--tensor-parallel-size", type=int)
@@ -45,21 +48,36 @@ def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
     p.add_argument("--max-model-len", type=int)
     p.add_argument("--template", type=int, help="instruction paraphrase index (0 = canonical)")
     p.add_argument("--device", choices=["auto", "gpu", "cpu"])
+    p.add_argument("--s3-endpoint-url")
+    p.add_argument("--s3-region")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
+    _engine_flags(p, config_default)
+    p.add_argument("--input", help="s3://bucket/prefix or local file/folder (Parquet/JSONL/CSV)")
+    p.add_argument("--output", help="annotation table root: s3://bucket/prefix or local folder")
+    p.add_argument("--format", choices=["auto", "parquet", "jsonl", "csv"])
+    p.add_argument("--id-column")
+    p.add_argument("--text-column")
+    p.add_argument("--task-column", help="column naming each row's own task request")
     p.add_argument("--full", action="store_true",
                    help="re-annotate everything, not only what the table lacks")
     p.add_argument("--commit-rows", type=int, help="rows per committed chunk")
     p.add_argument("--on-bad-file", choices=["fail", "skip", "quarantine"],
                    help="what to do with an unreadable file or one lacking a column")
     p.add_argument("--run-id")
-    p.add_argument("--s3-endpoint-url")
-    p.add_argument("--s3-region")
-    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
+                   help="score the gold canary first and stop below the thresholds "
+                   "(profile key gate.enabled)")
+    p.add_argument("--canary", help="gold canary file (JSONL/Parquet; default: shipped set)")
 
 
-def job_config(args: argparse.Namespace, **fixed) -> AnnotateConfig:
-    overrides = {key: getattr(args, flag) for flag, key in OVERRIDES.items()}
+def job_config(args: argparse.Namespace, flags: dict[str, str] = OVERRIDES,
+               **fixed) -> AnnotateConfig:
+    overrides = {key: getattr(args, flag) for flag, key in flags.items()}
     overrides["tasks"] = args.tasks.split(",") if args.tasks else None
-    overrides["incremental"] = False if args.full else None
+    overrides["incremental"] = False if getattr(args, "full", False) else None
     overrides.update(fixed)
     return load_config(args.config, overrides)
 
@@ -73,6 +91,31 @@ def cmd_annotate(args) -> int:
     ray.init(address=args.ray_address, ignore_reinit_error=True)
     summary = annotator.run()
     print(json.dumps(summary.as_dict()) if args.json else summary.render())
+    return EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    import ray
+
+    from emoray.evaluate import evaluate, render_summary
+
+    config = job_config(args, EVALUATE_OVERRIDES)
+    config.require("evaluate.data", "evaluate.output")
+    ray.init(address=args.ray_address, ignore_reinit_error=True)
+    result = evaluate(config)
+    print(json.dumps(result, default=str) if args.json else render_summary(result))
+    return EXIT_OK
+
+
+def cmd_canary(args) -> int:
+    from emoray.evaluate import gold_requests
+    from emoray.gate import write_canary
+    from emoray.tasks import TASKS
+
+    config = load_config(args.config, {})
+    names = args.tasks.split(",") if args.tasks else [n for n, t in TASKS.items() if t.source]
+    n = write_canary(args.data, args.out, gold_requests(names), args.limit, args.seed, config)
+    print(f"wrote {n} gold canary rows to {args.out}")
     return EXIT_OK
 
 
@@ -173,6 +216,25 @@ def parser() -> argparse.ArgumentParser:
     _job_flags(a, None)
     a.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     a.set_defaults(fn=cmd_annotate)
+    v = sub.add_parser("evaluate", help="score a model on the AEB gold data through the "
+                       "annotate pipeline (metrics.json, report.md, chart.png)")
+    _engine_flags(v, None)
+    v.add_argument("--data", help="folder of the AEB files (local or s3://)")
+    v.add_argument("--output", help="folder for metrics.json, report.md, chart.png")
+    v.add_argument("--limit", type=int, help="at most N gold rows per task/target")
+    v.add_argument("--seed", type=int, help="seed of the --limit draw")
+    v.add_argument("--previous", help="metrics.json of an earlier evaluation to compare with")
+    v.add_argument("--references", help="YAML of reference scores (default conf/references.yaml)")
+    v.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    v.set_defaults(fn=cmd_evaluate)
+    c = sub.add_parser("canary", help="draw a gold canary set from the AEB for the quality gate")
+    c.add_argument("--data", required=True, help="folder of the AEB files (local or s3://)")
+    c.add_argument("--out", required=True, help="JSONL file to write (local or s3://)")
+    c.add_argument("--tasks", help="comma list (default: every task with gold data)")
+    c.add_argument("--limit", type=int, default=10, help="rows per task/target")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--config", help="profile for S3 settings")
+    c.set_defaults(fn=cmd_canary)
     d = sub.add_parser("demo", help="run the job on the embedded default (local Ray + local S3)")
     _job_flags(d, "conf/local.yaml" if Path("conf/local.yaml").is_file() else None)
     d.set_defaults(fn=cmd_demo)
@@ -225,12 +287,20 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from emoray.enrich import EnrichError
+    from emoray.gate import GateError
     from emoray.io import InputError
     from emoray.lock import LockedError
+    from emoray.pipeline import IncompleteRunError
 
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
+    except GateError as e:
+        print(f"emoray: {e}", file=sys.stderr)
+        return EXIT_GATE
+    except IncompleteRunError as e:
+        print(f"emoray: {e}", file=sys.stderr)
+        return EXIT_PARTIAL
     except LockedError as e:
         print(f"emoray: {e}", file=sys.stderr)
         return EXIT_LOCKED

@@ -65,14 +65,53 @@ class EngineConfig(_Strict):
                           "to use (0 = canonical).")
 
 
+class EvaluateConfig(_Strict):
+    data: str | None = Field(
+        None, description="Folder holding the AEB files (SST_test.csv, ..., aaid_*.jsonl), "
+        "local or s3://; the repo's copy is ../shared/data/aeb.")
+    output: str | None = Field(
+        None, description="Where metrics.json, report.md, chart.png and the evaluation's "
+        "annotation table go (local or s3://).")
+    tasks: list[str] | None = Field(
+        None, description="Tasks to evaluate; default: the profile's tasks that have gold data.")
+    limit: int | None = Field(
+        None, ge=1, description="At most this many gold rows per task/target, drawn at random.")
+    seed: int = Field(0, description="Seed of the random draw of `limit` rows.")
+    references: str | None = Field(
+        "conf/references.yaml", description="YAML of published reference scores to compare "
+        "with (each set names its source); missing file: no comparison.")
+    previous: str | None = Field(
+        None, description="metrics.json of an earlier evaluation to compare with.")
+
+
+class GateConfig(_Strict):
+    enabled: bool = Field(
+        False, description="Score the gold canary set before annotating; stop the run when a "
+        "threshold is missed. The nightly profile turns it on; `--no-gate` turns it off.")
+    canary: str | None = Field(
+        None, description="Gold canary rows (JSONL/Parquet with id, text, request, gold; see "
+        "`emoray canary`); default: the set shipped with emoray, drawn from the AEB.")
+    min_parse_rate: float = Field(
+        1.0, ge=0, le=1, description="Share of canary rows whose answer must parse, per task.")
+    thresholds: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Lowest acceptable metric per task or task:target, "
+        "e.g. {v_reg: {pearson: 0.5}, e_c: {jaccard: 0.4}}; a targeted task without a target "
+        "is the mean over its targets.")
+
+
 class AnnotateConfig(_Strict):
-    input: str = Field(..., description="Input dataset: s3://bucket/prefix or a local file or "
-                       "folder of Parquet, JSONL or CSV files.")
-    output: str = Field(..., description="Annotation table root: s3://bucket/prefix or local.")
+    input: str | None = Field(None, description="Input dataset: s3://bucket/prefix or a local "
+                              "file or folder of Parquet, JSONL or CSV files.")
+    output: str | None = Field(None, description="Annotation table root: s3://bucket/prefix or "
+                               "local.")
     format: Literal["auto", "parquet", "jsonl", "csv"] = Field(
         "auto", description="Input format; auto goes by file extension.")
     id_column: str = Field("id", description="Input column holding the document id.")
     text_column: str = Field("text", description="Input column holding the text to annotate.")
+    task_column: str | None = Field(
+        None, description="Optional input column naming the one task request (`v_reg`, "
+        "`ei_reg:joy`) each row is asked; a null value means every task in `tasks`. Unset: "
+        "every row is asked every task. Evaluation uses it to ask each gold row its own task.")
     tasks: list[str] = Field(
         default_factory=lambda: ["v_reg", "v_oc", "e_c", "ei_reg"],
         description="Tasks to annotate (`emoray tasks` lists them); `ei_reg` means all four "
@@ -95,6 +134,18 @@ class AnnotateConfig(_Strict):
         16, ge=1, description="Hash partitions of the dedup/incremental shuffle.")
     run_id: str | None = Field(None, description="Run id; default: UTC time plus a random suffix.")
     s3: S3Config = Field(default_factory=S3Config, description="Object store settings.")
+    gate: GateConfig = Field(default_factory=GateConfig, description="Quality gate run before "
+                             "annotating.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig,
+                                     description="`emoray evaluate` settings.")
+
+    def require(self, *keys: str) -> None:
+        """Fail naming each setting a command needs but the profile and flags left unset."""
+        missing = [k for k in keys if _get_dotted(self, k) is None]
+        if missing:
+            raise ConfigError("missing required setting(s): " + ", ".join(
+                f"{k} (flag --{k.rpartition('.')[2].replace('_', '-')} or profile key {k})"
+                for k in missing))
 
 
 class BenchConfig(BaseModel):
@@ -114,6 +165,12 @@ class RunsConfig(BaseModel):
 
 class ConfigError(ValueError):
     """A profile or override that does not describe a valid run."""
+
+
+def _get_dotted(obj: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        obj = getattr(obj, key)
+    return obj
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.json as pajson
@@ -146,14 +147,42 @@ def quarantine(fs: pafs.FileSystem, paths: list[str], out_fs: pafs.FileSystem, f
     return copied
 
 
-def read_inputs(fs: pafs.FileSystem, files: list[InputFile], id_column: str, text_column: str):
-    """One Ray dataset per input format, each holding only the id and text columns."""
+def _read_column(fs: pafs.FileSystem, f: InputFile, column: str) -> pa.Array:
+    if f.format == "parquet":
+        with fs.open_input_file(f.path) as fh:
+            return pq.read_table(fh, columns=[column])[column].combine_chunks()
+    with fs.open_input_stream(f.path) as fh:
+        if f.format == "csv":
+            return pacsv.read_csv(fh, convert_options=pacsv.ConvertOptions(
+                include_columns=[column], column_types={column: pa.string()}))[column]
+        return pajson.read_json(fh)[column]
+
+
+def check_values(fs: pafs.FileSystem, files: list[InputFile], column: str,
+                 allowed: list[str]) -> None:
+    """Fail before any GPU work when a row's `column` holds a value outside `allowed` (nulls
+    pass), naming the file, the row and the allowed values."""
+    for f in files:
+        values = pc.cast(_read_column(fs, f, column), pa.string())
+        bad = pc.and_(pc.invert(pc.is_in(values, pa.array(allowed))), pc.is_valid(values))
+        rows = pc.indices_nonzero(pc.fill_null(bad, False))
+        if len(rows):
+            first = rows[0].as_py()
+            raise InputError(
+                f"file {f.path} row {first}: column {column!r} asks {values[first].as_py()!r}, "
+                f"which is not among the requested tasks ({', '.join(allowed)}); "
+                f"{len(rows)} rows of this file do so. Add the task to --tasks or fix the rows.")
+
+
+def read_inputs(fs: pafs.FileSystem, files: list[InputFile], id_column: str, text_column: str,
+                task_column: str | None = None):
+    """One Ray dataset per input format, each holding only the id, text (and task) columns."""
     import ray.data
 
     by_format: dict[str, list[str]] = {}
     for f in files:
         by_format.setdefault(f.format, []).append(f.path)
-    columns = [id_column, text_column]
+    columns = [id_column, text_column] + ([task_column] if task_column else [])
     out = []
     for fmt, paths in by_format.items():
         if fmt == "parquet":
@@ -163,7 +192,8 @@ def read_inputs(fs: pafs.FileSystem, files: list[InputFile], id_column: str, tex
                 paths, filesystem=fs, file_extensions=None,
                 convert_options=pacsv.ConvertOptions(
                     include_columns=columns,
-                    column_types={id_column: pa.string(), text_column: pa.binary()},
+                    column_types={id_column: pa.string(), text_column: pa.binary(),
+                                  **({task_column: pa.string()} if task_column else {})},
                     strings_can_be_null=False, quoted_strings_can_be_null=False),
             )
         else:

@@ -24,12 +24,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 
-from emoray import io, stages, table
+from emoray import io, labels, stages, table
 from emoray.config import AnnotateConfig
 from emoray.engine import EngineStage
 from emoray.lock import TableLock
 from emoray.models import resolve_model
 from emoray.tasks import resolve
+
+
+class IncompleteRunError(RuntimeError):
+    """A run committed fewer rows than its input asks for; a re-run fills the gap."""
 
 
 class RunStats:
@@ -96,14 +100,20 @@ class Annotator:
     """A validated annotation job. Construction fails fast on bad input; `run()` does the work."""
 
     def __init__(self, config: AnnotateConfig):
+        config.require("input", "output")
         self.config = config
         self.requests = resolve(config.tasks)
         self.model = resolve_model(config.engine.model)
         self.in_fs, in_path = io.filesystem_for(config.input, config.s3)
         found = io.list_inputs(config.input, self.in_fs, in_path, config.format)
-        self.inputs, self.bad_files = io.screen_files(
-            self.in_fs, found, {"id": config.id_column, "text": config.text_column},
-            config.on_bad_file)
+        columns = {"id": config.id_column, "text": config.text_column}
+        if config.task_column:
+            columns["task"] = config.task_column
+        self.inputs, self.bad_files = io.screen_files(self.in_fs, found, columns,
+                                                      config.on_bad_file)
+        if config.task_column:
+            io.check_values(self.in_fs, self.inputs, config.task_column,
+                            [r.key for r in self.requests])
         self.out_fs, self.out_root = io.filesystem_for(config.output, config.s3)
         try:
             self.out_fs.create_dir(self.out_root, recursive=True)
@@ -143,8 +153,10 @@ class Annotator:
         parts = [
             ds.map_batches(stages.normalize, batch_format="pyarrow", batch_size=None,
                            fn_kwargs={"id_column": cfg.id_column, "text_column": cfg.text_column,
-                                      "stats": stats})
-            for ds in io.read_inputs(self.in_fs, self.inputs, cfg.id_column, cfg.text_column)
+                                      "task_column": cfg.task_column,
+                                      "n_requests": len(self.requests), "stats": stats})
+            for ds in io.read_inputs(self.in_fs, self.inputs, cfg.id_column, cfg.text_column,
+                                     cfg.task_column)
         ]
         stored = self._stored()
         if stored is not None:
@@ -163,13 +175,18 @@ class Annotator:
             fn_kwargs={"model": self.model.name, "run_id": self.run_id})
 
     def run(self) -> RunSummary:
-        """Execute under the table's lease, committing chunk by chunk, then write the run
-        report."""
+        """Pass the quality gate (when enabled), then execute under the table's lease,
+        committing chunk by chunk, then write the run report."""
+        gate = None
+        if self.config.gate.enabled:
+            from emoray.gate import run_gate
+
+            gate = run_gate(self.config, self.run_id)
         with TableLock(self.config.output, self.config.s3, self.run_id,
                        self.config.lock_ttl_s) as lease:
-            return self._run(lease)
+            return self._run(lease, gate)
 
-    def _run(self, lease: TableLock) -> RunSummary:
+    def _run(self, lease: TableLock, gate: dict | None) -> RunSummary:
         import ray
 
         started = datetime.now(timezone.utc)
@@ -180,9 +197,11 @@ class Annotator:
         stats = ray.remote(RunStats).options(num_cpus=0, name=f"emoray-stats-{self.run_id}").remote()
         writer = table.RunWriter(self.out_fs, self.out_root, self.run_id,
                                  started.strftime("%Y-%m-%d"), self.config.commit_rows)
+        label_stats = labels.LabelStats()
         for batch in self.dataset(stats).iter_batches(batch_format="pyarrow", batch_size=None):
             lease.renew()
             writer.write(batch)
+            label_stats.add(batch)
         writer.flush()
         counts = ray.get(stats.get.remote())
         ray.kill(stats)
@@ -196,18 +215,21 @@ class Annotator:
             output_tokens=counts.get("output_tokens", 0), started_at=started.isoformat(),
             files=writer.files,
         )
-        expected = summary.rows_in * summary.requests - summary.already_held
+        expected = counts.get("pairs", 0) - summary.already_held
         summary.status = "ok" if summary.rows_out == expected else "incomplete"
         table.write_report(self.out_fs, self.out_root, {
             **summary.as_dict(), "model": self.model.name, "model_source": self.model.source,
             "tasks": [r.key for r in self.requests], "input": self.config.input,
             "chunks": writer.chunks, "bad_files": self.bad_files,
-            "engine_starts": counts.get("engine_starts", 0)})
+            "engine_starts": counts.get("engine_starts", 0), "gate": gate,
+            "label_report": labels.write_label_report(self.out_fs, self.out_root, self.run_id,
+                                                      self.model.name, label_stats)})
         if summary.status != "ok":
-            raise RuntimeError(
+            raise IncompleteRunError(
                 f"run {self.run_id} wrote {summary.rows_out} rows, expected {expected} "
-                f"({summary.rows_in} rows x {summary.requests} tasks - {summary.already_held} "
-                "already held); the committed chunks stand and a re-run fills the gap")
+                f"({summary.rows_in} rows asking {counts.get('pairs', 0)} row x task pairs - "
+                f"{summary.already_held} already held); the committed chunks stand and a re-run "
+                "fills the gap")
         return summary
 
 

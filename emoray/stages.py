@@ -19,7 +19,7 @@ from emoray.table import SCHEMA
 from emoray.tasks import TASKS, TaskRequest
 
 NEEDS = {
-    "plan": ("side", "doc_id", "text_sha256", "text", "text_status", "task", "target",
+    "plan": ("side", "doc_id", "text_sha256", "text", "text_status", "request", "task", "target",
              "prompt_version", "raw_output", "confidence", "status", "annotated_at"),
     "engine": ("doc_ids", "text_sha256", "text", "text_status", "task", "target", "prompt_version",
                "cached_output", "cached_confidence", "cached_status"),
@@ -53,26 +53,32 @@ def _check_text(raw: bytes | None) -> tuple[str | None, str | None, str]:
     return text, sha, "ok" if text.strip() else "empty_text"
 
 
-def normalize(batch: pa.Table, id_column: str, text_column: str, stats=None) -> pa.Table:
-    """Input rows → doc_id (string), text, text_sha256 and text_status (`ok`, or why no
-    prompt can be sent: `empty_text`, `invalid_text`), as plan input. Texts are read as bytes
-    so one invalid value marks its row instead of failing the file."""
+def normalize(batch: pa.Table, id_column: str, text_column: str, task_column: str | None = None,
+              n_requests: int = 1, stats=None) -> pa.Table:
+    """Input rows → doc_id (string), text, text_sha256, text_status (`ok`, or why no
+    prompt can be sent: `empty_text`, `invalid_text`) and the row's own task request (when the
+    input names one), as plan input. Texts are read as bytes so one invalid value marks its row
+    instead of failing the file. Counts rows in and the row x task pairs they ask for."""
     ids = pc.cast(batch[id_column], pa.string())
+    request = (pc.cast(batch[task_column], pa.string()) if task_column
+               else pa.nulls(batch.num_rows, pa.string()))
     raw = batch[text_column]
     if not pa.types.is_binary(raw.type):
         raw = pc.cast(pc.cast(raw, pa.string()), pa.binary())
     texts, sha, status = zip(*map(_check_text, raw.to_pylist())) if len(raw) else ([], [], [])
     if stats is not None:
-        stats.add.remote(rows_in=batch.num_rows)
+        own = batch.num_rows - request.null_count
+        stats.add.remote(rows_in=batch.num_rows, pairs=own + request.null_count * n_requests)
     return as_plan_input(pa.table({
         "doc_id": ids, "text": pa.array(texts, pa.string()),
         "text_sha256": pa.array(sha, pa.string()),
-        "text_status": pa.array(status, pa.string())}), "new")
+        "text_status": pa.array(status, pa.string()), "request": request}), "new")
 
 
 PLAN_INPUT = pa.schema([
     ("side", pa.string()), ("doc_id", pa.string()), ("text_sha256", pa.string()),
-    ("text", pa.string()), ("text_status", pa.string()), ("task", pa.string()),
+    ("text", pa.string()), ("text_status", pa.string()), ("request", pa.string()),
+    ("task", pa.string()),
     ("target", pa.string()),
     ("prompt_version", pa.string()), ("raw_output", pa.string()), ("confidence", pa.float64()),
     ("status", pa.string()), ("annotated_at", pa.timestamp("us", tz="UTC")),
@@ -114,16 +120,19 @@ def plan(batch: pa.Table, requests: list[TaskRequest], template: int, constraine
     each input row × task needs: nothing (the table already holds it for this doc and text),
     the stored answer for the same text (reuse), or a prompt. Texts needing a prompt are
     grouped so each is sent once, with the list of doc_ids to fan its answer out to.
-    Requests are laid out task-major so consecutive prompts share their instruction prefix."""
+    Requests are laid out task-major so consecutive prompts share their instruction prefix.
+    A row naming its own request (`request` column) is asked that one only."""
     require(batch, "plan")
     side = batch["side"]
     new = batch.filter(pc.equal(side, "new")).select(
-        ["doc_id", "text_sha256", "text", "text_status"])
+        ["doc_id", "text_sha256", "text", "text_status", "request"])
     old = _keys(batch.filter(pc.equal(side, "old")))
     wanted = []
-    n = new.num_rows
     for r in requests:
-        wanted.append(new.append_column("task", pa.array([r.task.name] * n, pa.string()))
+        asks = new.filter(pc.or_kleene(pc.is_null(new["request"]),
+                                       pc.equal(new["request"], r.key))).drop_columns(["request"])
+        n = asks.num_rows
+        wanted.append(asks.append_column("task", pa.array([r.task.name] * n, pa.string()))
                       .append_column("target", pa.array([r.target] * n, pa.string()))
                       .append_column("prompt_version", pa.array(
                           [r.task.prompt_version(template, constrained)] * n, pa.string())))

@@ -3,7 +3,8 @@
 An entry holds the instruction wording the EmoLLMs models were trained or evaluated on
 (`templates[0]` is canonical; the other AAID paraphrases stay available for evaluation), the
 emotions it is asked about (`targets`), its answer schema (constraint regex + parser, see
-`emoray.answers`), the metric the paper scores it with, and the AEB file holding its gold data.
+`emoray.answers`), the metrics the paper and SemEval-2018 Task 1 score it with, and the AEB file
+holding its gold data.
 A new task is one `Task(...)` entry in `TASKS`; `prompt_version` follows from the entry itself.
 """
 
@@ -28,7 +29,8 @@ class Task:
     description: str
     templates: tuple[str, ...]
     answer: AnswerSchema
-    metric: str
+    metrics: tuple[str, ...]
+    """Names in `emoray.metrics.METRICS`; the first is the task's headline metric."""
     targets: tuple[str, ...] = ()
     source: str | None = None
     """AEB/AAID file with gold answers for this task (relative to the data folder)."""
@@ -155,12 +157,17 @@ _GOEMOTIONS = ("anger", "disgust", "fear", "joy", "sadness", "surprise")
 _EMOBANK = "Task: Determine the {dim} intensity of the writer's mental state on a scale of 1 ({low}) to 5 ({high}). Text: {{text}} Intensity Score: "
 
 
+PEARSON = ("pearson",)
+CLASSES = ("accuracy", "macro_f1")
+SETS = ("jaccard", "micro_f1", "macro_f1")
+
+
 def _emobank(dim: str, low: str, high: str) -> Task:
     return Task(
         name=f"emobank_{dim[0]}", family="emobank",
         description=f"EmoBank {dim} in [1, 5] (AEB, out of domain)",
         templates=(_EMOBANK.format(dim=dim, low=low, high=high),),
-        answer=Regression(1, 5, decimals=2), metric="pearson", source="emobank_test.csv",
+        answer=Regression(1, 5, decimals=2), metrics=PEARSON, source="emobank_test.csv",
     )
 
 
@@ -169,52 +176,52 @@ _ALL = [
         name="ei_reg", family="EI-reg",
         description="intensity of emotion E in [0, 1] (SemEval-2018 EI-reg)",
         templates=_EI_REG_TEMPLATES, targets=EI_EMOTIONS,
-        answer=Regression(0, 1), metric="pearson", source="aaid",
+        answer=Regression(0, 1), metrics=PEARSON, source="aaid",
     ),
     Task(
         name="ei_oc", family="EI-oc",
         description="ordinal intensity class 0..3 of emotion E (SemEval-2018 EI-oc)",
         templates=_EI_OC_TEMPLATES, targets=EI_EMOTIONS,
-        answer=Ordinal(_EI_OC_CLASSES), metric="pearson", source="aaid",
+        answer=Ordinal(_EI_OC_CLASSES), metrics=PEARSON, source="aaid",
     ),
     Task(
         name="v_reg", family="V-reg",
         description="valence intensity in [0, 1] (SemEval-2018 V-reg)",
         templates=_V_REG_TEMPLATES,
-        answer=Regression(0, 1), metric="pearson", source="aaid",
+        answer=Regression(0, 1), metrics=PEARSON, source="aaid",
     ),
     Task(
         name="v_oc", family="V-oc",
         description="ordinal valence class -3..3 (SemEval-2018 V-oc)",
         templates=_V_OC_TEMPLATES,
-        answer=Ordinal(_V_OC_CLASSES), metric="pearson", source="aaid",
+        answer=Ordinal(_V_OC_CLASSES), metrics=PEARSON, source="aaid",
     ),
     Task(
         name="e_c", family="E-c",
         description="neutral or a set of 11 emotions (SemEval-2018 E-c)",
         templates=_E_C_TEMPLATES,
         answer=MultiLabel(_SEMEVAL_EMOTIONS, neutral_answer="neutral or no emotion", terminator="."),
-        metric="jaccard", source="aaid",
+        metrics=SETS, source="aaid",
     ),
     Task(
         name="sst", family="sst",
         description="sentiment score in [0, 1] (SST, AEB, out of domain)",
         templates=("Task: Calculate the sentiment score of the text, which should be a real number between 0 (extremely negative) and 1 (extremely positive). Text: {text} Sentiment score: ",),
-        answer=Regression(0, 1, decimals=5), metric="pearson", source="SST_test.csv",
+        answer=Regression(0, 1, decimals=5), metrics=PEARSON, source="SST_test.csv",
     ),
     Task(
         name="sst5", family="sst5",
         description="5-class sentiment 0..4 (SST-5, AEB, out of domain)",
         templates=("Task: Classify the text into one of five classes of sentiment that best represents the mental state of the text. 0: very negative, 1: negative, 2: neutral, 3: positive, 4: very positive. Text: {text} Sentiment Class: ",),
         answer=Ordinal({0: "very negative", 1: "negative", 2: "neutral", 3: "positive", 4: "very positive"}),
-        metric="accuracy", source="sst5_test.csv",
+        metrics=CLASSES, source="sst5_test.csv",
     ),
     Task(
         name="tdt", family="tdt",
         description="3-class ordinal sentiment -1..1 (TDT, AEB, out of domain)",
         templates=("Task: Classify the text into one of three ordinal categories, indicating the intensity of positive or negative sentiment expressed by the writer and reflecting their current mental state. 1: positive. 0: neutral. -1: negative. Text: {text} Intensity Class: ",),
         answer=Ordinal({1: "positive", 0: "neutral", -1: "negative"}),
-        metric="accuracy", source="TDT.csv",
+        metrics=CLASSES, source="TDT.csv",
     ),
     _emobank("valence", "most negative", "most positive"),
     _emobank("arousal", "most calm", "most excited"),
@@ -223,14 +230,14 @@ _ALL = [
         name="vader", family="vader",
         description="valence in [-4, 4] (VADER, AEB, out of domain)",
         templates=("Task: Calculate the sentiment intensity or valence score of the text, which should be a real number between -4 (extremely negative) and 4 (extremely positive). Text: {text} Intensity Score: ",),
-        answer=Regression(-4, 4, decimals=2), metric="pearson", source="vader_test.csv",
+        answer=Regression(-4, 4, decimals=2), metrics=PEARSON, source="vader_test.csv",
     ),
     Task(
         name="goemotions", family="goemotions",
         description="neutral and/or 6 emotions (GoEmotions, AEB, out of domain)",
         templates=("Task: Categorize the text's emotional expression, classifying it as either 'neutral' or as one or more of the specified emotions (anger, disgust, fear, joy, sadness, surprise) that reflect the writer's state of mind. Text: {text} This tweet contains emotions: ",),
         answer=MultiLabel(_GOEMOTIONS, combinable_neutral=True),
-        metric="jaccard", source="goemotion_test.csv",
+        metrics=SETS, source="goemotion_test.csv",
     ),
 ]
 
@@ -269,3 +276,10 @@ def resolve(spec: list[str] | str) -> list[TaskRequest]:
     if not out:
         raise ValueError(f"no tasks given; known tasks: {', '.join(TASKS)}")
     return out
+
+
+def request_order(key: str) -> tuple[int, int]:
+    """Sort key of a request key (`v_reg`, `ei_reg:joy`): catalog order, a targeted task's
+    bare name before its targets."""
+    name, _, target = key.partition(":")
+    return list(TASKS).index(name), TASKS[name].targets.index(target) + 1 if target else 0

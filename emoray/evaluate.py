@@ -1,0 +1,284 @@
+"""Evaluation on the Affective Evaluation Benchmark through the production path.
+
+Gold rows (`emoray.aeb`) are written as an input dataset whose `request` column names each row's
+task, and annotated by the same `build_annotator` pipeline and engine a nightly run uses; the
+committed rows are then joined back to the gold answers and scored (`emoray.metrics`). Outputs:
+`metrics.json`, `report.md` and `chart.png` under the evaluation's output folder, beside the
+evaluation's own annotation table (`annotations/`).
+
+Metrics are computed over rows whose answer parsed (status ok or truncated); the parse rate and
+status counts say how many that is. Each request also gets the score of a majority baseline on
+the same rows (always the most frequent gold answer; its Pearson r is 0.0 by definition).
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import posixpath
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
+
+from emoray import aeb, io, table
+from emoray.answers import Parsed
+from emoray.config import AnnotateConfig, ConfigError, GateConfig
+from emoray.metrics import score
+from emoray.tasks import TASKS, request_order, resolve
+
+PARSED = ("ok", "truncated")
+
+
+def _join(uri: str, *parts: str) -> str:
+    return posixpath.join(uri.rstrip("/"), *parts)
+
+
+def gold_requests(names: list[str]) -> list[str]:
+    """Request keys of the tasks among `names` that have gold data."""
+    return [r.key for r in resolve(names) if r.task.source]
+
+
+def annotate_gold(config: AnnotateConfig, gold: pa.Table, out: str) -> tuple[pa.Table, dict]:
+    """Annotate gold rows with the production pipeline into `<out>/annotations`; returns the
+    run's committed rows and its summary."""
+    from emoray.pipeline import build_annotator
+
+    fs, root = io.filesystem_for(out, config.s3)
+    fs.create_dir(_join(root, "gold"), recursive=True)
+    with fs.open_output_stream(_join(root, "gold", "gold.parquet")) as f:
+        pq.write_table(gold.select(["id", "text", "request"]), f)
+    requests = list(dict.fromkeys(gold["request"].to_pylist()))
+    run = config.model_copy(update={
+        "input": _join(out, "gold") + "/", "output": _join(out, "annotations") + "/",
+        "format": "parquet", "id_column": "id", "text_column": "text", "task_column": "request",
+        "tasks": requests, "incremental": False, "run_id": None, "gate": GateConfig()})
+    summary = build_annotator(run).run()
+    rows = table.read_committed(fs, _join(root, "annotations"))
+    rows = rows.filter(pc.equal(rows["run_id"], summary.run_id))
+    return rows, summary.as_dict()
+
+
+def _majority(gold: list[Parsed]) -> list[Parsed]:
+    """Predict the most frequent gold answer for every row (the mean, for regression)."""
+    if gold and gold[0].labels is None and gold[0].label is None:
+        mean = sum(p.score for p in gold) / len(gold)
+        return [Parsed(score=mean)] * len(gold)
+    key = Counter(repr(p) for p in gold).most_common(1)[0][0]
+    return [next(p for p in gold if repr(p) == key)] * len(gold)
+
+
+def score_rows(gold: pa.Table, rows: pa.Table) -> dict[str, dict]:
+    """Per task request: n, status counts, parse rate, metrics on the parsed rows and the
+    majority baseline's; targeted tasks also get an entry averaging their targets."""
+    answers = {}
+    for r in rows.to_pylist():
+        key = f"{r['task']}:{r['target']}" if r["target"] else r["task"]
+        answers[(r["doc_id"], key)] = r
+    out: dict[str, dict] = {}
+    for key in sorted(dict.fromkeys(gold["request"].to_pylist()), key=request_order):
+        name, _, target = key.partition(":")
+        task = TASKS[name]
+        mine = [g for g in gold.to_pylist() if g["request"] == key]
+        got = [answers.get((g["id"], key)) for g in mine]
+        statuses = Counter(a["status"] if a else "missing" for a in got)
+        pairs = [(task.answer.parse(g["gold"]), Parsed(a["score"], a["label"], a["labels"]))
+                 for g, a in zip(mine, got) if a and a["status"] in PARSED]
+        g_parsed = [p for p, _ in pairs]
+        parsed = sum(statuses[s] for s in PARSED)
+        out[key] = {
+            "task": name, "target": target or None, "n": len(mine), "scored": len(pairs),
+            "parse_rate": round(parsed / len(mine), 4) if mine else 0.0,
+            "status_counts": dict(statuses), "headline": task.metrics[0],
+            "metrics": score(task, g_parsed, [p for _, p in pairs]),
+            "baseline": score(task, g_parsed, _majority(g_parsed)),
+            "prompt_version": got[0]["prompt_version"] if got and got[0] else None,
+        }
+    for name in dict.fromkeys(v["task"] for v in out.values() if v["target"]):
+        parts = [v for v in out.values() if v["task"] == name and v["target"]]
+        n = sum(v["n"] for v in parts)
+        out[name] = {
+            "task": name, "target": None, "n": n, "scored": sum(v["scored"] for v in parts),
+            "parse_rate": round(sum(v["parse_rate"] * v["n"] for v in parts) / n, 4),
+            "status_counts": dict(sum((Counter(v["status_counts"]) for v in parts), Counter())),
+            "headline": parts[0]["headline"],
+            "metrics": _mean([v["metrics"] for v in parts]),
+            "baseline": _mean([v["baseline"] for v in parts]),
+            "averaged_over": [v["target"] for v in parts], "prompt_version": None,
+        }
+    return dict(sorted(out.items(), key=lambda kv: request_order(kv[0])))
+
+
+def _mean(dicts: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(sum(d[k] for d in dicts) / len(dicts), 4) for k in dicts[0]}
+
+
+def load_references(path: str | None) -> list[dict]:
+    """Reference score sets from `path` (missing file: none). Each set: name, source, scores
+    {task: {metric: value}}, optional note."""
+    if not path or not Path(path).is_file():
+        return []
+    sets = (yaml.safe_load(Path(path).read_text()) or {}).get("references", [])
+    for s in sets:
+        if not {"name", "source", "scores"} <= set(s):
+            raise ConfigError(f"{path}: each reference needs name, source and scores; got "
+                              f"{sorted(s)}")
+    return sets
+
+
+def _previous(path: str | None, config: AnnotateConfig) -> dict | None:
+    if not path:
+        return None
+    fs, p = io.filesystem_for(path, config.s3)
+    try:
+        with fs.open_input_stream(p) as f:
+            return json.loads(f.read())
+    except (FileNotFoundError, OSError) as e:
+        raise io.InputError(f"previous metrics {path} cannot be read: {e}") from None
+
+
+def render_markdown(result: dict) -> str:
+    refs = result["references"]
+    prev = result.get("previous")
+    head = ["task", "n", "parse rate", "statuses", "metric", "this run", "majority"]
+    head += [r["name"] for r in refs] + (["previous"] if prev else [])
+    lines = [
+        f"# Evaluation of {result['model']} on the AEB",
+        "",
+        f"Run `{result['run_id']}`, {result['created_at']}; data `{result['data']}`, "
+        f"limit {result['limit'] or 'none'} per task (seed {result['seed']}), instruction "
+        f"template {result['template']}, constrained decoding {result['constrained']}. "
+        "Metrics are computed on rows whose answer parsed; majority = always the most frequent "
+        "gold answer on the same rows.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for key, v in result["tasks"].items():
+        statuses = ", ".join(f"{k} {n}" for k, n in sorted(v["status_counts"].items()))
+        for metric, value in v["metrics"].items():
+            cells = [key, str(v["n"]), f"{v['parse_rate']:.2%}", statuses, metric,
+                     f"{value:.4f}", f"{v['baseline'][metric]:.4f}"]
+            cells += [_fmt(r["scores"].get(key, {}).get(metric)) for r in refs]
+            if prev:
+                cells.append(_fmt(prev["tasks"].get(key, {}).get("metrics", {}).get(metric)))
+            lines.append("| " + " | ".join(cells) + " |")
+    for r in refs:
+        lines += ["", f"**{r['name']}**: {r['source']}" + (f" — {r['note']}" if r.get("note")
+                                                            else "")]
+    if prev:
+        lines += ["", f"**previous**: run `{prev.get('run_id')}` of {prev.get('model')}, "
+                  f"{prev.get('created_at')}"]
+    lines += ["", "![headline metric per task](chart.png)", ""]
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def render_chart(result: dict) -> bytes:
+    """PNG: the headline metric per task for this run, the majority baseline, each reference
+    set and the previous run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(result["tasks"])
+    series = [("this run", [result["tasks"][k]["metrics"][result["tasks"][k]["headline"]]
+                            for k in keys]),
+              ("majority baseline", [result["tasks"][k]["baseline"][result["tasks"][k]["headline"]]
+                                     for k in keys])]
+    for r in result["references"]:
+        series.append((r["name"], [r["scores"].get(k, {}).get(result["tasks"][k]["headline"])
+                                   for k in keys]))
+    if result.get("previous"):
+        prev = result["previous"]["tasks"]
+        series.append(("previous", [prev.get(k, {}).get("metrics", {}).get(
+            result["tasks"][k]["headline"]) for k in keys]))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(keys) + 2), 4.5))
+    width = 0.8 / len(series)
+    for i, (name, values) in enumerate(series):
+        xs = [j + i * width for j, v in enumerate(values) if v is not None]
+        ax.bar(xs, [v for v in values if v is not None], width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
+    ax.set_xticklabels([f"{k}\n({result['tasks'][k]['headline']})" for k in keys],
+                       rotation=45, ha="right", fontsize=8)
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_ylabel("headline metric")
+    ax.set_title(f"{result['model']} on the AEB" + (f" ({result['title_note']})"
+                                                    if result.get("title_note") else ""))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_outputs(config: AnnotateConfig, out: str, result: dict) -> list[str]:
+    fs, root = io.filesystem_for(out, config.s3)
+    written = []
+    for name, data in [("metrics.json", json.dumps(result, indent=2).encode()),
+                       ("report.md", render_markdown(result).encode()),
+                       ("chart.png", render_chart(result))]:
+        with fs.open_output_stream(_join(root, name)) as f:
+            f.write(data)
+        written.append(_join(out, name))
+    return written
+
+
+def evaluate_gold(config: AnnotateConfig, gold: pa.Table, out: str,
+                  title_note: str | None = None) -> dict:
+    """Annotate `gold` through the pipeline, score it and write the three outputs to `out`."""
+    from emoray.models import resolve_model
+    from emoray.tiny_model import is_tiny_model
+
+    ev = config.evaluate
+    if title_note is None and is_tiny_model(config.engine.model):
+        title_note = "tiny random-weight TEST model: scores are meaningless"
+    rows, summary = annotate_gold(config, gold, out)
+    result = {
+        "model": resolve_model(config.engine.model).name, "run_id": summary["run_id"],
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": ev.data, "limit": ev.limit, "seed": ev.seed,
+        "template": config.engine.template, "constrained": config.engine.constrained,
+        "title_note": title_note,
+        "tasks": score_rows(gold, rows),
+        "references": load_references(ev.references),
+        "previous": _previous(ev.previous, config),
+        "run": {k: summary[k] for k in ("rows_out", "prompts_sent", "wall_s", "rows_per_s")},
+    }
+    n = sum(v["n"] for v in result["tasks"].values() if not v.get("averaged_over"))
+    parsed = sum(v["parse_rate"] * v["n"] for v in result["tasks"].values()
+                 if not v.get("averaged_over"))
+    result["summary"] = {"n": n, "parse_rate": round(parsed / n, 4) if n else 0.0}
+    result["outputs"] = write_outputs(config, out, result)
+    return result
+
+
+def evaluate(config: AnnotateConfig, title_note: str | None = None) -> dict:
+    """`emoray evaluate`: the AEB gold rows of the configured tasks, `limit` per request."""
+    config.require("evaluate.data", "evaluate.output")
+    ev = config.evaluate
+    requests = gold_requests(ev.tasks or config.tasks)
+    if not requests:
+        raise ConfigError(f"none of the tasks {ev.tasks or config.tasks} has gold data; "
+                          f"tasks with gold: {', '.join(n for n, t in TASKS.items() if t.source)}")
+    gold = aeb.sample(aeb.extract(ev.data, config.s3, requests), ev.limit, ev.seed)
+    return evaluate_gold(config, gold, ev.output, title_note)
+
+
+def render_summary(result: dict) -> str:
+    lines = [f"evaluated {result['model']} on {result['summary']['n']} gold rows "
+             f"(parse rate {result['summary']['parse_rate']:.2%})"]
+    for key, v in result["tasks"].items():
+        metrics = ", ".join(f"{k} {x:.4f}" for k, x in v["metrics"].items())
+        lines.append(f"  {key:14} n={v['n']:<5} parse {v['parse_rate']:.2%}  {metrics}")
+    lines.append("outputs: " + ", ".join(result["outputs"]))
+    return "\n".join(lines)

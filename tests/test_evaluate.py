@@ -1,0 +1,125 @@
+"""`emoray evaluate` end to end on AEB files in S3, the quality gate, and the per-run label
+report: real Ray, vLLM (tiny model) and S3 on 127.0.0.1."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from emoray import cli, io, table
+from emoray.config import S3Config
+
+ENGINE = ["--device", "cpu", "--gpu-memory-utilization", "0.1", "--max-model-len", "1024"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def upload(local_dir, uri, names):
+    fs, root = io.filesystem_for(uri, S3Config())
+    fs.create_dir(root, recursive=True)
+    for name in names:
+        with fs.open_output_stream(f"{root}/{name}") as f:
+            f.write((local_dir / name).read_bytes())
+
+
+def test_evaluate_limit_20_from_s3_writes_three_outputs(tmp_path, ray_local, tiny_model,
+                                                        aeb_dir, capsys):
+    upload(aeb_dir, "s3://emoray-test/aeb/",
+           ["SST_test.csv", "sst5_test.csv", "aaid_test_sample.jsonl", "aaid_dev_sample.jsonl"])
+    previous = tmp_path / "previous.json"
+    previous.write_text(json.dumps({"run_id": "old", "model": "x", "created_at": "then",
+                                    "tasks": {"sst": {"metrics": {"pearson": 0.25}}}}))
+    out = tmp_path / "eval"
+    code = cli.main(["evaluate", "--data", "s3://emoray-test/aeb/", "--output", str(out),
+                     "--tasks", "sst,sst5,e_c,ei_reg", "--limit", "20", "--seed", "1",
+                     "--model", str(tiny_model), "--previous", str(previous), *ENGINE])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    tasks = metrics["tasks"]
+    assert list(tasks) == ["ei_reg", "ei_reg:anger", "ei_reg:joy", "e_c", "sst", "sst5"]
+    assert {k: v["n"] for k, v in tasks.items()} == {
+        "ei_reg": 20, "ei_reg:anger": 9, "ei_reg:joy": 11, "e_c": 20, "sst": 20, "sst5": 20}
+    assert metrics["summary"] == {"n": 80, "parse_rate": 1.0}
+    assert all(v["parse_rate"] == 1.0 and v["scored"] == v["n"] for v in tasks.values())
+    assert set(tasks["sst5"]["metrics"]) == {"accuracy", "macro_f1"}
+    assert set(tasks["e_c"]["metrics"]) == {"jaccard", "micro_f1", "macro_f1"}
+    assert tasks["ei_reg"]["averaged_over"] == ["anger", "joy"]
+    assert tasks["ei_reg"]["metrics"]["pearson"] == round(
+        (tasks["ei_reg:anger"]["metrics"]["pearson"] + tasks["ei_reg:joy"]["metrics"]["pearson"])
+        / 2, 4)
+    assert all(-1 <= x <= 1 for v in tasks.values() for x in v["metrics"].values())
+    assert metrics["references"][0]["name"] == "SemEval-2018 baseline"
+    assert metrics["title_note"].startswith("tiny random-weight TEST model")
+    report = (out / "report.md").read_text()
+    assert "| sst | 20 | 100.00% | ok 20 | pearson |" in report
+    assert "| SemEval-2018 baseline | previous |" in report.replace("majority | ", "")
+    assert (out / "chart.png").read_bytes().startswith(PNG)
+    # the evaluation went through the annotate pipeline: its table holds one row per gold row
+    rows = table.read_committed(*io.filesystem_for(str(out / "annotations"), S3Config()))
+    assert rows.num_rows == 80
+    assert pq.read_table(out / "gold" / "gold.parquet").column_names == ["id", "text", "request"]
+
+
+def run_annotate(tmp_path, tiny_model, profile_gate, run_id):
+    src = tmp_path / "lake"
+    src.mkdir(exist_ok=True)
+    pq.write_table(__import__("pyarrow").table({
+        "id": [f"d{i}" for i in range(6)],
+        "text": ["what a lovely day", "I hate waiting", "so scared of exams", "", "ok",
+                 "best news ever"]}), src / "part.parquet")
+    profile = tmp_path / f"{run_id}.yaml"
+    profile.write_text(json.dumps({"gate": profile_gate}))
+    return cli.main(["annotate", "--config", str(profile), "--input", str(src), "--output",
+                     str(tmp_path / "table"), "--tasks", "v_reg,e_c", "--model", str(tiny_model),
+                     "--run-id", run_id, *ENGINE])
+
+
+def test_gate_blocks_below_threshold_and_passes_above(tmp_path, ray_local, tiny_model, capsys):
+    blocked = run_annotate(tmp_path, tiny_model, {
+        "enabled": True, "thresholds": {"e_c": {"jaccard": 0.99}, "v_reg": {"pearson": -1.0}}},
+        "night-blocked")
+    err = capsys.readouterr().err
+    assert blocked == cli.EXIT_GATE
+    assert "quality gate failed, the lake was not annotated" in err
+    assert "e_c jaccard 0." in err and "< 0.99 (canary n=10)" in err
+    assert "v_reg pearson" not in err
+    fs, root = io.filesystem_for(str(tmp_path / "table"), S3Config())
+    assert table.read_committed(fs, root).num_rows == 0
+    verdict = json.loads((tmp_path / "table" / "_gate" / "night-blocked" / "gate.json").read_text())
+    assert verdict["passed"] is False and verdict["canary_rows"] == 20
+    gate_metrics = json.loads(
+        (tmp_path / "table" / "_gate" / "night-blocked" / "metrics.json").read_text())
+    reached = gate_metrics["tasks"]["e_c"]["metrics"]["jaccard"]
+
+    passed = run_annotate(tmp_path, tiny_model, {
+        "enabled": True, "thresholds": {"e_c": {"jaccard": reached - 0.01}}}, "night-ok")
+    assert passed == cli.EXIT_OK, capsys.readouterr().err[-2000:]
+    assert table.read_committed(fs, root).num_rows == 6 * 2
+    report = json.loads((tmp_path / "table" / "_reports" / "night-ok.json").read_text())
+    assert report["gate"]["passed"] is True and report["gate"]["failures"] == []
+
+    # the per-run label report sits next to the run report and counts every row
+    labels = json.loads(
+        (tmp_path / "table" / "_reports" / "labels" / "night-ok.json").read_text())
+    assert list(labels["tasks"]) == ["v_reg", "e_c"]
+    v_reg = labels["tasks"]["v_reg"]
+    assert v_reg["rows"] == 6 and v_reg["status_counts"] == {"ok": 5, "empty_text": 1}
+    assert sum(v_reg["histogram"].values()) == 5 and len(v_reg["histogram"]) == 10
+    assert 0 <= v_reg["mean"] <= 1
+    e_c = labels["tasks"]["e_c"]
+    assert sum(e_c["labels"].values()) >= 5 and "neutral" in e_c["labels"]
+    assert (tmp_path / "table" / "_reports" / "labels" / "night-ok.png").read_bytes().startswith(PNG)
+    assert "## v_reg" in (tmp_path / "table" / "_reports" / "labels" / "night-ok.md").read_text()
+    # `emoray runs` lists runs only, not label reports
+    capsys.readouterr()
+    assert cli.main(["runs", "--output", str(tmp_path / "table"), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in listed] == ["night-ok"]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--output", "x"], "missing required setting(s): evaluate.data"),
+    (["--data", "x"], "missing required setting(s): evaluate.output"),
+])
+def test_evaluate_names_missing_settings(flags, message, capsys):
+    assert cli.main(["evaluate", *flags]) == cli.EXIT_CONFIG
+    assert message in capsys.readouterr().err
