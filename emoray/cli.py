@@ -1,7 +1,11 @@
-"""`emoray`: the command line door to the annotate job, the demo and the catalogs.
+"""`emoray`: the command line door to the annotate job, evaluation, the nightly job, the demo and
+the catalogs.
 
-Settings come from a YAML profile (`--config conf/<profile>.yaml`) with command-line flags
-layered on top; every flag maps to one field of `emoray.config.AnnotateConfig`.
+Settings come from a YAML profile (`--config conf/<profile>.yaml`), `EMORAY_*` environment
+variables, then command-line flags; every flag maps to one field of
+`emoray.config.AnnotateConfig`. Exit codes, for schedulers: 0 ok, 1 unexpected failure,
+2 bad configuration, 3 bad input, 4 table locked by another run, 5 quality gate failed (nothing
+annotated), 6 partial failure (some output committed; re-running completes it).
 """
 
 from __future__ import annotations
@@ -119,6 +123,18 @@ def cmd_canary(args) -> int:
     return EXIT_OK
 
 
+def cmd_nightly(args) -> int:
+    import ray
+
+    from emoray.nightly import render, run_nightly
+
+    config = job_config(args)
+    ray.init(address=args.ray_address, ignore_reinit_error=True)
+    result = run_nightly(config, args.date)
+    print(json.dumps(result, default=str) if args.json else render(result))
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from emoray.demo import BUCKET, run_demo, tiny_model
     from emoray.s3local import local_s3
@@ -157,6 +173,7 @@ def cmd_enrich(args) -> int:
                  "partition_by": args.partition_by.split(",") if args.partition_by else None,
                  "s3.endpoint_url": args.s3_endpoint_url}
     config = load_config(args.config, overrides, model=EnrichConfig)
+    config.require("annotations")
     summary = enrich(spark_session(config), config)
     print(json.dumps(summary, default=str) if args.json else render(summary))
     return EXIT_OK
@@ -227,6 +244,12 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--references", help="YAML of reference scores (default conf/references.yaml)")
     v.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     v.set_defaults(fn=cmd_evaluate)
+    n = sub.add_parser("nightly", help="one night: quality gate, annotate, then enrich (Spark)")
+    _job_flags(n, None)
+    n.add_argument("--date", help="date partition YYYY-MM-DD filling {date} in the profile's "
+                   "paths (default: today, UTC)")
+    n.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    n.set_defaults(fn=cmd_nightly)
     c = sub.add_parser("canary", help="draw a gold canary set from the AEB for the quality gate")
     c.add_argument("--data", required=True, help="folder of the AEB files (local or s3://)")
     c.add_argument("--out", required=True, help="JSONL file to write (local or s3://)")
@@ -290,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     from emoray.gate import GateError
     from emoray.io import InputError
     from emoray.lock import LockedError
+    from emoray.nightly import PartialFailure
     from emoray.pipeline import IncompleteRunError
 
     args = parser().parse_args(argv)
@@ -298,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     except GateError as e:
         print(f"emoray: {e}", file=sys.stderr)
         return EXIT_GATE
-    except IncompleteRunError as e:
+    except (IncompleteRunError, PartialFailure) as e:
         print(f"emoray: {e}", file=sys.stderr)
         return EXIT_PARTIAL
     except LockedError as e:

@@ -1,7 +1,12 @@
-"""Typed configuration, loaded from `conf/*.yaml` and overridden from the command line.
+"""Typed configuration: a YAML profile (`conf/*.yaml`), then `EMORAY_*` environment variables,
+then command-line flags, each overriding the one before.
 
-One `AnnotateConfig` describes a run; every field says what it is for. Unknown keys are rejected
-by name, so a typo in a profile fails before any work starts.
+One `AnnotateConfig` describes a job profile (annotate, its quality gate, evaluation and the
+nightly enrichment); every field says what it is for. Unknown keys are rejected by name, in a
+profile and in the environment alike, so a typo fails before any work starts. Environment
+variables name a setting by its path, upper case, sections joined by `__`:
+`EMORAY_CONCURRENCY=8`, `EMORAY_ENGINE__MODEL=Emollama-chat-13b`, `EMORAY_GATE__ENABLED=false`;
+values are read as YAML scalars or flow lists (`EMORAY_TASKS=[v_reg,e_c]`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def require(self, *keys: str) -> None:
+        """Fail naming each setting a command needs but the profile and flags left unset."""
+        missing = [k for k in keys if _get_dotted(self, k) is None]
+        if missing:
+            raise ConfigError("missing required setting(s): " + ", ".join(
+                f"{k} (flag --{k.rpartition('.')[2].replace('_', '-')} or profile key {k})"
+                for k in missing))
 
 
 class S3Config(_Strict):
@@ -99,6 +112,28 @@ class GateConfig(_Strict):
         "is the mean over its targets.")
 
 
+class EnrichConfig(_Strict):
+    annotations: str | None = Field(
+        None, description="Annotation table root (local, s3:// or s3a://); in a nightly "
+        "profile, default: the annotate job's output.")
+    downstream: str = Field(..., description="Dataset to enrich: Parquet, JSONL or CSV path.")
+    output: str = Field(..., description="Where the enriched table is written (Parquet).")
+    key: str = Field("id", description="Downstream column matched against doc_id.")
+    format: Literal["auto", "parquet", "jsonl", "csv"] = Field(
+        "auto", description="Downstream format; auto goes by file extension.")
+    model: str | None = Field(None, description="Model whose labels to join; default: the only "
+                              "model in the table (an error when there are several).")
+    partition_by: list[str] = Field(default_factory=list, description="Downstream columns to "
+                                    "partition the output by (dynamic partition overwrite).")
+    prefix: str = Field("affect_", description="Prefix of every added column.")
+    names: dict[str, str] = Field(default_factory=dict, description="Column name overrides by "
+                                  "task or task:target, e.g. {v_reg: valence_score}.")
+    master: str | None = Field(None, description="Spark master; unset: what spark-submit "
+                               "gives, or local[*] under plain python.")
+    spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings.")
+    s3: S3Config = Field(default_factory=S3Config, description="Object store settings.")
+
+
 class AnnotateConfig(_Strict):
     input: str | None = Field(None, description="Input dataset: s3://bucket/prefix or a local "
                               "file or folder of Parquet, JSONL or CSV files.")
@@ -138,14 +173,9 @@ class AnnotateConfig(_Strict):
                              "annotating.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig,
                                      description="`emoray evaluate` settings.")
-
-    def require(self, *keys: str) -> None:
-        """Fail naming each setting a command needs but the profile and flags left unset."""
-        missing = [k for k in keys if _get_dotted(self, k) is None]
-        if missing:
-            raise ConfigError("missing required setting(s): " + ", ".join(
-                f"{k} (flag --{k.rpartition('.')[2].replace('_', '-')} or profile key {k})"
-                for k in missing))
+    enrich: EnrichConfig | None = Field(
+        None, description="Spark enrichment run by `emoray nightly` after annotating; unset: "
+        "the nightly run stops after annotating.")
 
 
 class BenchConfig(BaseModel):
@@ -180,10 +210,52 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
+ENV_PREFIX = "EMORAY_"
+NOT_SETTINGS = ("EMORAY_FAULT", "EMORAY_AEB_DIR")
+"""`EMORAY_*` variables that are not settings: test fault injection and the test data folder."""
+
+
+def _has_setting(model: type[BaseModel], dotted: str) -> bool:
+    head, _, rest = dotted.partition(".")
+    field = model.model_fields.get(head)
+    if field is None:
+        return False
+    if not rest:
+        return True
+    for kind in [field.annotation, *getattr(field.annotation, "__args__", ())]:
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return _has_setting(kind, rest)
+        if kind is dict or getattr(kind, "__origin__", None) is dict:
+            return True
+    return False
+
+
+def env_overrides(model: type[BaseModel], environ: dict[str, str] | None = None
+                  ) -> dict[str, Any]:
+    """`{"engine.model": ...}` from `EMORAY_ENGINE__MODEL=...` variables; a variable naming no
+    setting of `model` is an error naming it."""
+    out: dict[str, Any] = {}
+    for name, raw in sorted((os.environ if environ is None else environ).items()):
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
+            continue
+        dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
+        if not _has_setting(model, dotted):
+            raise ConfigError(f"environment variable {name} names no setting ({dotted!r}); "
+                              "settings are named like EMORAY_CONCURRENCY or "
+                              "EMORAY_ENGINE__MODEL (see emoray/config.py)")
+        try:
+            out[dotted] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[dotted] = raw
+    return out
+
+
 def load_config(profile: str | Path | None, overrides: dict[str, Any] | None = None,
-                model: type[BaseModel] = AnnotateConfig) -> Any:
-    """Read a YAML profile, apply `{"engine.model": ..., ...}` overrides (None values are
-    skipped) and validate. Errors name the offending key."""
+                model: type[BaseModel] = AnnotateConfig, environ: dict[str, str] | None = None
+                ) -> Any:
+    """Read a YAML profile, apply `EMORAY_*` environment variables (for job profiles, see the
+    module doc), then `{"engine.model": ..., ...}` overrides (None values are skipped), and
+    validate. Errors name the offending key."""
     data: dict = {}
     if profile is not None:
         path = Path(profile)
@@ -192,12 +264,17 @@ def load_config(profile: str | Path | None, overrides: dict[str, Any] | None = N
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"config profile {path} must hold a mapping of settings")
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(data, key, value)
+    env = env_overrides(model, environ) if model is AnnotateConfig else {}
+    for key, value in {**env, **{k: v for k, v in (overrides or {}).items()
+                                 if v is not None}}.items():
+        _set_dotted(data, key, value)
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        lines = [f"  {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        lines = [f"  {'.'.join(map(str, err['loc']))}: {err['msg']}"
+                 + (f" (from environment variable {ENV_PREFIX}"
+                    f"{'__'.join(map(str, err['loc'])).upper()})"
+                    if '.'.join(map(str, err['loc'])) in env else "")
+                 for err in e.errors()]
         where = f" in {profile}" if profile else ""
         raise ConfigError(f"invalid configuration{where}:\n" + "\n".join(lines)) from None

@@ -9,12 +9,8 @@ downstream rows are never dropped or duplicated (left join onto one row per doc_
 from __future__ import annotations
 
 import time
-from typing import Literal
-
-from pydantic import Field
-
 from emoray import io, table
-from emoray.config import S3Config, _Strict
+from emoray.config import EnrichConfig, S3Config
 from emoray.tasks import TASKS
 
 DEFAULT_NAMES = {
@@ -29,26 +25,6 @@ USABLE = ("ok", "truncated")
 
 class EnrichError(ValueError):
     """Input the enrichment cannot join as given; raised before the join runs."""
-
-
-class EnrichConfig(_Strict):
-    annotations: str = Field(..., description="Annotation table root (local, s3:// or s3a://).")
-    downstream: str = Field(..., description="Dataset to enrich: Parquet, JSONL or CSV path.")
-    output: str = Field(..., description="Where the enriched table is written (Parquet).")
-    key: str = Field("id", description="Downstream column matched against doc_id.")
-    format: Literal["auto", "parquet", "jsonl", "csv"] = Field(
-        "auto", description="Downstream format; auto goes by file extension.")
-    model: str | None = Field(None, description="Model whose labels to join; default: the only "
-                              "model in the table (an error when there are several).")
-    partition_by: list[str] = Field(default_factory=list, description="Downstream columns to "
-                                    "partition the output by (dynamic partition overwrite).")
-    prefix: str = Field("affect_", description="Prefix of every added column.")
-    names: dict[str, str] = Field(default_factory=dict, description="Column name overrides by "
-                                  "task or task:target, e.g. {v_reg: valence_score}.")
-    master: str | None = Field(None, description="Spark master; unset: what spark-submit "
-                               "gives, or local[*] under plain python.")
-    spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings.")
-    s3: S3Config = Field(default_factory=S3Config, description="Object store settings.")
 
 
 def column_name(task: str, target: str | None, config: EnrichConfig) -> str:

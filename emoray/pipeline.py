@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 
 
 from emoray import io, labels, stages, table
-from emoray.config import AnnotateConfig
+from emoray.config import AnnotateConfig, ConfigError
 from emoray.engine import EngineStage
 from emoray.lock import TableLock
 from emoray.models import resolve_model
@@ -119,6 +119,11 @@ class Annotator:
             self.out_fs.create_dir(self.out_root, recursive=True)
         except OSError as e:
             raise io.InputError(f"cannot write to output {config.output}: {e}") from None
+        if config.run_id and any(m["run_id"] == config.run_id for m in
+                                 table.committed_chunks(self.out_fs, self.out_root)):
+            raise ConfigError(f"run id {config.run_id} already has committed chunks in "
+                              f"{config.output}; running it again would overwrite them: give a "
+                              "new --run-id or leave it unset")
         self.run_id = config.run_id or (
             datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
         for reason in self.bad_files.values():

@@ -107,8 +107,9 @@ def test_config_rejects_unknown_keys_by_name(tmp_path):
     profile.write_text("input: a\noutput: b\nengine:\n  modle: x\n")
     with pytest.raises(ConfigError, match=r"engine\.modle: Extra inputs are not permitted"):
         load_config(profile)
-    with pytest.raises(ConfigError, match=r"output: Field required"):
-        load_config(None, {"input": "a"})
+    with pytest.raises(ConfigError, match=r"missing required setting\(s\): output \(flag "
+                       r"--output or profile key output\)"):
+        load_config(None, {"input": "a"}).require("input", "output")
 
 
 def _answered(raw, error=None, text_status="ok", truncated=False, finish="stop", task="v_reg"):

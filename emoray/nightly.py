@@ -1,0 +1,71 @@
+"""The nightly job for one date partition: quality gate → annotate → enrich.
+
+`{date}` in the profile's `input` and in the enrichment's `downstream`/`output` is replaced by the
+night's date (default: today, UTC), so one profile serves every night. Each step's failure has
+its own exit code (see `emoray.cli`): a gate miss stops before annotating; an enrichment that
+fails after the annotations were committed is a partial failure (the labels stand, re-running
+the night annotates nothing new and retries the join).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from emoray.config import AnnotateConfig
+
+
+class PartialFailure(RuntimeError):
+    """A later step failed after an earlier one committed its output."""
+
+
+def for_date(config: AnnotateConfig, date: str | None) -> AnnotateConfig:
+    """The profile with `{date}` filled in and the enrichment reading the annotate output."""
+    day = date or datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    try:
+        datetime.strptime(day, "%Y-%m-%d")
+    except ValueError:
+        from emoray.config import ConfigError
+
+        raise ConfigError(f"--date {day!r} is not a date like 2026-11-22") from None
+    update: dict = {"input": config.input and config.input.replace("{date}", day)}
+    if config.enrich is not None:
+        e = config.enrich
+        update["enrich"] = e.model_copy(update={
+            "annotations": e.annotations or config.output,
+            "downstream": e.downstream.replace("{date}", day),
+            "output": e.output.replace("{date}", day), "s3": e.s3 or config.s3})
+    return config.model_copy(update=update)
+
+
+def run_nightly(config: AnnotateConfig, date: str | None = None) -> dict:
+    """Run the night; returns the summaries of the steps that ran."""
+    from emoray.pipeline import build_annotator
+
+    config = for_date(config, date)
+    annotated = build_annotator(config).run()
+    result = {"input": config.input, "annotate": annotated.as_dict(), "enrich": None}
+    if config.enrich is not None:
+        from emoray.enrich import enrich, spark_session
+
+        try:
+            result["enrich"] = enrich(spark_session(config.enrich), config.enrich)
+        except Exception as e:
+            raise PartialFailure(
+                f"annotate run {annotated.run_id} committed {annotated.rows_out} rows, then the "
+                f"enrichment failed: {e}. Re-run the night: nothing new is annotated and the "
+                "join is retried.") from e
+    return result
+
+
+def render(result: dict) -> str:
+    a = result["annotate"]
+    lines = [f"nightly run for {result['input']}",
+             f"  annotate  run {a['run_id']}: {a['rows_out']} rows written, "
+             f"{a['already_held']} already held, {a['prompts_sent']} prompts, {a['wall_s']} s"]
+    if result["enrich"]:
+        e = result["enrich"]
+        lines.append(f"  enrich    {e['output_rows']} of {e['downstream_rows']} downstream rows "
+                     f"written with labels of {e['model']} in {e['wall_s']} s")
+    else:
+        lines.append("  enrich    (no `enrich:` section in the profile)")
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""`ray job submit` against a real Ray head (`ray start --head` on 127.0.0.1 with the dashboard's
+job server): the annotate job on the tiny model against S3 on 127.0.0.1, polled to SUCCEEDED."""
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from emoray import io, table
+from emoray.config import S3Config
+from tests.conftest import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head(s3_endpoint, tmp_path_factory):
+    """A separate Ray cluster, started like a cluster's head node with token authentication
+    (Ray's default for local clusters since 2.59); stopped afterwards."""
+    temp = tmp_path_factory.mktemp("ray-head")
+    dashboard = free_port()
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_TMPDIR": str(temp),
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    env.pop("RAY_ADDRESS", None)
+    start = subprocess.run(
+        [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
+         f"--port={free_port()}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dashboard}", "--num-cpus=2", f"--temp-dir={temp}",
+         "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert start.returncode == 0, start.stderr[-3000:]
+    try:
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True,
+                       timeout=120)
+
+
+def ray_job(env, address, *args) -> str:
+    done = subprocess.run([str(BIN / "ray"), "job", *args, "--address", address], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def test_annotate_job_submitted_to_a_ray_head_succeeds(ray_head, tiny_model):
+    address, env = ray_head
+    fs, root = io.filesystem_for("s3://emoray-test/job-submit/in/", S3Config())
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/texts.parquet") as f:
+        pq.write_table(pa.table({"id": [f"t{i}" for i in range(25)],
+                                 "text": [f"night text number {i}" for i in range(25)]}), f)
+    submit = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--no-wait",
+         "--submission-id", "emoray-annotate-1", "--working-dir", str(REPO), "--",
+         "python", "jobs/annotate.py", "--config", "conf/local.yaml",
+         "--input", "s3://emoray-test/job-submit/in/", "--output",
+         "s3://emoray-test/job-submit/out/", "--tasks", "v_reg,ei_oc:joy",
+         "--model", str(tiny_model), "--run-id", "job-night-1"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert submit.returncode == 0, submit.stderr[-3000:]
+    deadline = time.monotonic() + 900
+    while not any(f"job 'emoray-annotate-1' {s}" in
+                  (status := ray_job(env, address, "status", "emoray-annotate-1").lower())
+                  for s in ("succeeded", "failed", "stopped")):
+        assert time.monotonic() < deadline, "job did not finish in 15 minutes"
+        time.sleep(3)
+    logs = ray_job(env, address, "logs", "emoray-annotate-1")
+    assert "job 'emoray-annotate-1' succeeded" in status, status + logs[-3000:]
+    assert "run job-night-1 committed to s3://emoray-test/job-submit/out/" in logs
+    rows = table.read_committed(*io.filesystem_for("s3://emoray-test/job-submit/out/",
+                                                    S3Config()))
+    assert rows.num_rows == 25 * 2
+    assert set(rows["run_id"].to_pylist()) == {"job-night-1"}
+    assert sorted(set(rows["task"].to_pylist())) == ["ei_oc", "v_reg"]
