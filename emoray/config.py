@@ -6,7 +6,9 @@ nightly enrichment); every field says what it is for. Unknown keys are rejected 
 profile and in the environment alike, so a typo fails before any work starts. Environment
 variables name a setting by its path, upper case, sections joined by `__`:
 `EMORAY_CONCURRENCY=8`, `EMORAY_ENGINE__MODEL=Emollama-chat-13b`, `EMORAY_GATE__ENABLED=false`;
-values are read as YAML scalars or flow lists (`EMORAY_TASKS=[v_reg,e_c]`).
+values are read as YAML scalars or flow lists (`EMORAY_TASKS=[v_reg,e_c]`). (pydantic-settings
+reads only the variables it expects, so it could not reject a misspelt one; hence the small
+loader here.)
 """
 
 from __future__ import annotations
