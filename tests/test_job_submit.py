@@ -3,6 +3,7 @@ job server): the annotate job on the tiny model against S3 on 127.0.0.1, polled 
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -32,21 +33,37 @@ def ray_head(s3_endpoint, tmp_path_factory):
     (Ray's default for local clusters since 2.59); stopped afterwards."""
     temp = tmp_path_factory.mktemp("ray-head")
     dashboard = free_port()
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_TMPDIR": str(temp),
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    env.pop("RAY_ADDRESS", None)
-    start = subprocess.run(
-        [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update({"PATH": f"{BIN}:{os.environ['PATH']}", "RAY_TMPDIR": str(temp),
+                "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)})
+    # --block keeps `ray start` in the foreground, so the head's processes share its session
+    # and stop with it; `ray stop` would also kill the suite's own Ray instance.
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={free_port()}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={dashboard}", "--num-cpus=2", f"--temp-dir={temp}",
-         "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=300)
-    assert start.returncode == 0, start.stderr[-3000:]
+         "--disable-usage-stats",
+         # every port of its own: the suite's Ray instance holds the default ones
+         *(f"--{name}={free_port()}" for name in (
+             "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+             "runtime-env-agent-port", "ray-client-server-port", "node-manager-port",
+             "object-manager-port"))],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
     try:
-        yield f"http://127.0.0.1:{dashboard}", env
+        deadline = time.monotonic() + 300
+        while subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
+                             capture_output=True, timeout=120).returncode != 0:
+            assert head.poll() is None, head.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "Ray head's job server did not come up"
+            time.sleep(2)
+        yield address, env
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True,
-                       timeout=120)
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
 
 
 def ray_job(env, address, *args) -> str:
@@ -63,14 +80,18 @@ def test_annotate_job_submitted_to_a_ray_head_succeeds(ray_head, tiny_model):
     with fs.open_output_stream(f"{root}/texts.parquet") as f:
         pq.write_table(pa.table({"id": [f"t{i}" for i in range(25)],
                                  "text": [f"night text number {i}" for i in range(25)]}), f)
-    submit = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", address, "--no-wait",
-         "--submission-id", "emoray-annotate-1", "--working-dir", str(REPO), "--",
-         "python", "jobs/annotate.py", "--config", "conf/local.yaml",
-         "--input", "s3://emoray-test/job-submit/in/", "--output",
-         "s3://emoray-test/job-submit/out/", "--tasks", "v_reg,ei_oc:joy",
-         "--model", str(tiny_model), "--run-id", "job-night-1"],
-        env=env, capture_output=True, text=True, timeout=300)
+    command = [str(BIN / "ray"), "job", "submit", "--address", address, "--no-wait",
+               "--submission-id", "emoray-annotate-1", "--working-dir", str(REPO), "--",
+               "python", "jobs/annotate.py", "--config", "conf/local.yaml",
+               "--input", "s3://emoray-test/job-submit/in/", "--output",
+               "s3://emoray-test/job-submit/out/", "--tasks", "v_reg,ei_oc:joy",
+               "--model", str(tiny_model), "--run-id", "job-night-1"]
+    deadline = time.monotonic() + 300
+    # the job server answers before the head's agent is ready to take jobs
+    while "No available agent" in (submit := subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=300)).stderr:
+        assert time.monotonic() < deadline, submit.stderr[-3000:]
+        time.sleep(3)
     assert submit.returncode == 0, submit.stderr[-3000:]
     deadline = time.monotonic() + 900
     while not any(f"job 'emoray-annotate-1' {s}" in
