@@ -79,11 +79,14 @@ def score_rows(gold: pa.Table, rows: pa.Table) -> dict[str, dict]:
     for r in rows.to_pylist():
         key = f"{r['task']}:{r['target']}" if r["target"] else r["task"]
         answers[(r["doc_id"], key)] = r
+    by_request: dict[str, list[dict]] = {}
+    for g in gold.to_pylist():
+        by_request.setdefault(g["request"], []).append(g)
     out: dict[str, dict] = {}
-    for key in sorted(dict.fromkeys(gold["request"].to_pylist()), key=request_order):
+    for key in sorted(by_request, key=request_order):
         name, _, target = key.partition(":")
         task = TASKS[name]
-        mine = [g for g in gold.to_pylist() if g["request"] == key]
+        mine = by_request[key]
         got = [answers.get((g["id"], key)) for g in mine]
         statuses = Counter(a["status"] if a else "missing" for a in got)
         pairs = [(task.answer.parse(g["gold"]), Parsed(a["score"], a["label"], a["labels"]))

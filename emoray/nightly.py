@@ -19,7 +19,8 @@ class PartialFailure(RuntimeError):
 
 
 def for_date(config: AnnotateConfig, date: str | None) -> AnnotateConfig:
-    """The profile with `{date}` filled in and the enrichment reading the annotate output."""
+    """The profile with `{date}` filled in and the enrichment reading the annotate output with
+    the profile's S3 settings (unless its `enrich.s3` says otherwise)."""
     day = date or datetime.now(timezone.utc).strftime("%Y-%m-%d")
     try:
         datetime.strptime(day, "%Y-%m-%d")
@@ -33,7 +34,8 @@ def for_date(config: AnnotateConfig, date: str | None) -> AnnotateConfig:
         update["enrich"] = e.model_copy(update={
             "annotations": e.annotations or config.output,
             "downstream": e.downstream.replace("{date}", day),
-            "output": e.output.replace("{date}", day), "s3": e.s3 or config.s3})
+            "output": e.output.replace("{date}", day),
+            "s3": e.s3 if "s3" in e.model_fields_set else config.s3})
     return config.model_copy(update=update)
 
 

@@ -39,6 +39,7 @@ def test_cluster_profile_has_gate_and_nightly_enrichment():
     assert night.input == "s3://my-data-lake/texts/date=2026-11-22/"
     assert night.enrich.annotations == cluster.output
     assert night.enrich.output.endswith("/date=2026-11-22/")
+    assert night.enrich.s3.region == cluster.s3.region == "us-east-1"
     with pytest.raises(ConfigError, match="--date '22/11/2026' is not a date"):
         for_date(cluster, "22/11/2026")
 
