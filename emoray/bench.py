@@ -1,8 +1,21 @@
-"""`emoray bench`: the full pipeline against bare `vllm.LLM.generate` on the same prompts.
+"""`emoray bench`: where the time of an annotation run goes, side by side on the same prompts.
 
-Rates are steady-state slopes between two sizes, so the fixed start-up of Ray and the engine is
-excluded: rate = (rows_large - rows_small) / (time_large - time_small). Both sides run the same
-model, settings, prompts and answer constraints, one after the other on the same machine.
+Sides (each at two sizes; a rate is the slope between them, so the fixed start-up of Ray and the
+engine is excluded: rate = (rows_large - rows_small) / (time_large - time_small)):
+
+- bare: one `vllm.LLM.generate` call over prebuilt prompts with the engine's sampling params;
+- engine: `emoray.engine.Engine.generate` (prompt building, constraint, scoring, results) in
+  batches of `batch_size`;
+- unconstrained: the same engine with `constrained=False` (the cost of the constraint);
+- pipeline: the whole Ray Data job, reading Parquet from S3 and committing the table;
+- noop: the whole job with the engine replaced by `NoopEngine` (prompts built, no model):
+  the per-row cost of everything around the model.
+
+Each side runs once untimed on `WARM_UP` rows first, so both timed runs start warm.
+
+bare, engine and unconstrained share one engine in one Ray actor; the pipeline sides start
+their own, as a real run does. All run the same model, settings, prompts and constraints, one
+after the other on the same machine.
 """
 
 from __future__ import annotations
@@ -15,9 +28,15 @@ import pyarrow.parquet as pq
 
 from emoray import io
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
-from emoray.pipeline import build_annotator
+from emoray.engine import Engine, Generation
+from emoray.models import resolve_model
+from emoray.pipeline import Annotator, build_annotator
 from emoray.sample import sample_texts
-from emoray.tasks import resolve
+from emoray.tasks import Task, resolve
+
+SIDES = ("bare", "engine", "unconstrained", "pipeline", "noop")
+WARM_UP = 64
+"""Rows of the untimed run before each side's timed ones (imports, worker start, grammars)."""
 
 
 def bench_texts(n: int) -> list[str]:
@@ -27,97 +46,167 @@ def bench_texts(n: int) -> list[str]:
             for i in range(n)]
 
 
-class BareGenerate:
-    """Ray actor holding one engine; times `LLM.generate` alone on prebuilt prompts."""
+def _pairs(n: int, task_names: list[str]) -> list[tuple[Task, str, str | None]]:
+    """(task, text, target) of n texts x requests, task-major as the pipeline sends them."""
+    texts = bench_texts(n)
+    return [(r.task, t, r.target) for r in resolve(task_names) for t in texts]
+
+
+def _answer(task: Task) -> str:
+    """A valid answer of the task, for the no-op engine."""
+    a = task.answer
+    if a.candidates():
+        return a.candidates()[0]
+    return f"{a.low}" if a.kind == "regression" else a.labels[0] + a.terminator
+
+
+class NoopEngine(Engine):
+    """The engine without a model: builds every prompt as `Engine` does (tokenizer included)
+    and answers each with a valid constant. Used by the benchmark only."""
+
+    def __init__(self, config: EngineConfig):
+        from transformers import AutoTokenizer
+
+        self.config = config
+        self.model = resolve_model(config.model)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model.source)
+        self._params, self._overhead, self._candidates = {}, {}, {}
+
+    def generate(self, tasks, texts, targets) -> list[Generation]:
+        out = []
+        for task, text, target in zip(tasks, texts, targets):
+            _, cut = self.fit(task, text, target)
+            out.append(Generation(_answer(task), 1.0, cut, None, "stop", 0, 1))
+        return out
+
+
+class EngineSides:
+    """Ray actor holding one engine; times the bare, engine and unconstrained sides."""
 
     def __init__(self, engine: EngineConfig):
-        from emoray.engine import Engine
-
         self.engine = Engine(engine)
 
-    def run(self, n: int, task_names: list[str]) -> dict:
-        requests = resolve(task_names)
-        texts = bench_texts(n)
-        prompts, params = [], []
-        for r in requests:
-            prompts += [self.engine.fit(r.task, t, r.target)[0] for t in texts]
-            params += [self.engine.sampling_params(r.task)] * n
+    def bare(self, n: int, task_names: list[str]) -> dict:
+        pairs = _pairs(n, task_names)
+        template = self.engine.config.template
+        prompts = [task.prompt(text, target, template) for task, text, target in pairs]
+        params = [self.engine.sampling_params(task) for task, _, _ in pairs]
         t0 = time.perf_counter()
         outputs = self.engine.llm.generate(prompts, params, use_tqdm=False)
         elapsed = time.perf_counter() - t0
-        parsed = 0
-        for i, o in enumerate(outputs):
-            try:
-                requests[i // n].task.answer.parse(o.outputs[0].text)
-                parsed += 1
-            except ValueError:
-                pass
-        return {"rows": len(prompts), "s": elapsed, "parsed": parsed,
+        return {"rows": len(prompts), "s": elapsed,
                 "prompt_tokens": sum(len(o.prompt_token_ids) for o in outputs),
                 "output_tokens": sum(len(o.outputs[0].token_ids) for o in outputs)}
 
+    def generate(self, n: int, task_names: list[str], batch_size: int,
+                 constrained: bool = True) -> dict:
+        engine = self.engine.variant(constrained=constrained)
+        pairs = _pairs(n, task_names)
+        t0 = time.perf_counter()
+        results: list[Generation] = []
+        for i in range(0, len(pairs), batch_size):
+            results += engine.generate(*zip(*pairs[i:i + batch_size]))
+        elapsed = time.perf_counter() - t0
+        parsed = 0
+        for (task, _, _), g in zip(pairs, results):
+            try:
+                task.answer.parse(g.raw_output or "")
+                parsed += 1
+            except ValueError:
+                pass
+        return {"rows": len(pairs), "s": elapsed, "parsed": parsed,
+                "prompt_tokens": sum(g.prompt_tokens for g in results),
+                "output_tokens": sum(g.output_tokens for g in results)}
 
-def _slope(small: dict, large: dict) -> float:
-    return (large["rows"] - small["rows"]) / max(large["s"] - small["s"], 1e-9)
+
+def _slope(small: dict, large: dict, key: str = "rows") -> float:
+    return (large[key] - small[key]) / max(large["s"] - small["s"], 1e-9)
+
+
+def _pipeline(config: AnnotateConfig, n: int, engine_class: type[Engine]) -> dict:
+    fs, path = io.filesystem_for(config.input, config.s3)
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/part-0.parquet") as out:
+        pq.write_table(pa.table({"id": [str(i) for i in range(n)], "text": bench_texts(n)}), out)
+    t0 = time.perf_counter()
+    summary = Annotator(config, engine_class=engine_class).run()
+    return {"rows": summary.rows_out, "s": time.perf_counter() - t0,
+            "parsed": summary.status_counts.get("ok", 0)
+            + summary.status_counts.get("truncated", 0),
+            "prompt_tokens": summary.prompt_tokens, "output_tokens": summary.output_tokens}
 
 
 def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], root: str,
-              batch_size: int = 256) -> dict:
-    """Run both sides at both sizes; `root` is where the pipeline reads and writes
+              batch_size: int = 256, concurrency: int = 1,
+              sides: tuple[str, ...] = SIDES) -> dict:
+    """Run the chosen sides at both sizes; `root` is where the pipeline sides read and write
     (s3://… on the local endpoint, or a folder)."""
     import ray
 
-    actor = ray.remote(BareGenerate).options(num_cpus=1).remote(engine)
-    ray.get(actor.run.remote(64, tasks))  # warm-up: grammar compilation, caches
-    bare = [ray.get(actor.run.remote(n, tasks)) for n in sizes]
-    ray.kill(actor)
-
-    pipeline = []
-    for n in sizes:
-        config = AnnotateConfig(input=f"{root}/input-{n}", output=f"{root}/out-{n}", tasks=tasks,
-                                engine=engine, batch_size=batch_size)
-        fs, path = io.filesystem_for(config.input, config.s3)
-        fs.create_dir(path, recursive=True)
-        with fs.open_output_stream(f"{path}/part-0.parquet") as out:
-            pq.write_table(pa.table({"id": [str(i) for i in range(n)], "text": bench_texts(n)}),
-                           out)
-        t0 = time.perf_counter()
-        summary = build_annotator(config).run()
-        pipeline.append({"rows": summary.rows_out, "s": time.perf_counter() - t0,
-                         "parsed": summary.status_counts.get("ok", 0)
-                         + summary.status_counts.get("truncated", 0),
-                         "prompt_tokens": summary.prompt_tokens,
-                         "output_tokens": summary.output_tokens})
-    bare_rate, pipe_rate = _slope(*bare), _slope(*pipeline)
+    runs: dict[str, list[dict]] = {}
+    if {"bare", "engine", "unconstrained"} & set(sides):
+        actor = ray.remote(EngineSides).options(num_cpus=1).remote(engine)
+        ray.get(actor.generate.remote(WARM_UP, tasks, batch_size))
+        ray.get(actor.generate.remote(WARM_UP, tasks, batch_size, False))
+        calls = {"bare": lambda n: actor.bare.remote(n, tasks),
+                 "engine": lambda n: actor.generate.remote(n, tasks, batch_size),
+                 "unconstrained": lambda n: actor.generate.remote(n, tasks, batch_size, False)}
+        for side in (s for s in calls if s in sides):
+            runs[side] = [ray.get(calls[side](n)) for n in sizes]
+        ray.kill(actor)
+    for side, engine_class in (("pipeline", Engine), ("noop", NoopEngine)):
+        if side in sides:
+            runs[side] = [_pipeline(AnnotateConfig(
+                input=f"{root}/{side}-in-{n}", output=f"{root}/{side}-out-{n}", tasks=tasks,
+                engine=engine, batch_size=batch_size, concurrency=concurrency),
+                n, engine_class) for n in (WARM_UP, *sizes)][1:]
+    rates = {side: {"rows_per_s": round(_slope(*r), 1),
+                    "prompt_tokens_per_s": round(_slope(*r, key="prompt_tokens"), 1),
+                    "output_tokens_per_s": round(_slope(*r, key="output_tokens"), 1)}
+             for side, r in runs.items()}
+    ratios = {}
+    for name, (a, b) in {"pipeline_over_bare": ("pipeline", "bare"),
+                         "engine_over_bare": ("engine", "bare"),
+                         "constrained_over_unconstrained": ("engine", "unconstrained")}.items():
+        if a in rates and b in rates:
+            ratios[name] = round(rates[a]["rows_per_s"] / rates[b]["rows_per_s"], 3)
+    if "noop" in rates:
+        ratios["noop_us_per_row"] = round(1e6 / rates["noop"]["rows_per_s"], 1)
+    checked = [r for side, rs in runs.items() if side != "unconstrained" for r in rs
+               if "parsed" in r]
     return {
         "model": engine.model, "tasks": [r.key for r in resolve(tasks)], "sizes": list(sizes),
-        "bare": bare, "pipeline": pipeline,
-        "bare_rows_per_s": round(bare_rate, 1), "pipeline_rows_per_s": round(pipe_rate, 1),
-        "pipeline_over_bare": round(pipe_rate / bare_rate, 3),
-        "parse_rate": round(sum(r["parsed"] for r in bare + pipeline)
-                            / sum(r["rows"] for r in bare + pipeline), 4),
+        "settings": {"constraint": engine.constraint, "constrained": engine.constrained,
+                     "enable_prefix_caching": engine.enable_prefix_caching,
+                     "batch_size": batch_size, "concurrency": concurrency},
+        "runs": runs, "rates": rates, "ratios": ratios,
+        "parse_rate": round(sum(r["parsed"] for r in checked)
+                            / max(sum(r["rows"] for r in checked), 1), 4),
     }
 
 
 def render(result: dict) -> str:
-    lines = [f"model {result['model']}  tasks {','.join(result['tasks'])}",
-             f"{'side':10} {'rows':>8} {'seconds':>9} {'prompt tok':>11} {'gen tok':>8}"]
-    for side in ("bare", "pipeline"):
-        for r in result[side]:
-            lines.append(f"{side:10} {r['rows']:8d} {r['s']:9.2f} {r['prompt_tokens']:11d} "
+    settings = ", ".join(f"{k} {v}" for k, v in result["settings"].items())
+    lines = [f"model {result['model']}  tasks {','.join(result['tasks'])}", settings,
+             f"{'side':14} {'rows':>8} {'seconds':>9} {'prompt tok':>11} {'gen tok':>8}"]
+    for side, runs in result["runs"].items():
+        for r in runs:
+            lines.append(f"{side:14} {r['rows']:8d} {r['s']:9.2f} {r['prompt_tokens']:11d} "
                          f"{r['output_tokens']:8d}")
-    lines += [
-        f"steady state (slope {result['sizes'][0]}→{result['sizes'][1]} rows):",
-        f"  bare LLM.generate  {result['bare_rows_per_s']:9.1f} rows/s",
-        f"  full pipeline      {result['pipeline_rows_per_s']:9.1f} rows/s",
-        f"  pipeline / bare    {result['pipeline_over_bare']:9.3f}",
-        f"  parse rate         {result['parse_rate'] * 100:9.2f} %",
-    ]
+    small, large = result["sizes"]
+    lines += [f"steady state (slope {small}->{large} input rows):",
+              f"{'side':14} {'rows/s':>9} {'prompt tok/s':>13} {'gen tok/s':>10}"]
+    for side, r in result["rates"].items():
+        lines.append(f"{side:14} {r['rows_per_s']:9.1f} {r['prompt_tokens_per_s']:13.1f} "
+                     f"{r['output_tokens_per_s']:10.1f}")
+    lines += [f"{name:32} {value}" for name, value in result["ratios"].items()]
+    lines.append(f"{'parse rate':32} {result['parse_rate'] * 100:.2f} %")
     return "\n".join(lines)
 
 
 def main_bench(scenario: str, engine: EngineConfig, sizes: tuple[int, int], tasks: list[str],
-               batch_size: int, commit_rows: int, as_json: bool) -> None:
+               batch_size: int, commit_rows: int, as_json: bool, concurrency: int = 1,
+               sides: tuple[str, ...] = SIDES) -> None:
     """Run a scenario against S3 on 127.0.0.1 and local Ray, and print its figures."""
     import ray
 
@@ -137,7 +226,8 @@ def main_bench(scenario: str, engine: EngineConfig, sizes: tuple[int, int], task
             result = nightly_bench(engine, sizes[-1], tasks, "s3://emoray-bench", commit_rows)
             print(json.dumps(result, indent=None if as_json else 2))
             return
-        result = run_bench(engine, sizes, tasks, "s3://emoray-bench", batch_size)
+        result = run_bench(engine, sizes, tasks, "s3://emoray-bench", batch_size, concurrency,
+                           sides)
     print(json.dumps(result) if as_json else render(result))
 
 

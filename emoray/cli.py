@@ -151,16 +151,31 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from emoray.bench import main_bench
+    from emoray.bench import SIDES, main_bench
     from emoray.demo import tiny_model
 
     overrides = {"engine.model": args.model or str(tiny_model()), "engine.device": args.device,
                  "engine.gpu_memory_utilization": args.gpu_memory_utilization,
-                 "engine.max_model_len": args.max_model_len}
-    engine = load_config(args.config, overrides, model=BenchConfig).engine
+                 "engine.max_model_len": args.max_model_len,
+                 "engine.enable_prefix_caching": (None if args.prefix_caching is None
+                                                  else args.prefix_caching == "on"),
+                 "engine.constrained": False if args.constraint == "none" else None,
+                 "engine.constraint": None if args.constraint in (None, "none")
+                 else args.constraint}
+    if not (args.model or args.config):  # the tiny model on this machine's CPU
+        overrides.update({"engine.device": args.device or "cpu",
+                          "engine.gpu_memory_utilization": args.gpu_memory_utilization or 0.1})
+    config = load_config(args.config, {**overrides, "batch_size": args.batch_size,
+                                       "concurrency": args.concurrency}, model=BenchConfig)
     sizes = tuple(int(x) for x in args.rows.split(","))
-    main_bench(args.scenario, engine, sizes, args.tasks.split(","), args.batch_size,
-               args.commit_rows, args.json)
+    sides = tuple(args.sides.split(","))
+    unknown = sorted(set(sides) - set(SIDES))
+    if unknown:
+        raise ConfigError(f"--sides takes {', '.join(SIDES)}; unknown: {', '.join(unknown)}")
+    if args.scenario == "throughput" and len(sizes) != 2:
+        raise ConfigError("--rows takes two sizes for throughput, e.g. 20000,100000")
+    main_bench(args.scenario, config.engine, sizes, args.tasks.split(","), config.batch_size,
+               args.commit_rows, args.json, config.concurrency, sides)
     return EXIT_OK
 
 
@@ -261,17 +276,25 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the job on the embedded default (local Ray + local S3)")
     _job_flags(d, "conf/local.yaml" if Path("conf/local.yaml").is_file() else None)
     d.set_defaults(fn=cmd_demo)
-    b = sub.add_parser("bench", help="pipeline vs bare LLM.generate rows/s on the same prompts")
+    b = sub.add_parser("bench", help="bare LLM.generate, the engine and the full pipeline "
+                       "side by side on the same prompts (rows/s, tokens/s, ratios)")
     b.add_argument("scenario", nargs="?", default="throughput",
                    choices=["throughput", "nightly", "enrich"],
-                   help="throughput: pipeline vs bare generate; nightly: re-run and crash "
+                   help="throughput: the sides of emoray.bench; nightly: re-run and crash "
                    "figures; enrich: the Spark join (--rows ANNOTATED,DOWNSTREAM)")
     b.add_argument("--config", help="YAML profile whose `engine:` section to use")
     b.add_argument("--model", help="default: the tiny test model")
-    b.add_argument("--rows", default="2000,8000",
+    b.add_argument("--rows", default="20000,100000",
                    help="throughput: two sizes, rates are the slope between; nightly: one size")
-    b.add_argument("--tasks", default="v_reg")
-    b.add_argument("--batch-size", type=int, default=256)
+    b.add_argument("--tasks", default="v_reg", help="comma list of task requests")
+    b.add_argument("--sides", default="bare,engine,unconstrained,pipeline,noop",
+                   help="which sides to run (see emoray/bench.py)")
+    b.add_argument("--constraint", choices=["grammar", "regex", "choice", "logprobs", "none"],
+                   help="answer constraint (engine.constraint; none: unconstrained)")
+    b.add_argument("--prefix-caching", choices=["on", "off"])
+    b.add_argument("--concurrency", type=int, help="pipeline engine actors (default: profile, 1)")
+    b.add_argument("--batch-size", type=int, help="prompts per engine call (default: profile, "
+                   "1024)")
     b.add_argument("--commit-rows", type=int, default=5000, help="nightly: rows per chunk")
     b.add_argument("--device", choices=["auto", "gpu", "cpu"])
     b.add_argument("--gpu-memory-utilization", type=float)

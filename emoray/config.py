@@ -71,6 +71,14 @@ class EngineConfig(_Strict):
     constrained: bool = Field(
         True, description="Constrain decoding to each task's answer regex so every answer "
         "parses; off only to study raw model output.")
+    constraint: Literal["grammar", "regex", "choice", "logprobs"] = Field(
+        "logprobs", description="How answers are constrained. grammar: each task's answer regex "
+        "converted once to an EBNF grammar, which vLLM compiles once and caches; regex: passed "
+        "as a regex (vLLM 0.32 recompiles it per request); choice: class tasks as a choice list; "
+        "logprobs: class tasks by scoring every candidate class from its token "
+        "log-probabilities (a one-token step, a second only when a multi-token class could "
+        "win). Non-class tasks use grammar under choice and logprobs. Figures: "
+        "docs/performance.md.")
     confidence: bool = Field(
         True, description="Fill `confidence` with the probability of the answer tokens.")
     dtype: str = Field("auto", description="Weights dtype passed to vLLM.")
@@ -155,7 +163,9 @@ class AnnotateConfig(_Strict):
         "emotions, `ei_reg:joy` one.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
     concurrency: int = Field(1, ge=1, description="Number of engine actors (one per GPU group).")
-    batch_size: int = Field(256, ge=1, description="Prompts per engine call.")
+    batch_size: int = Field(1024, ge=1, description="Prompts per engine call: larger batches "
+                            "keep the engine busy between calls and cut per-batch overhead "
+                            "(figures: docs/performance.md).")
     on_bad_file: Literal["fail", "skip", "quarantine"] = Field(
         "fail", description="A file that cannot be read or lacks a column: fail the run before "
         "any GPU work, skip it (reported), or skip it and copy it to <output>/_quarantine/.")
@@ -185,6 +195,8 @@ class BenchConfig(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine under test.")
+    concurrency: int = Field(1, ge=1, description="Engine actors of the pipeline sides.")
+    batch_size: int = Field(1024, ge=1, description="Prompts per engine call.")
 
 
 class RunsConfig(BaseModel):

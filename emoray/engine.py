@@ -1,5 +1,12 @@
 """The inference engine: vLLM offline inference over task prompts, greedy, constrained to each
-task's answer regex, with the smallest max_tokens a task needs and prefix caching on.
+task's answer (`EngineConfig.constraint`), with the smallest max_tokens a task needs and prefix
+caching on.
+
+A class task under `constraint: logprobs` generates nothing: one forward step returns the
+log-probabilities of the first token of every candidate class (`logprob_token_ids`); a row whose
+best first token starts a multi-token class (`-` of `-1`, `-3`) takes one more step on its
+prefix-cached prompt. Picking the best token among those that continue a class, step by step,
+is what grammar-constrained greedy decoding does: same answers, same confidences, no grammar.
 
 `Engine` is plain Python (usable in a script or a test); `EngineStage` wraps it as the Ray Data
 actor stage of the pipeline. vLLM's `LLM.generate` is used directly rather than a
@@ -10,7 +17,10 @@ truncation rule in one place.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
+import sys
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -32,6 +42,32 @@ class Generation:
     output_tokens: int = 0
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """A class task's candidate answers as token paths, in the context they follow."""
+
+    paths: dict[tuple[int, ...], str]
+
+    def next_tokens(self, prefix: tuple[int, ...]) -> list[int]:
+        n = len(prefix)
+        return sorted({p[n] for p in self.paths if len(p) > n and p[:n] == prefix})
+
+
+def _logsumexp(values) -> float:
+    values = list(values)
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+@functools.cache
+def _grammar(regex: str) -> str:
+    """The regex as an EBNF grammar: vLLM caches compiled grammars, but compiles a regex anew
+    for every request (in a fresh thread, for its timeout)."""
+    import xgrammar
+
+    return str(xgrammar.Grammar.from_regex(regex))
+
+
 class Engine:
     """One vLLM engine plus the per-task decoding settings."""
 
@@ -51,22 +87,76 @@ class Engine:
             enforce_eager=config.enforce_eager,
         )
         self.tokenizer = self.llm.get_tokenizer()
-        self._params: dict[str, object] = {}
+        self._params: dict[object, object] = {}
         self._overhead: dict[tuple[str, str | None], int] = {}
+        self._candidates: dict[str, Candidates | None] = {}
+
+    def variant(self, **settings) -> Engine:
+        """This engine (the same vLLM instance) with other decoding settings, e.g.
+        `constrained=False`; the benchmark compares them side by side."""
+        other = copy.copy(self)
+        other.config = self.config.model_copy(update=settings)
+        other._params, other._candidates = {}, {}
+        return other
 
     def sampling_params(self, task: Task):
+        """Greedy decoding of one answer; for a scored class task, its first scoring step."""
         if task.name not in self._params:
             from vllm import SamplingParams
-            from vllm.sampling_params import StructuredOutputsParams
 
-            structured = (StructuredOutputsParams(regex=task.answer.regex())
-                          if self.config.constrained else None)
-            self._params[task.name] = SamplingParams(
-                temperature=0.0, max_tokens=task.max_tokens,
-                logprobs=0 if self.config.confidence else None,
-                structured_outputs=structured,
-            )
+            candidates = self.candidates(task)
+            self._params[task.name] = (
+                self._scoring_params(candidates.next_tokens(())) if candidates else
+                SamplingParams(temperature=0.0, max_tokens=task.max_tokens,
+                               logprobs=0 if self.config.confidence else None,
+                               structured_outputs=self._structured(task)))
         return self._params[task.name]
+
+    def _scoring_params(self, tokens: list[int]):
+        from vllm import SamplingParams
+
+        key = tuple(tokens)
+        if key not in self._params:
+            self._params[key] = SamplingParams(temperature=0.0, max_tokens=1,
+                                               logprob_token_ids=tokens)
+        return self._params[key]
+
+    def _structured(self, task: Task):
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if not self.config.constrained:
+            return None
+        if self.config.constraint == "regex":
+            return StructuredOutputsParams(regex=task.answer.regex())
+        if self.config.constraint == "choice" and task.answer.candidates():
+            return StructuredOutputsParams(choice=list(task.answer.candidates()))
+        return StructuredOutputsParams(grammar=_grammar(task.answer.regex()))
+
+    def candidates(self, task: Task) -> Candidates | None:
+        """The task's classes as token paths when they are scored (`constraint: logprobs`);
+        None for other tasks, or when a class does not tokenize the same after a prompt."""
+        if task.name not in self._candidates:
+            self._candidates[task.name] = None
+            if (self.config.constrained and self.config.constraint == "logprobs"
+                    and task.answer.candidates()):
+                target = task.targets[0] if task.targets else None
+                head = task.prompt("x", target, self.config.template)
+                head_ids = self._count(head)
+                paths = {}
+                for c in task.answer.candidates():
+                    ids = self._count(head + c)
+                    if ids[:len(head_ids)] != head_ids:
+                        print(f"emoray: class {c!r} of task {task.name} merges with the prompt's "
+                              "last token; constraining that task by grammar instead",
+                              file=sys.stderr)
+                        return None
+                    paths[tuple(ids[len(head_ids):])] = c
+                if any(a != b and b[:len(a)] == a for a in paths for b in paths):
+                    print(f"emoray: a class of task {task.name} is a token prefix of another; "
+                          "constraining that task by grammar instead", file=sys.stderr)
+                    return None
+                self._candidates[task.name] = Candidates(paths)
+        return self._candidates[task.name]
 
     def _count(self, text: str, special: bool = True) -> list[int]:
         return self.tokenizer(text, add_special_tokens=special)["input_ids"]
@@ -97,18 +187,63 @@ class Engine:
         """Answer each (task, text, target); a request the engine rejects becomes a failed
         generation with the reason, the others still run."""
         prompts, cut = zip(*(self.fit(t, x, g) for t, x, g in zip(tasks, texts, targets)))
-        params = [self.sampling_params(t) for t in tasks]
         try:
-            outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
+            return self._run(list(prompts), list(tasks), list(cut))
         except Exception:  # isolate the rejected request(s); each row gets its own outcome
-            return [self._one(p, sp, c) for p, sp, c in zip(prompts, params, cut)]
-        return [self._result(o, c) for o, c in zip(outputs, cut)]
+            return [self._one(p, t, c) for p, t, c in zip(prompts, tasks, cut)]
 
-    def _one(self, prompt, params, cut) -> Generation:
+    def _one(self, prompt: str, task: Task, cut: bool) -> Generation:
         try:
-            return self._result(self.llm.generate([prompt], [params], use_tqdm=False)[0], cut)
+            return self._run([prompt], [task], [cut])[0]
         except Exception as e:  # the engine's own error, kept on the row
             return Generation(None, truncated=cut, error=f"{type(e).__name__}: {e}")
+
+    def _run(self, prompts: list[str], tasks: list[Task], cut: list[bool]) -> list[Generation]:
+        outputs = self.llm.generate(prompts, [self.sampling_params(t) for t in tasks],
+                                    use_tqdm=False)
+        results = [None if self.candidates(t) else self._result(o, c)
+                   for o, t, c in zip(outputs, tasks, cut)]
+        scored = [i for i, r in enumerate(results) if r is None]
+        if scored:
+            picks = self._pick([outputs[i] for i in scored], [tasks[i] for i in scored])
+            for i, (answer, logprob, n_tokens) in zip(scored, picks):
+                results[i] = Generation(
+                    answer, math.exp(logprob) if self.config.confidence else None, cut[i], None,
+                    "stop", len(outputs[i].prompt_token_ids or ()), n_tokens)
+        return results
+
+    def _pick(self, outputs, tasks: list[Task]) -> list[tuple[str, float, int]]:
+        """Walk each row's candidate paths greedily from the first-step outputs: at each step
+        the most probable next token among those continuing a candidate, its probability
+        renormalised over them (what grammar-constrained greedy decoding picks and reports);
+        a row on a multi-token class takes one more step on its prompt plus the path
+        (prefix-cached). Returns (answer, log-probability, tokens) per row."""
+        from vllm.inputs import TokensPrompt
+
+        picks: list[tuple[str, float, int]] = [("", 0.0, 0)] * len(outputs)
+        frontier = [(row, (), 0.0, list(o.prompt_token_ids), o.outputs[0].logprobs[0])
+                    for row, o in enumerate(outputs)]
+        while frontier:
+            extend = []
+            for row, prefix, score, ids, logprobs in frontier:
+                candidates = self.candidates(tasks[row])
+                options = {t: logprobs[t].logprob for t in candidates.next_tokens(prefix)}
+                token = max(options, key=options.get)
+                score += options[token] - _logsumexp(options.values())
+                path = prefix + (token,)
+                if path in candidates.paths:
+                    picks[row] = (candidates.paths[path], score, len(path))
+                else:
+                    extend.append((row, path, score, ids + [token]))
+            if not extend:
+                break
+            outs = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=ids) for _, _, _, ids in extend],
+                [self._scoring_params(self.candidates(tasks[row]).next_tokens(path))
+                 for row, path, _, _ in extend], use_tqdm=False)
+            frontier = [(row, path, score, ids, o.outputs[0].logprobs[0])
+                        for (row, path, score, ids), o in zip(extend, outs)]
+        return picks
 
     def _result(self, output, cut: bool) -> Generation:
         completion = output.outputs[0]
@@ -130,16 +265,17 @@ class EngineStage:
     Resources: one GPU per tensor-parallel rank on GPU clusters, one CPU otherwise.
     """
 
-    def __init__(self, config: EngineConfig, stats=None):
+    def __init__(self, config: EngineConfig, stats=None, engine_class: type[Engine] = Engine):
         self.config = config
         self.stats = stats
+        self.engine_class = engine_class
         self._engine: Engine | None = None
 
     @property
     def engine(self) -> Engine:
         """Started on the first prompt, so a run with nothing new starts no engine."""
         if self._engine is None:
-            self._engine = Engine(self.config)
+            self._engine = self.engine_class(self.config)
             if self.stats is not None:
                 self.stats.add.remote(engine_starts=1)
         return self._engine

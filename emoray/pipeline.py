@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 
 from emoray import io, labels, stages, table
 from emoray.config import AnnotateConfig, ConfigError
-from emoray.engine import EngineStage
+from emoray.engine import Engine, EngineStage
 from emoray.lock import TableLock
 from emoray.models import resolve_model
 from emoray.tasks import resolve
@@ -99,9 +99,10 @@ class RunSummary:
 class Annotator:
     """A validated annotation job. Construction fails fast on bad input; `run()` does the work."""
 
-    def __init__(self, config: AnnotateConfig):
+    def __init__(self, config: AnnotateConfig, engine_class: type[Engine] = Engine):
         config.require("input", "output")
         self.config = config
+        self.engine_class = engine_class
         self.requests = resolve(config.tasks)
         self.model = resolve_model(config.engine.model)
         self.in_fs, in_path = io.filesystem_for(config.input, config.s3)
@@ -173,7 +174,8 @@ class Annotator:
                        "constrained": cfg.engine.constrained, "stats": stats})
         answered = planned.map_batches(
             EngineStage, batch_format="pyarrow", batch_size=cfg.batch_size,
-            fn_constructor_kwargs={"config": cfg.engine, "stats": stats},
+            fn_constructor_kwargs={"config": cfg.engine, "stats": stats,
+                                   "engine_class": self.engine_class},
             concurrency=cfg.concurrency, **self._engine_resources())
         return answered.map_batches(
             stages.parse, batch_format="pyarrow", batch_size=None,

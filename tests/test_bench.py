@@ -1,0 +1,45 @@
+"""`emoray bench` run small, as a user runs it: its own S3 endpoint and Ray, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.test_cli import cli_profile
+
+
+def test_bench_prints_every_side_at_both_sizes(tmp_path, tiny_model):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "emoray.cli", "bench", "--config", str(cli_profile()),
+         "--model", str(tiny_model), "--rows", "30,90", "--tasks", "v_oc,sst5",
+         "--batch-size", "32", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["tasks"] == ["v_oc", "sst5"]
+    assert result["settings"] == {"constraint": "logprobs", "constrained": True,
+                                  "enable_prefix_caching": True, "batch_size": 32,
+                                  "concurrency": 1}
+    sides = ["bare", "engine", "unconstrained", "pipeline", "noop"]
+    assert list(result["runs"]) == sides
+    for side in sides:
+        assert [r["rows"] for r in result["runs"][side]] == [60, 180], side
+        assert set(result["rates"][side]) == {"rows_per_s", "prompt_tokens_per_s",
+                                              "output_tokens_per_s"}
+    for side in ("bare", "engine", "unconstrained", "pipeline"):
+        assert result["runs"][side][1]["prompt_tokens"] > result["runs"][side][0]["prompt_tokens"]
+    same = [r["prompt_tokens"] for r in result["runs"]["bare"]]
+    assert [r["prompt_tokens"] for r in result["runs"]["engine"]] == same
+    assert [r["prompt_tokens"] for r in result["runs"]["pipeline"]] == same
+    assert set(result["ratios"]) == {"pipeline_over_bare", "engine_over_bare",
+                                     "constrained_over_unconstrained", "noop_us_per_row"}
+    assert result["parse_rate"] == 1.0
+
+
+def test_bench_rejects_unknown_side(tmp_path):
+    from emoray.cli import main
+
+    assert main(["bench", "--sides", "bare,turbo", "--rows", "10,20"]) == 2
