@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from emoray import io
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
-from emoray.engine import Engine, Generation
+from emoray.engine import Engine, Generation, engine_resources
 from emoray.models import resolve_model
 from emoray.pipeline import Annotator, build_annotator
 from emoray.sample import sample_texts
@@ -119,8 +119,12 @@ class EngineSides:
                 "output_tokens": sum(g.output_tokens for g in results)}
 
 
-def _slope(small: dict, large: dict, key: str = "rows") -> float:
-    return (large[key] - small[key]) / max(large["s"] - small["s"], 1e-9)
+def _slope(small: dict, large: dict, key: str = "rows") -> float | None:
+    """Steady-state rate; None when the larger run was not slower (its per-row cost is below
+    the noise of the fixed costs: use larger sizes)."""
+    if large["s"] <= small["s"]:
+        return None
+    return round((large[key] - small[key]) / (large["s"] - small["s"]), 1)
 
 
 def _pipeline(config: AnnotateConfig, n: int, engine_class: type[Engine]) -> dict:
@@ -145,7 +149,7 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
 
     runs: dict[str, list[dict]] = {}
     if {"bare", "engine", "unconstrained"} & set(sides):
-        actor = ray.remote(EngineSides).options(num_cpus=1).remote(engine)
+        actor = ray.remote(EngineSides).options(**engine_resources(engine)).remote(engine)
         ray.get(actor.generate.remote(WARM_UP, tasks, batch_size))
         ray.get(actor.generate.remote(WARM_UP, tasks, batch_size, False))
         calls = {"bare": lambda n: actor.bare.remote(n, tasks),
@@ -160,29 +164,37 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
                 input=f"{root}/{side}-in-{n}", output=f"{root}/{side}-out-{n}", tasks=tasks,
                 engine=engine, batch_size=batch_size, concurrency=concurrency),
                 n, engine_class) for n in (WARM_UP, *sizes)][1:]
-    rates = {side: {"rows_per_s": round(_slope(*r), 1),
-                    "prompt_tokens_per_s": round(_slope(*r, key="prompt_tokens"), 1),
-                    "output_tokens_per_s": round(_slope(*r, key="output_tokens"), 1)}
+    rates = {side: {"rows_per_s": _slope(*r),
+                    "prompt_tokens_per_s": _slope(*r, key="prompt_tokens"),
+                    "output_tokens_per_s": _slope(*r, key="output_tokens")}
              for side, r in runs.items()}
     ratios = {}
     for name, (a, b) in {"pipeline_over_bare": ("pipeline", "bare"),
                          "engine_over_bare": ("engine", "bare"),
+                         "pipeline_over_engine": ("pipeline", "engine"),
                          "constrained_over_unconstrained": ("engine", "unconstrained")}.items():
         if a in rates and b in rates:
-            ratios[name] = round(rates[a]["rows_per_s"] / rates[b]["rows_per_s"], 3)
+            x, y = rates[a]["rows_per_s"], rates[b]["rows_per_s"]
+            ratios[name] = round(x / y, 3) if x and y else None
     if "noop" in rates:
-        ratios["noop_us_per_row"] = round(1e6 / rates["noop"]["rows_per_s"], 1)
+        rate = rates["noop"]["rows_per_s"]
+        ratios["noop_us_per_row"] = round(1e6 / rate, 1) if rate else None
     checked = [r for side, rs in runs.items() if side != "unconstrained" for r in rs
                if "parsed" in r]
     return {
         "model": engine.model, "tasks": [r.key for r in resolve(tasks)], "sizes": list(sizes),
         "settings": {"constraint": engine.constraint, "constrained": engine.constrained,
                      "enable_prefix_caching": engine.enable_prefix_caching,
+                     "block_size": engine.block_size,
                      "batch_size": batch_size, "concurrency": concurrency},
         "runs": runs, "rates": rates, "ratios": ratios,
         "parse_rate": round(sum(r["parsed"] for r in checked)
                             / max(sum(r["rows"] for r in checked), 1), 4),
     }
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}" if value >= 10 else f"{value:.3f}"
 
 
 def render(result: dict) -> str:
@@ -197,9 +209,12 @@ def render(result: dict) -> str:
     lines += [f"steady state (slope {small}->{large} input rows):",
               f"{'side':14} {'rows/s':>9} {'prompt tok/s':>13} {'gen tok/s':>10}"]
     for side, r in result["rates"].items():
-        lines.append(f"{side:14} {r['rows_per_s']:9.1f} {r['prompt_tokens_per_s']:13.1f} "
-                     f"{r['output_tokens_per_s']:10.1f}")
-    lines += [f"{name:32} {value}" for name, value in result["ratios"].items()]
+        lines.append(f"{side:14} {_fmt(r['rows_per_s']):>9} {_fmt(r['prompt_tokens_per_s']):>13} "
+                     f"{_fmt(r['output_tokens_per_s']):>10}")
+    lines += [f"{name:32} {_fmt(value)}" for name, value in result["ratios"].items()]
+    if any(r["rows_per_s"] is None for r in result["rates"].values()):
+        lines.append("n/a: the larger run was not slower; per-row cost below the noise of fixed "
+                     "costs at these sizes (try larger --rows)")
     lines.append(f"{'parse rate':32} {result['parse_rate'] * 100:.2f} %")
     return "\n".join(lines)
 

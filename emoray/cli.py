@@ -159,6 +159,7 @@ def cmd_bench(args) -> int:
                  "engine.max_model_len": args.max_model_len,
                  "engine.enable_prefix_caching": (None if args.prefix_caching is None
                                                   else args.prefix_caching == "on"),
+                 "engine.block_size": args.block_size,
                  "engine.constrained": False if args.constraint == "none" else None,
                  "engine.constraint": None if args.constraint in (None, "none")
                  else args.constraint}
@@ -218,8 +219,8 @@ def cmd_runs(args) -> int:
 def cmd_tiny_model(args) -> int:
     from emoray.tiny_model import build_tiny_model
 
-    out = build_tiny_model(args.dir)
-    print(f"tiny LLaMA test checkpoint (random weights, meaningless labels) written to {out}")
+    out = build_tiny_model(args.dir, args.shape)
+    print(f"{args.shape} LLaMA checkpoint (random weights, meaningless labels) written to {out}")
     return EXIT_OK
 
 
@@ -292,6 +293,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--constraint", choices=["grammar", "regex", "choice", "logprobs", "none"],
                    help="answer constraint (engine.constraint; none: unconstrained)")
     b.add_argument("--prefix-caching", choices=["on", "off"])
+    b.add_argument("--block-size", type=int, help="KV cache block size (engine.block_size)")
     b.add_argument("--concurrency", type=int, help="pipeline engine actors (default: profile, 1)")
     b.add_argument("--batch-size", type=int, help="prompts per engine call (default: profile, "
                    "1024)")
@@ -323,7 +325,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--s3-endpoint-url")
     r.add_argument("--json", action="store_true")
     r.set_defaults(fn=cmd_runs)
-    t = sub.add_parser("tiny-model", help="build the tiny random-weight LLaMA test checkpoint")
+    t = sub.add_parser("tiny-model", help="build a random-weight LLaMA checkpoint: the tiny test "
+                       "model, or LLaMA-2-7B's shape for GPU benchmarks")
+    t.add_argument("--shape", choices=["tiny", "llama-2-7b"], default="tiny")
     t.add_argument("dir")
     t.set_defaults(fn=cmd_tiny_model)
     sub.add_parser("tasks", help="list the task catalog").set_defaults(fn=cmd_tasks)

@@ -68,6 +68,10 @@ class EngineConfig(_Strict):
         2048, ge=64, description="Context length; longer texts are cut to fit (status truncated).")
     enable_prefix_caching: bool = Field(
         True, description="Reuse the KV cache of the instruction prefix shared by a task's rows.")
+    block_size: int | None = Field(
+        None, ge=1, description="Tokens per KV cache block; prefix caching reuses whole blocks "
+        "only. Unset: vLLM's default (16 on GPUs, 128 on CPUs, longer than most instruction "
+        "prefixes here; see docs/performance.md).")
     constrained: bool = Field(
         True, description="Constrain decoding to each task's answer regex so every answer "
         "parses; off only to study raw model output.")

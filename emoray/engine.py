@@ -85,6 +85,7 @@ class Engine:
             dtype=config.dtype,
             seed=config.seed,
             enforce_eager=config.enforce_eager,
+            **({"block_size": config.block_size} if config.block_size else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
         self._params: dict[object, object] = {}
@@ -254,6 +255,18 @@ class Engine:
             completion.text, confidence, cut, None, completion.finish_reason,
             len(output.prompt_token_ids or ()), len(completion.token_ids),
         )
+
+
+def engine_resources(config: EngineConfig) -> dict:
+    """Ray resources of one engine actor: its GPUs (tensor parallel size), or one CPU."""
+    import ray
+
+    device = config.device
+    if device == "auto":
+        device = "gpu" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+    if device == "gpu":
+        return {"num_gpus": config.tensor_parallel_size}
+    return {"num_cpus": 1}
 
 
 class EngineStage:

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 
 from emoray import io, labels, stages, table
 from emoray.config import AnnotateConfig, ConfigError
-from emoray.engine import Engine, EngineStage
+from emoray.engine import Engine, EngineStage, engine_resources
 from emoray.lock import TableLock
 from emoray.models import resolve_model
 from emoray.tasks import resolve
@@ -130,16 +130,6 @@ class Annotator:
         for reason in self.bad_files.values():
             print(f"emoray: skipping bad input file: {reason}", file=sys.stderr)
 
-    def _engine_resources(self) -> dict:
-        import ray
-
-        device = self.config.engine.device
-        if device == "auto":
-            device = "gpu" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
-        if device == "gpu":
-            return {"num_gpus": self.config.engine.tensor_parallel_size}
-        return {"num_cpus": 1}
-
     def _stored(self):
         """Stored annotations of this model, as plan input (side "old"), or None."""
         import ray.data
@@ -176,7 +166,7 @@ class Annotator:
             EngineStage, batch_format="pyarrow", batch_size=cfg.batch_size,
             fn_constructor_kwargs={"config": cfg.engine, "stats": stats,
                                    "engine_class": self.engine_class},
-            concurrency=cfg.concurrency, **self._engine_resources())
+            concurrency=cfg.concurrency, **engine_resources(cfg.engine))
         return answered.map_batches(
             stages.parse, batch_format="pyarrow", batch_size=None,
             fn_kwargs={"model": self.model.name, "run_id": self.run_id})

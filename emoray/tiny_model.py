@@ -16,6 +16,14 @@ from emoray.tasks import TASKS
 
 SPECIALS = ["<unk>", "<s>", "</s>"]
 
+SHAPES = {
+    "tiny": {"vocab_size": 4096, "layers": 2, "hidden": 128, "intermediate": 256},
+    "llama-2-7b": {"vocab_size": 32000, "layers": 32, "hidden": 4096, "intermediate": 11008},
+}
+"""Checkpoint shapes: the test model, and LLaMA-2-7B's (Emollama-7b's FLOPs per token) for GPU
+benchmarks. The tokenizer is trained on the same small corpus either way; the embedding
+matrix is padded to the shape's vocabulary size."""
+
 
 def _corpus() -> list[str]:
     lines = [t for task in TASKS.values() for t in task.templates]
@@ -23,13 +31,15 @@ def _corpus() -> list[str]:
     return lines + [text for _, text in sample_texts()]
 
 
-def build_tiny_model(out: str | Path, vocab_size: int = 4096, layers: int = 2, hidden: int = 128,
-                     max_positions: int = 4096, seed: int = 0) -> Path:
-    """Write a random-weight LLaMA with a freshly trained tokenizer into `out` and return it."""
+def build_tiny_model(out: str | Path, shape: str = "tiny", max_positions: int = 4096,
+                     seed: int = 0) -> Path:
+    """Write a random-weight LLaMA of `shape` (see SHAPES) with a freshly trained tokenizer into
+    `out` and return it."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+    vocab_size, layers, hidden, intermediate = SHAPES[shape].values()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -48,7 +58,7 @@ def build_tiny_model(out: str | Path, vocab_size: int = 4096, layers: int = 2, h
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden,
+        vocab_size=max(len(fast), vocab_size), hidden_size=hidden, intermediate_size=intermediate,
         num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64,
         head_dim=64, max_position_embeddings=max_positions,
         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
@@ -56,7 +66,8 @@ def build_tiny_model(out: str | Path, vocab_size: int = 4096, layers: int = 2, h
     )
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     (out / "EMORAY_TINY_MODEL.json").write_text(json.dumps(
-        {"warning": "random weights: labels from this model are meaningless", "seed": seed}))
+        {"warning": "random weights: labels from this model are meaningless", "seed": seed,
+         "shape": shape}))
     return out
 
 

@@ -21,7 +21,8 @@ def test_bench_prints_every_side_at_both_sizes(tmp_path, tiny_model):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["tasks"] == ["v_oc", "sst5"]
     assert result["settings"] == {"constraint": "logprobs", "constrained": True,
-                                  "enable_prefix_caching": True, "batch_size": 32,
+                                  "enable_prefix_caching": True, "block_size": None,
+                                  "batch_size": 32,
                                   "concurrency": 1}
     sides = ["bare", "engine", "unconstrained", "pipeline", "noop"]
     assert list(result["runs"]) == sides
@@ -35,7 +36,8 @@ def test_bench_prints_every_side_at_both_sizes(tmp_path, tiny_model):
     assert [r["prompt_tokens"] for r in result["runs"]["engine"]] == same
     assert [r["prompt_tokens"] for r in result["runs"]["pipeline"]] == same
     assert set(result["ratios"]) == {"pipeline_over_bare", "engine_over_bare",
-                                     "constrained_over_unconstrained", "noop_us_per_row"}
+                                     "pipeline_over_engine", "constrained_over_unconstrained",
+                                     "noop_us_per_row"}
     assert result["parse_rate"] == 1.0
 
 
