@@ -70,7 +70,7 @@ class NoopEngine(Engine):
         self.config = config
         self.model = resolve_model(config.model)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model.source)
-        self._params, self._overhead, self._candidates = {}, {}, {}
+        self._reset_decoding()
 
     def generate(self, tasks, texts, targets) -> list[Generation]:
         out = []
@@ -141,7 +141,7 @@ def _pipeline(config: AnnotateConfig, n: int, engine_class: type[Engine]) -> dic
 
 
 def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], root: str,
-              batch_size: int = 256, concurrency: int = 1,
+              batch_size: int = 1024, concurrency: int = 1,
               sides: tuple[str, ...] = SIDES) -> dict:
     """Run the chosen sides at both sizes; `root` is where the pipeline sides read and write
     (s3://… on the local endpoint, or a folder)."""

@@ -154,6 +154,13 @@ def cmd_bench(args) -> int:
     from emoray.bench import SIDES, main_bench
     from emoray.demo import tiny_model
 
+    sizes = tuple(int(x) for x in args.rows.split(","))
+    sides = tuple(args.sides.split(","))
+    unknown = sorted(set(sides) - set(SIDES))
+    if unknown:
+        raise ConfigError(f"--sides takes {', '.join(SIDES)}; unknown: {', '.join(unknown)}")
+    if args.scenario == "throughput" and len(sizes) != 2:
+        raise ConfigError("--rows takes two sizes for throughput, e.g. 20000,100000")
     overrides = {"engine.model": args.model or str(tiny_model()), "engine.device": args.device,
                  "engine.gpu_memory_utilization": args.gpu_memory_utilization,
                  "engine.max_model_len": args.max_model_len,
@@ -168,13 +175,6 @@ def cmd_bench(args) -> int:
                           "engine.gpu_memory_utilization": args.gpu_memory_utilization or 0.1})
     config = load_config(args.config, {**overrides, "batch_size": args.batch_size,
                                        "concurrency": args.concurrency}, model=BenchConfig)
-    sizes = tuple(int(x) for x in args.rows.split(","))
-    sides = tuple(args.sides.split(","))
-    unknown = sorted(set(sides) - set(SIDES))
-    if unknown:
-        raise ConfigError(f"--sides takes {', '.join(SIDES)}; unknown: {', '.join(unknown)}")
-    if args.scenario == "throughput" and len(sizes) != 2:
-        raise ConfigError("--rows takes two sizes for throughput, e.g. 20000,100000")
     main_bench(args.scenario, config.engine, sizes, args.tasks.split(","), config.batch_size,
                args.commit_rows, args.json, config.concurrency, sides)
     return EXIT_OK

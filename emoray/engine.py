@@ -88,6 +88,11 @@ class Engine:
             **({"block_size": config.block_size} if config.block_size else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self._reset_decoding()
+
+    def _reset_decoding(self) -> None:
+        """Empty the caches derived from the decoding settings (sampling params by task or
+        scoring step, prompt overhead by task and target, candidate token paths by task)."""
         self._params: dict[object, object] = {}
         self._overhead: dict[tuple[str, str | None], int] = {}
         self._candidates: dict[str, Candidates | None] = {}
@@ -97,7 +102,7 @@ class Engine:
         `constrained=False`; the benchmark compares them side by side."""
         other = copy.copy(self)
         other.config = self.config.model_copy(update=settings)
-        other._params, other._candidates = {}, {}
+        other._reset_decoding()
         return other
 
     def sampling_params(self, task: Task):
