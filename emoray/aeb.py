@@ -13,6 +13,7 @@ import csv
 import io as _io
 import json
 import posixpath
+from importlib import resources
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +31,11 @@ GOLD_SCHEMA = pa.schema([
     ("id", pa.string()), ("text", pa.string()), ("request", pa.string()), ("gold", pa.string()),
     ("file", pa.string()), ("row", pa.int64()), ("template", pa.int64()),
 ])
+
+
+def shipped() -> str:
+    """The AEB folder shipped with emoray (`emoray/data/aeb`, with its licence and README)."""
+    return str(resources.files("emoray.data").joinpath("aeb"))
 
 
 def files_for(task_names: list[str]) -> list[str]:
@@ -81,9 +87,10 @@ def extract_file(text: str, name: str) -> pa.Table:
     return pa.table(cols, schema=GOLD_SCHEMA)
 
 
-def extract(data: str, s3: S3Config, requests: list[str]) -> pa.Table:
+def extract(data: str | None, s3: S3Config, requests: list[str]) -> pa.Table:
     """Gold rows for the task requests (`v_reg`, `ei_reg:joy`) from the benchmark folder
-    `data` (local or s3://)."""
+    `data` (local or s3://; None: the copy shipped with emoray)."""
+    data = data or shipped()
     fs, root = io.filesystem_for(data, s3)
     tables = []
     for name in files_for(list(dict.fromkeys(k.partition(":")[0] for k in requests))):
@@ -93,7 +100,7 @@ def extract(data: str, s3: S3Config, requests: list[str]) -> pa.Table:
                 content = fh.read().decode("utf-8")
         except (FileNotFoundError, OSError) as e:
             raise io.InputError(f"benchmark file {name} not found in {data} ({e}); point "
-                                "--data at the AEB folder (../shared/data/aeb)") from None
+                                "--data at an AEB folder, or leave it unset for the copy shipped with emoray") from None
         tables.append(extract_file(content, name))
     gold = pa.concat_tables(tables) if tables else GOLD_SCHEMA.empty_table()
     return gold.filter(pc.is_in(gold["request"], pa.array(requests, pa.string())))
