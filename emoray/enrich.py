@@ -1,8 +1,11 @@
-"""The Spark enrichment job: committed annotations → one wide row of typed affect columns per
-doc_id → left-joined onto a downstream dataset → partitioned Parquet.
+"""The Spark enrichment job: one snapshot of the annotation table → one wide row of typed
+affect columns per doc_id → left-joined onto a downstream dataset → partitioned Parquet.
 
-Only files listed by commit markers are read (see `emoray.table`), so a crashed annotate run is
-never joined. The latest usable answer (status ok or truncated) per (doc_id, task, target) wins;
+The annotation table is a Delta table (`emoray.table`). Where the cluster has delta-spark
+(`reader: delta`), Spark reads it with `format("delta")`; otherwise (`reader: files`, the
+default, and what runs here: the jars cannot be fetched without Maven) it reads exactly the
+Parquet files of the snapshot, as listed by the Delta log, so a crashed annotate run is never
+joined either way. `as_of` (a version or a timestamp) reproduces an earlier enriched table. The latest usable answer (status ok or truncated) per (doc_id, task, target) wins;
 downstream rows are never dropped or duplicated (left join onto one row per doc_id).
 """
 
@@ -67,7 +70,8 @@ def s3a_conf(s3: S3Config) -> dict[str, str]:
 
 def spark_conf(config: EnrichConfig) -> dict[str, str]:
     conf = {"spark.sql.sources.partitionOverwriteMode": "dynamic",
-            "spark.sql.session.timeZone": "UTC"}
+            "spark.sql.session.timeZone": "UTC",
+            "spark.sql.sources.partitionColumnTypeInference.enabled": "false"}
     paths = (config.annotations, config.downstream, config.output)
     if any(p.startswith(("s3://", "s3a://")) for p in paths):
         conf.update(s3a_conf(config.s3))
@@ -95,16 +99,23 @@ def _spark_path(path: str) -> str:
 
 
 def committed_annotations(spark, config: EnrichConfig):
-    """The rows of committed chunks only, as a Spark DataFrame."""
-    location = config.annotations.replace("s3a://", "s3://", 1)
-    fs, root = io.filesystem_for(location, config.s3)
-    files = table.committed_files(fs, root)
+    """One snapshot of the annotation table (latest, or `as_of`), as (Spark DataFrame, its
+    Delta version)."""
+    annotations = table.AnnotationTable(config.annotations, config.s3)
+    try:
+        dt = annotations.snapshot(config.as_of)
+    except table.TableError as e:
+        raise EnrichError(str(e)) from None
+    if config.reader == "delta":
+        return (spark.read.format("delta").option("versionAsOf", dt.version())
+                .load(_spark_path(annotations.uri)), dt.version())
+    files = [_spark_path(f) for f in annotations.file_uris(dt)]
     if not files:
-        raise EnrichError(f"annotation table {config.annotations} has no committed run; run "
-                          "`emoray annotate` first or check the path")
-    if location.startswith("s3://"):
-        files = [_spark_path("s3://" + f) for f in files]
-    return spark.read.parquet(*files)
+        raise EnrichError(f"annotation table {config.annotations} has no committed rows (version "
+                          f"{dt.version()}); run `emoray annotate` first or check the path")
+    # partition values live in the paths (task=…), as Delta writes them
+    return (spark.read.option("basePath", _spark_path(annotations.uri)).parquet(*files),
+            dt.version())
 
 
 def latest_wide(long, config: EnrichConfig):
@@ -176,7 +187,7 @@ def enrich(spark, config: EnrichConfig) -> dict:
         if col not in downstream.columns:
             raise EnrichError(f"partition column {col!r} is not in downstream "
                               f"{config.downstream} (columns: {', '.join(downstream.columns)})")
-    long = committed_annotations(spark, config)
+    long, version = committed_annotations(spark, config)
     missing = [c for c in ("doc_id", "task", "target", "score", "labels", "status", "model",
                            "annotated_at", "run_id", "prompt_version") if c not in long.columns]
     if missing:
@@ -212,7 +223,7 @@ def enrich(spark, config: EnrichConfig) -> dict:
         if r.label is not None:
             labels.setdefault(f"{r.task}:{r.target}" if r.target else r.task, {})[r.label] = r["count"]
     return {
-        "model": model, "downstream_rows": rows_in, "output_rows": counts.pop("rows"),
+        "model": model, "annotation_table_version": version, "downstream_rows": rows_in, "output_rows": counts.pop("rows"),
         "filled": counts, "superseded_annotations": stats["superseded_rows"],
         "label_distribution": labels, "wall_s": round(time.perf_counter() - t0, 2),
     }
@@ -220,7 +231,8 @@ def enrich(spark, config: EnrichConfig) -> dict:
 
 def render(summary: dict) -> str:
     lines = [f"enriched {summary['output_rows']} of {summary['downstream_rows']} downstream rows "
-             f"with labels of {summary['model']} in {summary['wall_s']} s",
+             f"with labels of {summary['model']} (annotation table version "
+             f"{summary['annotation_table_version']}) in {summary['wall_s']} s",
              f"  older annotations superseded by a later run: {summary['superseded_annotations']}",
              "  rows with each affect column filled:"]
     lines += [f"    {c:40} {n}" for c, n in summary["filled"].items()]

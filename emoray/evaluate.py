@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
 
@@ -58,8 +58,8 @@ def annotate_gold(config: AnnotateConfig, gold: pa.Table, out: str) -> tuple[pa.
         "format": "parquet", "id_column": "id", "text_column": "text", "task_column": "request",
         "tasks": requests, "incremental": False, "run_id": None, "gate": GateConfig()})
     summary = build_annotator(run).run()
-    rows = table.read_committed(fs, _join(root, "annotations"))
-    rows = rows.filter(pc.equal(rows["run_id"], summary.run_id))
+    rows = table.AnnotationTable(_join(out, "annotations"), config.s3).read(
+        filter=pads.field("run_id") == summary.run_id)
     return rows, summary.as_dict()
 
 
@@ -267,7 +267,7 @@ def evaluate_gold(config: AnnotateConfig, gold: pa.Table, out: str,
 
 def evaluate(config: AnnotateConfig, title_note: str | None = None) -> dict:
     """`emoray evaluate`: the AEB gold rows of the configured tasks, `limit` per request."""
-    config.require("evaluate.data", "evaluate.output")
+    config.require("evaluate.output")
     ev = config.evaluate
     requests = gold_requests(ev.tasks or config.tasks)
     if not requests:

@@ -1,10 +1,17 @@
 """One writer per annotation table: a lease object `_lock.json` at the table root.
 
-Two runs of the same night must not both annotate and commit the same rows, so a run takes the
-lease before its incremental check and keeps it until its last commit. The lease is created with
-a conditional write (S3 `If-None-Match: *`, or O_EXCL locally) and renewed as chunks commit. A
-lease whose holder stopped renewing for `ttl_s`, or whose process on this host is gone, is
-stale and may be taken over (S3: `If-Match` on the stale ETag, so two takers cannot both win).
+Delta keeps the table right whatever runs at once (each chunk is one transaction, idempotent
+by run and chunk), so the lease is not there for correctness: it is there for cost. Two runs of
+the same night would both pay the GPUs for the same rows, since neither sees the other's
+uncommitted work in its incremental check. A run takes the lease before that check and keeps
+it until its last commit.
+
+The lease is created with a conditional write (S3 `If-None-Match: *`, or O_EXCL locally) and
+renewed by a timer thread every `ttl_s / 4`, however long a batch takes. A lease whose holder
+stopped renewing for its `ttl_s`, or whose process on this host is gone, is stale and may be taken
+over, atomically: S3 replaces it with `If-Match` on the stale ETag; locally the compare and the
+replace happen under an OS file lock (`filelock`), so two takers cannot both win. A holder whose
+renewal finds the lease taken stops before its next commit.
 """
 
 from __future__ import annotations
@@ -13,8 +20,11 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from datetime import datetime, timezone
+
+from filelock import FileLock
 
 from emoray.config import S3Config
 
@@ -36,11 +46,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 class _LocalStore:
-    """Local lease file; the ETag is the content's hash (compare-then-rename, so a takeover
-    on one machine is safe up to the rename itself)."""
+    """Local lease file; the ETag is the content's hash. Replace and delete compare and act
+    under an OS file lock on `<lease>.guard`, so they are atomic against each other."""
 
     def __init__(self, path: str):
         self.path = path
+        self.guard = FileLock(f"{path}.guard")
 
     def create(self, body: bytes) -> str | None:
         try:
@@ -60,20 +71,21 @@ class _LocalStore:
         return body, hashlib.sha256(body).hexdigest()
 
     def replace(self, body: bytes, etag: str) -> str | None:
-        current = self.read()
-        if current is None or current[1] != etag:
-            return None
-        tmp = f"{self.path}.{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(body)
-        os.replace(tmp, self.path)
-        return hashlib.sha256(body).hexdigest()
+        with self.guard:
+            current = self.read()
+            if current is None or current[1] != etag:
+                return None
+            tmp = f"{self.path}.{os.getpid()}.{threading.get_ident()}"
+            with open(tmp, "wb") as f:
+                f.write(body)
+            os.replace(tmp, self.path)
+            return hashlib.sha256(body).hexdigest()
 
-    def delete(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+    def delete(self, etag: str) -> None:
+        with self.guard:
+            current = self.read()
+            if current is not None and current[1] == etag:
+                os.unlink(self.path)
 
 
 class _S3Store:
@@ -110,8 +122,10 @@ class _S3Store:
     def replace(self, body: bytes, etag: str) -> str | None:
         return self._put(body, IfMatch=etag)
 
-    def delete(self) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.key)
+    def delete(self, etag: str) -> None:
+        current = self.read()
+        if current is not None and current[1] == etag:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key)
 
 
 class TableLock:
@@ -127,15 +141,17 @@ class TableLock:
             self.store = _LocalStore(os.path.join(os.path.abspath(root), LOCK))
         self.uri, self.run_id, self.ttl_s = uri, run_id, ttl_s
         self.etag: str | None = None
-        self.renewed = 0.0
+        self.lost: LockedError | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     def _body(self) -> bytes:
         return json.dumps({"run_id": self.run_id, "host": socket.gethostname(),
-                           "pid": os.getpid(), "heartbeat": time.time(),
+                           "pid": os.getpid(), "heartbeat": time.time(), "ttl_s": self.ttl_s,
                            "heartbeat_utc": datetime.now(timezone.utc).isoformat()}).encode()
 
     def _stale(self, holder: dict) -> bool:
-        if time.time() - holder.get("heartbeat", 0) > self.ttl_s:
+        if time.time() - holder.get("heartbeat", 0) > holder.get("ttl_s", self.ttl_s):
             return True
         return holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid", 0))
 
@@ -154,24 +170,41 @@ class TableLock:
                          else self.store.create(self._body()))
             if self.etag is None:
                 raise LockedError(f"table {self.uri}: another run took the stale lease first")
-        self.renewed = time.time()
 
     def renew(self) -> None:
-        """Refresh the heartbeat (at most every ttl/4); fails if the lease was taken over."""
-        if time.time() - self.renewed < self.ttl_s / 4:
-            return
-        self.etag = self.store.replace(self._body(), self.etag)
-        if self.etag is None:
-            raise LockedError(f"table {self.uri}: lease lost to another run; stopping")
-        self.renewed = time.time()
+        """Refresh the heartbeat now; fails if the lease was taken over."""
+        etag = self.store.replace(self._body(), self.etag) if self.etag else None
+        if etag is None:
+            self.lost = LockedError(f"table {self.uri}: lease lost to another run; stopping")
+            raise self.lost
+        self.etag = etag
+
+    def check(self) -> None:
+        """Raise if the renewal timer found the lease taken over."""
+        if self.lost is not None:
+            raise self.lost
+
+    def _renew_every(self, seconds: float) -> None:
+        while not self._stop.wait(seconds):
+            try:
+                self.renew()
+            except LockedError:
+                return
+            except Exception:  # a transient store error: the next tick tries again
+                continue
 
     def release(self) -> None:
-        current = self.store.read()
-        if current and json.loads(current[0]).get("run_id") == self.run_id:
-            self.store.delete()
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        if self.etag is not None and self.lost is None:
+            self.store.delete(self.etag)
 
     def __enter__(self) -> "TableLock":
         self.acquire()
+        self._renewer = threading.Thread(target=self._renew_every, args=(self.ttl_s / 4,),
+                                         daemon=True, name=f"emoray-lease-{self.run_id}")
+        self._renewer.start()
         return self
 
     def __exit__(self, *exc) -> None:

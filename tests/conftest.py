@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-AEB_DIR = Path(os.environ.get("EMORAY_AEB_DIR", REPO.parent / "shared" / "data" / "aeb"))
+AEB_DIR = Path(os.environ.get("EMORAY_AEB_DIR", REPO / "emoray" / "data" / "aeb"))
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +36,19 @@ def ray_local(s3_endpoint):
              runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}})
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the suite."""
+    from emoray.enrich import EnrichConfig, spark_session
+
+    session = spark_session(EnrichConfig(annotations="-", downstream="-", output="-",
+                                         master="local[2]",
+                                         spark_conf={"spark.ui.enabled": "false",
+                                                     "spark.sql.shuffle.partitions": "4"}))
+    yield session
+    session.stop()
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ def s3_run(s3_endpoint, ray_local, tiny_model):
     annotator = build_annotator(config)
     summary = annotator.run()
     out_fs, out_root = io.filesystem_for(config.output, config.s3)
-    rows = table.read_committed(out_fs, out_root)
+    rows = table.AnnotationTable(config.output).read()
     return summary, rows, out_fs, out_root
 
 
@@ -82,11 +82,17 @@ def test_counts_are_exact(s3_run):
 def test_schema_is_the_contract(s3_run):
     _, rows, fs, root = s3_run
     assert rows.schema == table.SCHEMA
-    [manifest] = table.committed_chunks(fs, root)
-    assert manifest["files"] and all(f.endswith(".parquet") for f in manifest["files"])
-    for path in manifest["files"]:
-        with fs.open_input_file(path) as f:
-            assert pq.read_schema(f).remove_metadata() == table.SCHEMA
+    annotations = table.AnnotationTable("s3://emoray-test/annotations")
+    dt = annotations.snapshot()
+    assert dt.metadata().partition_columns == ["task"]
+    assert pa.schema(dt.schema().to_arrow()).names == table.SCHEMA.names
+    files = annotations.file_uris(dt)
+    # one chunk (one commit) of one file per task; the task lives in the path, as Delta asks
+    assert sorted(f.split("/")[-2] for f in files) == sorted(f"task={t}" for t in TASKS)
+    in_file = pa.schema([f for f in table.SCHEMA if f.name != "task"])
+    for path in files:
+        with fs.open_input_file(path[len("s3://"):]) as f:
+            assert pq.read_schema(f).remove_metadata() == in_file
 
 
 def test_random_model_answers_all_parse(s3_run):

@@ -9,8 +9,7 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from emoray import cli, io, table
-from emoray.config import S3Config
+from emoray import cli, table
 from emoray.tasks import TASKS
 
 
@@ -34,12 +33,13 @@ def test_annotate_local_folder_of_three_formats(tmp_path, ray_local, tiny_model,
     assert summary["rows_in"] == 7 and summary["rows_out"] == 7 * 6
     assert summary["status_counts"] == {"ok": 6 * 6, "empty_text": 6}
     assert summary["prompts_sent"] == 6 * 6
-    rows = table.read_committed(*io.filesystem_for(str(out), S3Config()))
+    rows = table.AnnotationTable(str(out)).read()
     assert rows.num_rows == 42
     assert sorted(set(rows["doc_id"].to_pylist())) == ["c1", "c2", "j0", "j1", "j2", "p1", "p2"]
     assert set(rows["run_id"].to_pylist()) == {"night-1"}
-    assert (out / "_commits" / "night-1-00000.json").is_file()
-    assert list((out / "data").glob("run_date=*/run_id=night-1/*.parquet"))
+    assert (out / "_delta_log" / "00000000000000000001.json").is_file()
+    assert sorted(p.parent.name for p in out.glob("task=*/part-night-1-00000-*.parquet")) == [
+        "task=e_c", "task=ei_reg", "task=v_reg"]
 
 
 def test_demo_runs_on_embedded_default(tmp_path, tiny_model):
@@ -52,6 +52,10 @@ def test_demo_runs_on_embedded_default(tmp_path, tiny_model):
     assert "uploaded 599 sample texts to s3://emoray-demo/input/" in done.stdout
     assert "rows annotated   1198 (2 task/target pairs per row, 0 already in the table)" in done.stdout
     assert "rows per status  ok 1198" in done.stdout
+    # it ends by showing how lake tools read the Delta table, Polars and DuckDB run for real
+    assert "a Delta Lake table at s3://emoray-demo/annotations (version 1)" in done.stdout
+    assert done.stdout.count("-> 1198 rows (run just now)") == 2
+    assert 'spark.read.format("delta").load("s3a://emoray-demo/annotations")' in done.stdout
 
 
 def cli_profile():

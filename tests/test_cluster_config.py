@@ -47,7 +47,7 @@ def test_cluster_profile_has_gate_and_nightly_enrichment():
 def test_environment_overrides_profile_and_flags_override_environment():
     env = {"EMORAY_CONCURRENCY": "8", "EMORAY_ENGINE__MODEL": "Emollama-chat-13b",
            "EMORAY_TASKS": "[v_reg, e_c]", "EMORAY_GATE__ENABLED": "false",
-           "EMORAY_FAULT": "not-a-setting", "PATH": "/bin"}
+           "EMORAY_AEB_DIR": "/not/a/setting", "PATH": "/bin"}
     config = load_config(REPO / "conf" / "cluster.yaml", {"concurrency": 3}, environ=env)
     assert config.concurrency == 3
     assert config.engine.model == "Emollama-chat-13b" and config.tasks == ["v_reg", "e_c"]

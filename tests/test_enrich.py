@@ -5,25 +5,14 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
 from emoray import cli, table
-from emoray.enrich import EnrichConfig, EnrichError, enrich, s3a_conf, spark_conf, spark_session
+from emoray.enrich import EnrichConfig, EnrichError, enrich, s3a_conf, spark_conf
 from emoray.config import S3Config
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
-
-
-@pytest.fixture(scope="session")
-def spark():
-    session = spark_session(EnrichConfig(annotations="-", downstream="-", output="-",
-                                         master="local[2]",
-                                         spark_conf={"spark.ui.enabled": "false",
-                                                     "spark.sql.shuffle.partitions": "4"}))
-    yield session
-    session.stop()
 
 
 def row(doc, task, target=None, score=None, label=None, labels=None, status="ok", run="r1",
@@ -34,10 +23,8 @@ def row(doc, task, target=None, score=None, label=None, labels=None, status="ok"
             "run_id": run, "annotated_at": at}
 
 
-def commit(root, run, rows, day="2026-11-20"):
-    import pyarrow.fs as pafs
-
-    writer = table.RunWriter(pafs.LocalFileSystem(), str(root), run, day, chunk_rows=10**6)
+def commit(root, run, rows):
+    writer = table.ChunkWriter(table.AnnotationTable(str(root)), run, chunk_rows=10**6)
     writer.write(pa.Table.from_pylist(rows, schema=table.SCHEMA))
     writer.flush()
 
@@ -54,12 +41,11 @@ def annotations(tmp_path):
     ])
     commit(root, "r2", [row("2", "v_reg", score=0.75, run="r2", at=T0 + timedelta(days=1),
                             version="v2")])
-    # a crashed run's file without a marker must never be read
-    crashed = root / "data" / "run_date=2026-11-22" / "run_id=r3"
-    crashed.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist([row("1", "v_reg", score=0.99, run="r3",
-                                             at=T0 + timedelta(days=2))], schema=table.SCHEMA),
-                   crashed / "part-00000.parquet")
+    # a crashed run's file, written but never committed, must never be read
+    crashed = table.ChunkWriter(table.AnnotationTable(str(root)), "r3", chunk_rows=10**6)
+    crashed.write_files(pa.Table.from_pylist([row("1", "v_reg", score=0.99, run="r3",
+                                                  at=T0 + timedelta(days=2))],
+                                             schema=table.SCHEMA), 0)
     return root
 
 
@@ -103,6 +89,20 @@ def test_enrich_counts_types_latest_and_nulls(spark, annotations, downstream, tm
     assert summary["label_distribution"]["v_oc"] == {"moderately negative": 1}
 
 
+def test_as_of_an_earlier_version_gives_its_labels(spark, annotations, downstream, tmp_path,
+                                                    capsys):
+    # versions: 0 created, 1 run r1, 2 run r2 (doc 2's valence 0.5 -> 0.75)
+    now = enrich(spark, config(annotations, downstream, tmp_path / "now"))
+    then = enrich(spark, config(annotations, downstream, tmp_path / "then", as_of="1"))
+    assert (now["annotation_table_version"], then["annotation_table_version"]) == (2, 1)
+    assert now["output_rows"] == then["output_rows"] == 5
+    valence = {r.id: r.affect_valence for r in spark.read.parquet(str(tmp_path / "then")).collect()}
+    assert valence == {1: 0.25, 2: 0.5, 3: None, 4: None}
+    assert cli.main(["enrich", "--annotations", str(annotations), "--downstream", str(downstream),
+                     "--output", str(tmp_path / "cli"), "--as-of", "7"]) == cli.EXIT_INPUT
+    assert "has no version as of 7" in capsys.readouterr().err
+
+
 def test_rerun_is_idempotent_and_partition_overwrite_is_dynamic(
         spark, annotations, downstream, tmp_path):
     out = tmp_path / "out"
@@ -136,7 +136,7 @@ def test_bad_inputs_fail_before_the_join(spark, annotations, downstream, tmp_pat
     out = tmp_path / "out"
     with pytest.raises(EnrichError, match=r"has no key column 'doc' \(columns: id, day, body\)"):
         enrich(spark, config(annotations, downstream, out, key="doc"))
-    with pytest.raises(EnrichError, match="has no committed run"):
+    with pytest.raises(EnrichError, match="no annotation table at .*empty: run `emoray annotate`"):
         enrich(spark, config(tmp_path / "empty", downstream, out))
     with pytest.raises(EnrichError, match="model 'Emoopt-13b' has no annotations"):
         enrich(spark, config(annotations, downstream, out, model="Emoopt-13b"))
@@ -204,7 +204,7 @@ def test_nightly_annotates_then_enriches_a_date_partition(spark, ray_local, tiny
     err = capsys.readouterr().err
     assert "committed 0 rows, then the enrichment failed" in err
     assert "has no key column 'no_such_column'" in err
-    assert table.read_committed(pafs.LocalFileSystem(), str(tmp_path / "ann")).num_rows == 6
+    assert table.AnnotationTable(str(tmp_path / "ann")).read().num_rows == 6
 
 
 def test_enrich_profile_and_cli_errors(tmp_path, annotations, capsys):

@@ -2,12 +2,13 @@
 report: real Ray, vLLM (tiny model) and S3 on 127.0.0.1."""
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from emoray import cli, io, table
 from emoray.config import S3Config
+from tests.conftest import REPO
 
 ENGINE = ["--device", "cpu", "--gpu-memory-utilization", "0.1", "--max-model-len", "1024"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -54,7 +55,7 @@ def test_evaluate_limit_20_from_s3_writes_three_outputs(tmp_path, ray_local, tin
     assert "| SemEval-2018 baseline | previous |" in report.replace("majority | ", "")
     assert (out / "chart.png").read_bytes().startswith(PNG)
     # the evaluation went through the annotate pipeline: its table holds one row per gold row
-    rows = table.read_committed(*io.filesystem_for(str(out / "annotations"), S3Config()))
+    rows = table.AnnotationTable(str(out / "annotations")).read()
     assert rows.num_rows == 80
     assert pq.read_table(out / "gold" / "gold.parquet").column_names == ["id", "text", "request"]
 
@@ -82,8 +83,8 @@ def test_gate_blocks_below_threshold_and_passes_above(tmp_path, ray_local, tiny_
     assert "quality gate failed, the lake was not annotated" in err
     assert "e_c jaccard 0." in err and "< 0.99 (canary n=10)" in err
     assert "v_reg pearson" not in err
-    fs, root = io.filesystem_for(str(tmp_path / "table"), S3Config())
-    assert table.read_committed(fs, root).num_rows == 0
+    annotations = table.AnnotationTable(str(tmp_path / "table"))
+    assert annotations.read().num_rows == 0
     verdict = json.loads((tmp_path / "table" / "_gate" / "night-blocked" / "gate.json").read_text())
     assert verdict["passed"] is False and verdict["canary_rows"] == 20
     gate_metrics = json.loads(
@@ -93,7 +94,7 @@ def test_gate_blocks_below_threshold_and_passes_above(tmp_path, ray_local, tiny_
     passed = run_annotate(tmp_path, tiny_model, {
         "enabled": True, "thresholds": {"e_c": {"jaccard": reached - 0.01}}}, "night-ok")
     assert passed == cli.EXIT_OK, capsys.readouterr().err[-2000:]
-    assert table.read_committed(fs, root).num_rows == 6 * 2
+    assert annotations.read().num_rows == 6 * 2
     report = json.loads((tmp_path / "table" / "_reports" / "night-ok.json").read_text())
     assert report["gate"]["passed"] is True and report["gate"]["failures"] == []
 
@@ -116,10 +117,16 @@ def test_gate_blocks_below_threshold_and_passes_above(tmp_path, ray_local, tiny_
     assert [r["run_id"] for r in listed] == ["night-ok"]
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--output", "x"], "missing required setting(s): evaluate.data"),
-    (["--data", "x"], "missing required setting(s): evaluate.output"),
-])
-def test_evaluate_names_missing_settings(flags, message, capsys):
-    assert cli.main(["evaluate", *flags]) == cli.EXIT_CONFIG
-    assert message in capsys.readouterr().err
+def test_evaluate_names_missing_settings(capsys):
+    assert cli.main(["evaluate", "--data", "x"]) == cli.EXIT_CONFIG
+    assert "missing required setting(s): evaluate.output" in capsys.readouterr().err
+
+
+def test_the_aeb_ships_with_emoray_and_is_the_default():
+    from emoray import aeb
+
+    assert Path(aeb.shipped()) == REPO / "emoray" / "data" / "aeb"
+    gold = aeb.extract(None, S3Config(), ["v_reg", "sst"])
+    assert gold.group_by("request").aggregate([([], "count_all")]).sort_by("request").to_pylist() \
+        == [{"request": "sst", "count_all": 2210}, {"request": "v_reg", "count_all": 74}]
+    assert (REPO / "emoray" / "data" / "aeb" / "LICENSE.EmoLLMs").is_file()

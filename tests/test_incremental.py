@@ -4,8 +4,6 @@ half-visible, a killed engine actor loses and duplicates nothing, bad rows becom
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -13,7 +11,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import pytest
 import ray
 
 from emoray import cli, io, table
@@ -41,7 +38,7 @@ def annotate(tiny_model, src, out, **kw):
 
 
 def committed(out):
-    return table.read_committed(*io.filesystem_for(out, S3Config()))
+    return table.AnnotationTable(out).read()
 
 
 def duplicate_keys(rows, keys=("doc_id", "task", "target", "prompt_version")):
@@ -59,7 +56,7 @@ def test_rerun_sends_nothing_and_new_rows_only_their_share(s3_endpoint, ray_loca
     again = annotate(tiny_model, src, out)
     assert (again.rows_out, again.prompts_sent, again.reused, again.already_held) == (0, 0, 0, 60)
     assert "nothing new" in again.render()
-    report = next(r for r in table.run_reports(*io.filesystem_for(out, S3Config()))
+    report = next(r for r in table.run_reports(table.AnnotationTable(out))
                   if r["run_id"] == again.run_id)
     assert report["engine_starts"] == 0 and report["status"] == "ok"
 
@@ -93,29 +90,6 @@ def test_rerun_sends_nothing_and_new_rows_only_their_share(s3_endpoint, ray_loca
         (first.run_id, 60, "ok")]
 
 
-@pytest.mark.parametrize("fault", ["chunk-file-partial", "chunk-file-written", "marker-partial"])
-def test_crash_before_commit_leaves_nothing_and_rerun_completes(
-        s3_endpoint, ray_local, tiny_model, fault):
-    src, out = f"s3://emoray-test/crash-{fault}/in", f"s3://emoray-test/crash-{fault}/out"
-    put_parquet(f"{src}/a.parquet", [f"c{i}" for i in range(20)], TEXTS[100:120])
-    command = [sys.executable, "-m", "emoray.cli", "annotate", "--input", src, "--output", out,
-               "--tasks", ",".join(TASK_SPEC), "--model", str(tiny_model), "--device", "cpu",
-               "--gpu-memory-utilization", "0.1", "--max-model-len", "512",
-               "--run-id", "crashed"]
-    env = {**os.environ, "EMORAY_FAULT": fault, "RAY_ADDRESS": ""}
-    crashed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert crashed.returncode == 17, crashed.stderr[-2000:]
-    assert committed(out).num_rows == 0
-    fs, root = io.filesystem_for(out, S3Config())
-    assert table.committed_chunks(fs, root) == []
-
-    done = annotate(tiny_model, src, out)
-    rows = committed(out)
-    assert done.rows_out == rows.num_rows == 20 * 2
-    assert set(rows["run_id"].to_pylist()) == {done.run_id}
-    assert duplicate_keys(rows) == 0
-
-
 def _engine_actor_pid():
     """The engine actor's process: Ray titles it `ray::MapWorker(...EngineStage...)`."""
     import psutil
@@ -131,7 +105,6 @@ def test_killed_engine_actor_loses_and_duplicates_nothing(s3_endpoint, ray_local
     n = 1200
     texts = [f"{TEXTS[i % len(TEXTS)]} #{i}" for i in range(n)]
     put_parquet(f"{src}/a.parquet", [f"k{i}" for i in range(n)], texts)
-    fs, root = io.filesystem_for(out, S3Config())
     result = {}
     worker = threading.Thread(target=lambda: result.update(summary=annotate(
         tiny_model, src, out, batch_size=8, commit_rows=100, run_id="killed")))
@@ -154,7 +127,8 @@ def test_killed_engine_actor_loses_and_duplicates_nothing(s3_endpoint, ray_local
     assert summary.rows_out == rows.num_rows == 2 * n
     assert duplicate_keys(rows, ("doc_id", "task", "target", "run_id")) == 0
     assert set(rows["status"].to_pylist()) == {"ok"}
-    report = next(r for r in table.run_reports(fs, root) if r["run_id"] == summary.run_id)
+    report = next(r for r in table.run_reports(table.AnnotationTable(out))
+                  if r["run_id"] == summary.run_id)
     assert report["engine_starts"] == 2
     assert summary.prompts_sent >= 2 * n
 
@@ -180,7 +154,7 @@ def test_bad_rows_become_statuses_and_a_corrupt_file_is_quarantined(
     status = dict(zip(bad["doc_id"].to_pylist(), bad["status"].to_pylist()))
     assert status == {"empty": "empty_text", "null": "empty_text", "bad-utf8": "invalid_text",
                       "huge": "truncated"}
-    report = next(r for r in table.run_reports(*io.filesystem_for(out, S3Config()))
+    report = next(r for r in table.run_reports(table.AnnotationTable(out))
                   if r["run_id"] == summary.run_id)
     [(bad_path, reason)] = report["bad_files"].items()
     assert bad_path.endswith("bad/in/corrupt.parquet") and "cannot read parquet file" in reason

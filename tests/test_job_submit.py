@@ -102,8 +102,7 @@ def test_annotate_job_submitted_to_a_ray_head_succeeds(ray_head, tiny_model):
     logs = ray_job(env, address, "logs", "emoray-annotate-1")
     assert "job 'emoray-annotate-1' succeeded" in status, status + logs[-3000:]
     assert "run job-night-1 committed to s3://emoray-test/job-submit/out/" in logs
-    rows = table.read_committed(*io.filesystem_for("s3://emoray-test/job-submit/out/",
-                                                    S3Config()))
+    rows = table.AnnotationTable("s3://emoray-test/job-submit/out/").read()
     assert rows.num_rows == 25 * 2
     assert set(rows["run_id"].to_pylist()) == {"job-night-1"}
     assert sorted(set(rows["task"].to_pylist())) == ["ei_oc", "v_reg"]

@@ -3,6 +3,7 @@ a dead holder's lease is taken over; a run that lost its lease stops."""
 
 import json
 import os
+import threading
 import time
 
 import pyarrow as pa
@@ -39,6 +40,41 @@ def test_stale_lease_taken_over_and_old_holder_stops(table_uri):
     with pytest.raises(LockedError, match="lease lost to another run"):
         old.renew()
     new.release()
+
+
+def test_a_timer_renews_the_lease_while_the_run_is_busy(table_uri):
+    with TableLock(table_uri, S3Config(), "busy", ttl_s=0.8) as lease:
+        first = lease.etag
+        time.sleep(1.5)  # no batch, no renew() call: only the timer keeps the lease
+        with pytest.raises(LockedError, match="being written by run busy"):
+            TableLock(table_uri, S3Config(), "other", ttl_s=0.8).acquire()
+        assert lease.etag != first
+        lease.check()
+
+
+def test_takeover_of_a_stale_local_lease_has_one_winner(tmp_path):
+    uri = str(tmp_path / "table")
+    TableLock(uri, S3Config(), "dead", ttl_s=0.2).acquire()
+    time.sleep(0.3)
+    takers = [TableLock(uri, S3Config(), f"taker-{i}", ttl_s=60) for i in range(8)]
+    outcomes = []
+
+    def take(lock):
+        try:
+            lock.acquire()
+            outcomes.append(lock.run_id)
+        except LockedError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=take, args=(t,)) for t in takers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [o for o in outcomes if o != "refused"]
+    assert len(winners) == 1 and outcomes.count("refused") == 7
+    with open(os.path.join(uri, LOCK)) as f:
+        assert json.load(f)["run_id"] == winners[0]
 
 
 def test_dead_process_on_this_host_releases_lease(tmp_path):
