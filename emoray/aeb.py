@@ -100,7 +100,8 @@ def extract(data: str | None, s3: S3Config, requests: list[str]) -> pa.Table:
                 content = fh.read().decode("utf-8")
         except (FileNotFoundError, OSError) as e:
             raise io.InputError(f"benchmark file {name} not found in {data} ({e}); point "
-                                "--data at an AEB folder, or leave it unset for the copy shipped with emoray") from None
+                                "--data at an AEB folder, or leave it unset for the copy "
+                                "shipped with emoray") from None
         tables.append(extract_file(content, name))
     gold = pa.concat_tables(tables) if tables else GOLD_SCHEMA.empty_table()
     return gold.filter(pc.is_in(gold["request"], pa.array(requests, pa.string())))

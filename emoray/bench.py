@@ -331,8 +331,8 @@ def table_bench(engine: EngineConfig, new_rows: int, stored_sizes: list[int],
     """The Delta table's figures: a nightly run of `new_rows` new texts against stored tables
     of each size (time to first prompt and total: how the incremental check grows with the
     table), the driver's commit rate (one commit per `chunk_rows`) against Ray Data's
-    `write_delta` (workers write the files, one commit) on `write_rows` rows, and the files of 30 small nights before and after
-    optimize."""
+    `write_delta` (workers write the files, one commit) on `write_rows` rows, and the files of
+    30 small nights before and after optimize."""
     from emoray import table
 
     requests = resolve(tasks)

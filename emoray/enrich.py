@@ -5,7 +5,9 @@ The annotation table is a Delta table (`emoray.table`). Where the cluster has de
 (`reader: delta`), Spark reads it with `format("delta")`; otherwise (`reader: files`, the
 default, and what runs here: the jars cannot be fetched without Maven) it reads exactly the
 Parquet files of the snapshot, as listed by the Delta log, so a crashed annotate run is never
-joined either way. `as_of` (a version or a timestamp) reproduces an earlier enriched table. The latest usable answer (status ok or truncated) per (doc_id, task, target) wins;
+joined either way. `as_of` (a version or a timestamp) reproduces an earlier enriched table.
+
+The latest usable answer (status ok or truncated) per (doc_id, task, target) wins;
 downstream rows are never dropped or duplicated (left join onto one row per doc_id).
 """
 
@@ -223,7 +225,8 @@ def enrich(spark, config: EnrichConfig) -> dict:
         if r.label is not None:
             labels.setdefault(f"{r.task}:{r.target}" if r.target else r.task, {})[r.label] = r["count"]
     return {
-        "model": model, "annotation_table_version": version, "downstream_rows": rows_in, "output_rows": counts.pop("rows"),
+        "model": model, "annotation_table_version": version, "downstream_rows": rows_in,
+        "output_rows": counts.pop("rows"),
         "filled": counts, "superseded_annotations": stats["superseded_rows"],
         "label_distribution": labels, "wall_s": round(time.perf_counter() - t0, 2),
     }

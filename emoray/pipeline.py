@@ -39,6 +39,10 @@ MATCH_LIMIT = 200_000
 held row of the model (the filter, shipped to every read task, would cost more than it saves)."""
 
 
+def _union(datasets: list):
+    return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
+
+
 class IncompleteRunError(RuntimeError):
     """A run committed fewer rows than its input asks for; a re-run fills the gap."""
 
@@ -169,11 +173,10 @@ class Annotator:
                                                        self.config.engine.constrained)
                     for r in self.requests}
         held = table.held_filter(self.model.name, versions)
-        if not any(True for _ in dt.to_pyarrow_dataset().get_fragments(filter=held)):
+        if next(iter(dt.to_pyarrow_dataset().get_fragments(filter=held)), None) is None:
             return None
-        new = self._inputs()
-        hashes = [h for h in (new[0].union(*new[1:]) if len(new) > 1 else new[0]).select_columns(
-            ["text_sha256"]).unique("text_sha256") if h is not None]
+        texts = _union(self._inputs()).select_columns(["text_sha256"])
+        hashes = [h for h in texts.unique("text_sha256") if h is not None]
         if len(hashes) <= MATCH_LIMIT:
             sha = pads.field("text_sha256")
             held = held & (sha.isin(hashes) | sha.is_null())
@@ -191,7 +194,7 @@ class Annotator:
         stored = self._stored()
         if stored is not None:
             parts.append(stored)
-        rows = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+        rows = _union(parts)
         planned = rows.repartition(cfg.shuffle_partitions, keys=["text_sha256"]).map_batches(
             stages.plan, batch_format="pyarrow", batch_size=None,
             fn_kwargs={"requests": self.requests, "template": cfg.engine.template,
