@@ -181,16 +181,14 @@ class AnnotationTable:
             raise
 
     def read(self, columns: list[str] | None = None, filter: pads.Expression | None = None,
-             as_of: str | int | datetime | None = None, dt=None) -> pa.Table:
-        """Rows of one snapshot (the latest, `as_of`, or `dt`), only `columns`, with `filter`
-        pushed down to partitions and file statistics. An absent table reads as empty."""
+             as_of: str | int | datetime | None = None) -> pa.Table:
+        """Rows of one snapshot (the latest, or `as_of`), only `columns`, with `filter` pushed
+        down to partitions and file statistics. An absent table reads as empty."""
         columns = columns or SCHEMA.names
-        if dt is None:
-            if as_of is None and not self.exists():
-                self.check_layout()
-                return SCHEMA.empty_table().select(columns)
-            dt = self.snapshot(as_of)
-        data = dt.to_pyarrow_dataset().to_table(columns=columns, filter=filter)
+        if as_of is None and not self.exists():
+            self.check_layout()
+            return SCHEMA.empty_table().select(columns)
+        data = self.snapshot(as_of).to_pyarrow_dataset().to_table(columns=columns, filter=filter)
         return data.cast(pa.schema([SCHEMA.field(c) for c in columns]))
 
     def file_uris(self, dt=None) -> list[str]:
