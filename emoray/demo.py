@@ -82,12 +82,13 @@ def read_it_yourself(config: AnnotateConfig) -> str:
     by_task = pl.scan_delta(annotations.uri, storage_options=annotations.reader_options
                             ).group_by("task").len()
     polars_rows = by_task.collect()["len"].sum()
-    dataset = annotations.snapshot().to_pyarrow_dataset()  # noqa: F841 (DuckDB reads it by name)
+    snapshot = annotations.snapshot()
+    dataset = snapshot.to_pyarrow_dataset()  # noqa: F841 (DuckDB reads it by name)
     duckdb_rows = duckdb.sql("SELECT count(*) FROM dataset").fetchall()[0][0]
     where = annotations.uri
     spark_path = "s3a://" + where[len("s3://"):] if where.startswith("s3://") else where
     return f"""
-The annotations are a Delta Lake table at {where} (version {annotations.snapshot().version()}).
+The annotations are a Delta Lake table at {where} (version {snapshot.version()}).
 Read it with what you already use (S3 settings: endpoint, region, credentials as for emoray):
 
   Polars   pl.scan_delta("{where}", storage_options=...).group_by("task").len().collect()

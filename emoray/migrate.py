@@ -9,7 +9,6 @@ transaction (run id, chunk), so an interrupted migration re-run copies each chun
 
 from __future__ import annotations
 
-import json
 import posixpath
 
 import pyarrow.dataset as pads
@@ -21,12 +20,7 @@ from emoray.config import S3Config
 
 def legacy_chunks(fs: pafs.FileSystem, root: str) -> list[dict]:
     """The old layout's commit markers, oldest first."""
-    folder = posixpath.join(root, table.LEGACY_COMMITS)
-    markers = []
-    for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
-        if info.base_name.endswith(".json") and not info.base_name.startswith("."):
-            with fs.open_input_stream(info.path) as f:
-                markers.append(json.loads(f.read()))
+    markers = table.read_json_files(fs, posixpath.join(root, table.LEGACY_COMMITS))
     return sorted(markers, key=lambda m: (m["committed_at"], m["run_id"], m["chunk"]))
 
 
@@ -50,9 +44,10 @@ def migrate(old: str, new: str, s3: S3Config | None = None) -> dict:
         data = pads.dataset(m["files"], schema=table.SCHEMA, filesystem=fs,
                             format="parquet").to_table()
         rows += data.num_rows
-        writer = writers.get(m["run_id"]) or writers.setdefault(m["run_id"], table.ChunkWriter(
-            target, m["run_id"], chunk_rows=1, lineage={"migrated_from": old}))
-        if writer.commit_chunk(data, m["chunk"]):
+        if m["run_id"] not in writers:
+            writers[m["run_id"]] = table.ChunkWriter(target, m["run_id"], chunk_rows=1,
+                                                     lineage={"migrated_from": old})
+        if writers[m["run_id"]].commit_chunk(data, m["chunk"]):
             copied += data.num_rows
     return {"old": old, "new": target.uri, "chunks": len(markers), "committed_rows": rows,
             "rows_copied": copied, "uncommitted_files_skipped": len(set(data_files) - committed),

@@ -32,6 +32,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from emoray.config import S3Config
+from emoray.io import filesystem_for
 
 SCHEMA = pa.schema([
     pa.field("doc_id", pa.string(), nullable=False),
@@ -62,7 +63,6 @@ Every non-list column: deltalake's pyarrow reader takes a column without statist
 whose values are all null, and would skip every file on a filter over it."""
 
 REPORTS = "_reports"
-DELTA_LOG = "_delta_log"
 LEGACY_COMMITS = "_commits"
 
 
@@ -127,11 +127,7 @@ class AnnotationTable:
             self.options.update(max_retries=str(self.s3.max_attempts - 1), retry_timeout="180s")
 
     def _fs(self) -> tuple[pafs.FileSystem, str]:
-        if self.uri.startswith("s3://"):
-            from emoray.io import s3_filesystem
-
-            return s3_filesystem(self.s3), self.uri[len("s3://"):]
-        return pafs.LocalFileSystem(), self.uri
+        return filesystem_for(self.uri, self.s3)
 
     def exists(self) -> bool:
         from deltalake import DeltaTable
@@ -261,11 +257,7 @@ class ChunkWriter:
     def flush(self) -> None:
         if not self.pending:
             return
-        data = pa.concat_tables(self.pending).cast(SCHEMA)
-        if self.commit_chunk(data, self.chunks):
-            counts = data.group_by("status").aggregate([("status", "count")]).to_pydict()
-            self.status_counts.update(dict(zip(counts["status"], counts["status_count"])))
-            self.rows += data.num_rows
+        self.commit_chunk(pa.concat_tables(self.pending).cast(SCHEMA), self.chunks)
         self.chunks += 1
         self.pending, self.pending_rows = [], 0
 
@@ -274,7 +266,8 @@ class ChunkWriter:
         True when this call committed it."""
         if self._recorded(chunk):
             return False
-        return self.commit(self.write_files(data, chunk), data, chunk)
+        self.commit(self.write_files(data, chunk), data, chunk)
+        return True
 
     def _recorded(self, chunk: int) -> bool:
         self.dt.update_incremental()
@@ -302,18 +295,21 @@ class ChunkWriter:
                 data_change=True, stats=file_stats(part)))
         return actions
 
-    def commit(self, actions: list, data: pa.Table, chunk: int) -> bool:
+    def commit(self, actions: list, data: pa.Table, chunk: int) -> None:
+        """Add the chunk's files in one transaction; count what committed."""
         from deltalake.transaction import CommitProperties, Transaction
 
-        counts = Counter(data["status"].to_pylist())
+        grouped = data.group_by("status").aggregate([("status", "count")]).to_pydict()
+        counts = dict(zip(grouped["status"], grouped["status_count"]))
         info = {**self.lineage, "run_id": self.run_id, "chunk": str(chunk),
-                "rows": str(data.num_rows), "status_counts": json.dumps(dict(counts))}
+                "rows": str(data.num_rows), "status_counts": json.dumps(counts)}
         self.dt.create_write_transaction(
             actions, mode="append", schema=SCHEMA, partition_by=PARTITION_BY,
             commit_properties=CommitProperties(
                 custom_metadata=info,
                 app_transactions=[Transaction(app_id=self.run_id, version=chunk)]))
-        return True
+        self.status_counts.update(counts)
+        self.rows += data.num_rows
 
 
 def runs(table: AnnotationTable) -> dict[str, dict]:
@@ -349,18 +345,22 @@ def write_report(table: AnnotationTable, report: dict) -> None:
         f.write(json.dumps(report, indent=2, default=str).encode())
 
 
+def read_json_files(fs: pafs.FileSystem, folder: str) -> list[dict]:
+    """Every `*.json` object directly under `folder` (none when it is absent)."""
+    out = []
+    for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+        if info.base_name.endswith(".json") and not info.base_name.startswith("."):
+            with fs.open_input_stream(info.path) as f:
+                out.append(json.loads(f.read()))
+    return out
+
+
 def run_reports(table: AnnotationTable) -> list[dict]:
     """Run reports, newest first, with rows and status counts from the table's commits. Runs
     with commits but no report (a driver that died) appear with status `incomplete`."""
     table.check_layout()
     fs, root = table._fs()
-    reports = {}
-    for info in fs.get_file_info(pafs.FileSelector(posixpath.join(root, REPORTS),
-                                                   allow_not_found=True)):
-        if info.base_name.endswith(".json") and not info.base_name.startswith("."):
-            with fs.open_input_stream(info.path) as f:
-                r = json.loads(f.read())
-            reports[r["run_id"]] = r
+    reports = {r["run_id"]: r for r in read_json_files(fs, posixpath.join(root, REPORTS))}
     committed = runs(table)
     for run_id, counts in committed.items():
         reports.setdefault(run_id, {"run_id": run_id, "status": "incomplete",
