@@ -223,8 +223,7 @@ def main_bench(scenario: str, engine: EngineConfig, sizes: tuple[int, int], task
                batch_size: int, commit_rows: int, as_json: bool, concurrency: int = 1,
                sides: tuple[str, ...] = SIDES) -> None:
     """Run a scenario against S3 on 127.0.0.1 and local Ray, and print its figures."""
-    import ray
-
+    from emoray.runtime import start_ray
     from emoray.s3local import local_s3
 
     if scenario == "enrich":
@@ -235,8 +234,7 @@ def main_bench(scenario: str, engine: EngineConfig, sizes: tuple[int, int], task
         print(json.dumps(result, indent=None if as_json else 2))
         return
     with local_s3("emoray-bench"):
-        ray.init(ignore_reinit_error=True, include_dashboard=False,
-                 runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}})
+        start_ray()
         if scenario == "table":
             result = table_bench(engine, sizes[0], list(sizes[1:]), tasks, "s3://emoray-bench")
             print(json.dumps(result, indent=None if as_json else 2))

@@ -5,7 +5,8 @@ Settings come from a YAML profile (`--config conf/<profile>.yaml`), `EMORAY_*` e
 variables, then command-line flags; every flag maps to one field of
 `emoray.config.AnnotateConfig`. Exit codes, for schedulers: 0 ok, 1 unexpected failure,
 2 bad configuration, 3 bad input, 4 table locked by another run, 5 quality gate failed (nothing
-annotated), 6 partial failure (some output committed; re-running completes it).
+annotated), 6 partial failure (some output committed; re-running completes it), 7 the engine
+could not start (or would not fit in memory; nothing annotated).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from emoray.config import AnnotateConfig, BenchConfig, ConfigError, RunsConfig, load_config
+from emoray.runtime import start_ray
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INPUT, EXIT_LOCKED, EXIT_GATE, EXIT_PARTIAL = range(7)
+(EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INPUT, EXIT_LOCKED, EXIT_GATE, EXIT_PARTIAL,
+ EXIT_ENGINE) = range(8)
 
 # flag name → dotted config key
 ENGINE_OVERRIDES = {
@@ -27,6 +30,7 @@ ENGINE_OVERRIDES = {
     "tensor_parallel_size": "engine.tensor_parallel_size",
     "gpu_memory_utilization": "engine.gpu_memory_utilization",
     "max_model_len": "engine.max_model_len", "template": "engine.template",
+    "kv_cache_gib": "engine.kv_cache_gib",
     "s3_endpoint_url": "s3.endpoint_url", "s3_region": "s3.region",
 }
 OVERRIDES = {
@@ -51,11 +55,15 @@ def _engine_flags(p: argparse.ArgumentParser, config_default: str | None) -> Non
     p.add_argument("--tensor-parallel-size", type=int)
     p.add_argument("--gpu-memory-utilization", type=float)
     p.add_argument("--max-model-len", type=int)
+    p.add_argument("--kv-cache-gib", type=float, help="CPU engines: KV cache size (default: "
+                   "sized to the machine's free memory)")
     p.add_argument("--template", type=int, help="instruction paraphrase index (0 = canonical)")
     p.add_argument("--device", choices=["auto", "gpu", "cpu"])
     p.add_argument("--s3-endpoint-url")
     p.add_argument("--s3-region")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's, Ray Data's and the engine's own logs and progress tables")
 
 
 def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
@@ -72,6 +80,9 @@ def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
     p.add_argument("--on-bad-file", choices=["fail", "skip", "quarantine"],
                    help="what to do with an unreadable file or one lacking a column")
     p.add_argument("--run-id")
+    p.add_argument("--dry-run", action="store_true",
+                   help="plan only: rows, already held, prompts and prompt tokens per task, "
+                   "estimated GPU-hours and cost; no engine starts, nothing is written")
     p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
                    help="score the gold canary first and stop below the thresholds "
                    "(profile key gate.enabled)")
@@ -88,25 +99,27 @@ def job_config(args: argparse.Namespace, flags: dict[str, str] = OVERRIDES,
 
 
 def cmd_annotate(args) -> int:
-    import ray
-
     from emoray.pipeline import build_annotator
 
     annotator = build_annotator(job_config(args))
-    ray.init(address=args.ray_address, ignore_reinit_error=True)
+    start_ray(args.ray_address, args.verbose)
+    if args.dry_run:
+        from emoray.pipeline import render_dry_run
+
+        plan = annotator.dry_run()
+        print(json.dumps(plan) if args.json else render_dry_run(plan))
+        return EXIT_OK
     summary = annotator.run()
     print(json.dumps(summary.as_dict()) if args.json else summary.render())
     return EXIT_OK
 
 
 def cmd_evaluate(args) -> int:
-    import ray
-
     from emoray.evaluate import evaluate, render_summary
 
     config = job_config(args, EVALUATE_OVERRIDES)
     config.require("evaluate.output")
-    ray.init(address=args.ray_address, ignore_reinit_error=True)
+    start_ray(args.ray_address, args.verbose)
     result = evaluate(config)
     print(json.dumps(result, default=str) if args.json else render_summary(result))
     return EXIT_OK
@@ -125,12 +138,19 @@ def cmd_canary(args) -> int:
 
 
 def cmd_nightly(args) -> int:
-    import ray
-
     from emoray.nightly import render, run_nightly
 
     config = job_config(args)
-    ray.init(address=args.ray_address, ignore_reinit_error=True)
+    start_ray(args.ray_address, args.verbose)
+    if args.dry_run:
+        from emoray.nightly import for_date
+        from emoray.pipeline import build_annotator, render_dry_run
+
+        plan = build_annotator(for_date(config, args.date)).dry_run()
+        print(json.dumps(plan) if args.json else render_dry_run(plan) +
+              "\n  (a nightly dry run plans the annotate step; the gate, compaction and "
+              "enrichment do not run)")
+        return EXIT_OK
     result = run_nightly(config, args.date)
     print(json.dumps(result, default=str) if args.json else render(result))
     return EXIT_OK
@@ -147,7 +167,8 @@ def cmd_demo(args) -> int:
             "output": args.output or f"s3://{BUCKET}/annotations/",
             "engine.model": model,
         })
-        run_demo(config, model_given=bool(args.model))
+        run_demo(config, model_given=bool(args.model), verbose=args.verbose,
+                 dry_run=args.dry_run)
     return EXIT_OK
 
 
@@ -212,9 +233,10 @@ def cmd_runs(args) -> int:
         print(json.dumps(reports, default=str))
         return EXIT_OK
     columns = ["run_id", "status", "started_at", "rows_in", "rows_out", "already_held",
-               "prompts_sent", "reused", "wall_s", "rows_per_s"]
+               "prompts_sent", "reused", "wall_s", "rows_per_s", "engine_s", "cost_usd"]
     print("  ".join(columns))
     for r in reports:
+        r = {**r, **{k: v for k, v in (r.get("usage") or {}).items() if k in columns}}
         print("  ".join(str(r.get(c, "-")) for c in columns))
     if not reports:
         print(f"(no runs in {config.output})")
@@ -302,14 +324,46 @@ def cmd_models(args) -> int:
     return EXIT_OK
 
 
+EXAMPLES = {
+    "annotate": ["emoray annotate --input ./texts --output ./affect --tasks v_reg,e_c "
+                 "--model .emoray/tiny-model --device cpu",
+                 "emoray annotate --input ./texts --output ./affect --dry-run",
+                 "emoray annotate --config conf/cluster.yaml --input s3://lake/texts/ "
+                 "--output s3://lake/affect/"],
+    "evaluate": ["emoray evaluate --config conf/local.yaml --model .emoray/tiny-model "
+                 "--output ./eval --limit 20"],
+    "nightly": ["emoray nightly --config conf/cluster.yaml --date 2026-11-24",
+                "emoray nightly --config conf/cluster.yaml --dry-run"],
+    "canary": ["emoray canary --out ./canary.jsonl --tasks v_reg,e_c --limit 10"],
+    "demo": ["emoray demo", "emoray demo --tasks v_reg --verbose"],
+    "bench": ["emoray bench --config conf/local.yaml --tasks v_reg --rows 2000,10000"],
+    "enrich": ["emoray enrich --annotations ./affect --downstream ./posts.parquet --key post_id "
+               "--output ./posts_affect"],
+    "runs": ["emoray runs --output ./affect --limit 5"],
+    "table": ["emoray table history ./affect --limit 10",
+              "emoray table vacuum s3://lake/affect/ --retain-hours 168"],
+    "tiny-model": ["emoray tiny-model .emoray/tiny-model"],
+    "tasks": ["emoray tasks"],
+    "models": ["emoray models"],
+}
+"""A working example per command, shown by its --help (tests parse every one)."""
+
+
+def _command(sub, name: str, **kwargs) -> argparse.ArgumentParser:
+    epilog = "example" + ("s" if len(EXAMPLES[name]) > 1 else "") + ":\n" + "\n".join(
+        f"  {line}" for line in EXAMPLES[name])
+    return sub.add_parser(name, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emoray", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    a = sub.add_parser("annotate", help="annotate a dataset with affect labels")
+    a = _command(sub, "annotate", help="annotate a dataset with affect labels")
     _job_flags(a, None)
     a.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     a.set_defaults(fn=cmd_annotate)
-    v = sub.add_parser("evaluate", help="score a model on the AEB gold data through the "
+    v = _command(sub, "evaluate", help="score a model on the AEB gold data through the "
                        "annotate pipeline (metrics.json, report.md, chart.png)")
     _engine_flags(v, None)
     v.add_argument("--data", help="folder of the AEB files (local or s3://; default: the copy "
@@ -321,13 +375,13 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--references", help="YAML of reference scores (default conf/references.yaml)")
     v.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     v.set_defaults(fn=cmd_evaluate)
-    n = sub.add_parser("nightly", help="one night: quality gate, annotate, then enrich (Spark)")
+    n = _command(sub, "nightly", help="one night: quality gate, annotate, then enrich (Spark)")
     _job_flags(n, None)
     n.add_argument("--date", help="date partition YYYY-MM-DD filling {date} in the profile's "
                    "paths (default: today, UTC)")
     n.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     n.set_defaults(fn=cmd_nightly)
-    c = sub.add_parser("canary", help="draw a gold canary set from the AEB for the quality gate")
+    c = _command(sub, "canary", help="draw a gold canary set from the AEB for the quality gate")
     c.add_argument("--data", help="folder of the AEB files (local or s3://; default: the copy "
                    "shipped with emoray)")
     c.add_argument("--out", required=True, help="JSONL file to write (local or s3://)")
@@ -336,10 +390,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--config", help="profile for S3 settings")
     c.set_defaults(fn=cmd_canary)
-    d = sub.add_parser("demo", help="run the job on the embedded default (local Ray + local S3)")
+    d = _command(sub, "demo", help="run the job on the embedded default (local Ray + local S3)")
     _job_flags(d, "conf/local.yaml" if Path("conf/local.yaml").is_file() else None)
     d.set_defaults(fn=cmd_demo)
-    b = sub.add_parser("bench", help="bare LLM.generate, the engine and the full pipeline "
+    b = _command(sub, "bench", help="bare LLM.generate, the engine and the full pipeline "
                        "side by side on the same prompts (rows/s, tokens/s, ratios)")
     b.add_argument("scenario", nargs="?", default="throughput",
                    choices=["throughput", "nightly", "enrich", "table"],
@@ -367,7 +421,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--max-model-len", type=int)
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench)
-    e = sub.add_parser("enrich", help="join the latest affect labels onto a downstream dataset "
+    e = _command(sub, "enrich", help="join the latest affect labels onto a downstream dataset "
                        "(Spark)")
     e.add_argument("--config", help="YAML profile of EnrichConfig settings")
     e.add_argument("--annotations", help="annotation table root (local, s3://, s3a://)")
@@ -387,14 +441,14 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--s3-endpoint-url")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_enrich)
-    r = sub.add_parser("runs", help="list recent runs of an annotation table from their reports")
+    r = _command(sub, "runs", help="list recent runs of an annotation table from their reports")
     r.add_argument("--output", help="annotation table root (default: the profile's output)")
     r.add_argument("--config")
     r.add_argument("--limit", type=int, default=20)
     r.add_argument("--s3-endpoint-url")
     r.add_argument("--json", action="store_true")
     r.set_defaults(fn=cmd_runs)
-    tb = sub.add_parser("table", help="the annotation table (Delta): history, optimize, "
+    tb = _command(sub, "table", help="the annotation table (Delta): history, optimize, "
                         "vacuum, migrate from the old marker layout")
     tb.add_argument("action", choices=["history", "optimize", "vacuum", "migrate"])
     tb.add_argument("table", nargs="?", help="table location (default: the profile's output); "
@@ -409,17 +463,18 @@ def parser() -> argparse.ArgumentParser:
     tb.add_argument("--s3-endpoint-url")
     tb.add_argument("--json", action="store_true")
     tb.set_defaults(fn=cmd_table)
-    t = sub.add_parser("tiny-model", help="build a random-weight LLaMA checkpoint: the tiny test "
+    t = _command(sub, "tiny-model", help="build a random-weight LLaMA checkpoint: the tiny test "
                        "model, or LLaMA-2-7B's shape for GPU benchmarks")
     t.add_argument("--shape", choices=["tiny", "llama-2-7b"], default="tiny")
     t.add_argument("dir")
     t.set_defaults(fn=cmd_tiny_model)
-    sub.add_parser("tasks", help="list the task catalog").set_defaults(fn=cmd_tasks)
-    sub.add_parser("models", help="list the known EmoLLMs").set_defaults(fn=cmd_models)
+    _command(sub, "tasks", help="list the task catalog").set_defaults(fn=cmd_tasks)
+    _command(sub, "models", help="list the known EmoLLMs").set_defaults(fn=cmd_models)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from emoray.engine import EngineStartError
     from emoray.enrich import EnrichError
     from emoray.gate import GateError
     from emoray.io import InputError
@@ -436,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     except (IncompleteRunError, PartialFailure) as e:
         print(f"emoray: {e}", file=sys.stderr)
         return EXIT_PARTIAL
+    except EngineStartError as e:
+        print(f"emoray: {e}", file=sys.stderr)
+        return EXIT_ENGINE
     except LockedError as e:
         print(f"emoray: {e}", file=sys.stderr)
         return EXIT_LOCKED

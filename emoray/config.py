@@ -64,6 +64,11 @@ class EngineConfig(_Strict):
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="Share of GPU memory vLLM may take; on CPU, the share of "
         "NUMA node 0 memory reserved for the KV cache.")
+    kv_cache_gib: float | None = Field(
+        None, gt=0, description="CPU engines: memory for the KV cache, in GiB. Unset: a quarter "
+        "of the memory available when the engine starts, at most 4 GiB (or, when "
+        "gpu_memory_utilization is set, vLLM's share-of-node rule). GPUs size theirs by "
+        "gpu_memory_utilization.")
     max_model_len: int = Field(
         2048, ge=64, description="Context length; longer texts are cut to fit (status truncated).")
     enable_prefix_caching: bool = Field(
@@ -157,6 +162,18 @@ class EnrichConfig(_Strict):
     s3: S3Config = Field(default_factory=S3Config, description="Object store settings.")
 
 
+class CostConfig(_Strict):
+    gpu_hour_usd: float | None = Field(
+        None, ge=0, description="Price of one engine device-hour in US dollars (a GPU; on CPU "
+        "engines, one engine actor). Unset: reports give device-hours, no dollars.")
+    tokens_per_s: float | None = Field(
+        None, gt=0, description="Prompt tokens one engine device processes per second, for "
+        "`--dry-run`'s time estimate; take it from `emoray bench` or an earlier run report "
+        "(prompt_tokens / engine_s). Unset on GPUs: the cost model of docs/performance.md "
+        "(half of an H100's dense bf16 peak over 2 FLOP per parameter per token); unset on "
+        "CPUs: no time estimate.")
+
+
 class AnnotateConfig(_Strict):
     input: str | None = Field(None, description="Input dataset: s3://bucket/prefix or a local "
                               "file or folder of Parquet, JSONL or CSV files.")
@@ -201,6 +218,11 @@ class AnnotateConfig(_Strict):
     shuffle_partitions: int = Field(
         16, ge=1, description="Hash partitions of the dedup/incremental shuffle.")
     run_id: str | None = Field(None, description="Run id; default: UTC time plus a random suffix.")
+    progress_interval_s: float = Field(
+        30, ge=0, description="When stderr is not a terminal (logs, CI, `ray job logs`), one "
+        "progress line every this many seconds; on a terminal a live bar. 0: no progress.")
+    cost: CostConfig = Field(default_factory=CostConfig, description="Prices and "
+                             "speeds for the cost estimate of `--dry-run` and the run report.")
     s3: S3Config = Field(default_factory=S3Config, description="Object store settings.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Quality gate run before "
                              "annotating.")
@@ -306,10 +328,32 @@ def load_config(profile: str | Path | None, overrides: dict[str, Any] | None = N
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        lines = [f"  {'.'.join(map(str, err['loc']))}: {err['msg']}"
-                 + (f" (from environment variable {ENV_PREFIX}"
-                    f"{'__'.join(map(str, err['loc'])).upper()})"
-                    if '.'.join(map(str, err['loc'])) in env else "")
-                 for err in e.errors()]
+        lines = []
+        for err in e.errors():
+            dotted = ".".join(map(str, err["loc"]))
+            msg = (_unknown_key(model, err["loc"]) if err["type"] == "extra_forbidden"
+                   else err["msg"])
+            source = (f" (from environment variable {ENV_PREFIX}"
+                      f"{'__'.join(map(str, err['loc'])).upper()})" if dotted in env else "")
+            lines.append(f"  {dotted}: {msg}{source}")
         where = f" in {profile}" if profile else ""
-        raise ConfigError(f"invalid configuration{where}:\n" + "\n".join(lines)) from None
+        raise ConfigError(f"invalid configuration{where}; fix the setting(s) below (every key "
+                          "is described in emoray/config.py):\n" + "\n".join(lines)) from None
+
+
+def _unknown_key(model: type[BaseModel], loc: tuple) -> str:
+    """'unknown key; did you mean X? valid keys here: ...' for a misspelt key at `loc`."""
+    import difflib
+
+    section = model
+    for key in loc[:-1]:
+        field = section.model_fields.get(str(key))
+        kinds = [field.annotation, *getattr(field.annotation, "__args__", ())] if field else []
+        section = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)),
+                       None)
+        if section is None:
+            return "unknown key"
+    valid = list(section.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key; {hint}valid keys here: {', '.join(valid)}"

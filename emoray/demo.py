@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 
 from emoray import io, table
 from emoray.config import AnnotateConfig
-from emoray.pipeline import build_annotator
+from emoray.pipeline import build_annotator, render_dry_run
+from emoray.runtime import start_ray
 from emoray.sample import sample_texts
 from emoray.tiny_model import build_tiny_model
 
@@ -46,17 +47,18 @@ def upload_sample(config: AnnotateConfig) -> int:
     return data.num_rows
 
 
-def run_demo(config: AnnotateConfig, model_given: bool, docs: int = 2) -> None:
+def run_demo(config: AnnotateConfig, model_given: bool, docs: int = 2,
+             verbose: bool = False, dry_run: bool = False) -> None:
     """Annotate the sample on the local S3 endpoint (which must already be running) and print
-    a few rows and the summary."""
-    import ray
-
+    a few rows and the summary (with `dry_run`, what annotating would send and cost)."""
     if not model_given:
         print(WARNING)
     n = upload_sample(config)
     print(f"uploaded {n} sample texts to {config.input}")
-    ray.init(ignore_reinit_error=True, include_dashboard=False,
-             runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}})
+    start_ray(verbose=verbose)
+    if dry_run:
+        print(render_dry_run(build_annotator(config).dry_run()))
+        return
     summary = build_annotator(config).run()
     rows = table.AnnotationTable(config.output, config.s3).read(
         ["doc_id", "task", "target", "score", "label", "labels", "confidence", "status",

@@ -21,12 +21,14 @@ import copy
 import functools
 import math
 import sys
+import time
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from emoray.config import EngineConfig
 from emoray.models import resolve_model
+from emoray.prompting import PromptFitter
 from emoray.stages import require
 from emoray.tasks import TASKS, Task
 
@@ -68,14 +70,100 @@ def _grammar(regex: str) -> str:
     return str(xgrammar.Grammar.from_regex(regex))
 
 
+GIB = 1 << 30
+AUTO_KV_SHARE, AUTO_KV_MAX = 0.25, 4 * GIB
+"""A CPU engine's KV cache when unset: this share of the available memory, at most this much.
+vLLM's own CPU rule (gpu_memory_utilization times the whole node, which must all be free at
+start) fails on any machine where other processes hold more than (1 - share) of it."""
+
+
+class EngineStartError(RuntimeError):
+    """The engine could not start (or would not fit); the message says which setting to change."""
+
+
+def cpu_kv_cache_bytes(config: EngineConfig, available: int | None = None) -> int | None:
+    """The KV cache size a CPU engine asks vLLM for, or None to leave vLLM's share rule on
+    (gpu_memory_utilization set explicitly, as the bench and test profiles do)."""
+    if config.kv_cache_gib is not None:
+        return int(config.kv_cache_gib * GIB)
+    if "gpu_memory_utilization" in config.model_fields_set:
+        return None
+    if available is None:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    return int(min(available * AUTO_KV_SHARE, AUTO_KV_MAX))
+
+
+def _weights_bytes(source: str) -> int | None:
+    """Bytes of a local checkpoint's weight files (None for a hub id)."""
+    from pathlib import Path
+
+    folder = Path(source)
+    if not folder.is_dir():
+        return None
+    return sum(f.stat().st_size for f in folder.iterdir()
+               if f.suffix in (".safetensors", ".bin", ".pt"))
+
+
+def check_fits(config: EngineConfig) -> None:
+    """Before any engine starts: the context length is one the checkpoint has, and a CPU
+    engine's weights plus KV cache fit the memory available on this machine. Raises
+    EngineStartError / ConfigError naming the setting to change."""
+    import json
+    from pathlib import Path
+
+    import psutil
+
+    from emoray.config import ConfigError
+
+    model = resolve_model(config.model)
+    config_file = Path(model.source) / "config.json"
+    if config_file.is_file():
+        limit = json.loads(config_file.read_text()).get("max_position_embeddings")
+        if limit and config.max_model_len > limit:
+            raise ConfigError(
+                f"engine.max_model_len {config.max_model_len} is longer than model {model.name} "
+                f"was built for ({limit} positions): set --max-model-len {limit} or less")
+    if config.device != "cpu":
+        return
+    available = psutil.virtual_memory().available
+    kv = cpu_kv_cache_bytes(config, available)
+    if kv is None:
+        kv = int(config.gpu_memory_utilization * psutil.virtual_memory().total)
+    weights = _weights_bytes(model.source) or 0
+    if weights + kv > available:
+        raise EngineStartError(
+            f"the CPU engine would not fit in memory: model {model.name} needs "
+            f"{weights / GIB:.1f} GiB of weights plus {kv / GIB:.1f} GiB of KV cache, and this "
+            f"machine has {available / GIB:.1f} GiB available. Lower the KV cache "
+            "(--kv-cache-gib, profile key engine.kv_cache_gib; or leave both it and "
+            "--gpu-memory-utilization unset to size it to the machine), free memory, or use a "
+            "smaller model.")
+
+
+def start_failure(config: EngineConfig, error: BaseException) -> str:
+    """One paragraph for an engine that failed to start: what, where, which settings."""
+    import socket
+
+    cause = str(error).strip().splitlines()
+    reason = f"{type(error).__name__}: {cause[-1] if cause else ''}"
+    return (f"the {config.device} engine for model {config.model} failed to start on "
+            f"{socket.gethostname()} ({reason}). Check the engine settings: --device, "
+            "--max-model-len, --gpu-memory-utilization (GPUs), --kv-cache-gib (CPUs), "
+            "--tensor-parallel-size; run again with --verbose to see the engine's own log.")
+
+
 class Engine:
     """One vLLM engine plus the per-task decoding settings."""
 
     def __init__(self, config: EngineConfig):
         from vllm import LLM
+        from vllm.platforms import current_platform
 
         self.config = config
         self.model = resolve_model(config.model)
+        kv_bytes = cpu_kv_cache_bytes(config) if current_platform.is_cpu() else None
         self.llm = LLM(
             model=self.model.source,
             max_model_len=config.max_model_len,
@@ -86,16 +174,17 @@ class Engine:
             seed=config.seed,
             enforce_eager=config.enforce_eager,
             **({"block_size": config.block_size} if config.block_size else {}),
+            **({"kv_cache_memory_bytes": kv_bytes} if kv_bytes else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
         self._reset_decoding()
 
     def _reset_decoding(self) -> None:
         """Empty the caches derived from the decoding settings (sampling params by task or
-        scoring step, prompt overhead by task and target, candidate token paths by task)."""
+        scoring step, candidate token paths by task, the prompt fitter's overheads)."""
         self._params: dict[object, object] = {}
-        self._overhead: dict[tuple[str, str | None], int] = {}
         self._candidates: dict[str, Candidates | None] = {}
+        self.fitter = PromptFitter(self.config, self.tokenizer)
 
     def variant(self, **settings) -> Engine:
         """This engine (the same vLLM instance) with other decoding settings, e.g.
@@ -147,10 +236,10 @@ class Engine:
                     and task.answer.candidates()):
                 target = task.targets[0] if task.targets else None
                 head = task.prompt("x", target, self.config.template)
-                head_ids = self._count(head)
+                head_ids = self.fitter.count(head)
                 paths = {}
                 for c in task.answer.candidates():
-                    ids = self._count(head + c)
+                    ids = self.fitter.count(head + c)
                     if ids[:len(head_ids)] != head_ids:
                         print(f"emoray: class {c!r} of task {task.name} merges with the prompt's "
                               "last token; constraining that task by grammar instead",
@@ -164,29 +253,8 @@ class Engine:
                 self._candidates[task.name] = Candidates(paths)
         return self._candidates[task.name]
 
-    def _count(self, text: str, special: bool = True) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
-
     def fit(self, task: Task, text: str, target: str | None) -> tuple[str, bool]:
-        """The prompt for `text`, cut so prompt plus answer fit the context; (prompt, truncated).
-        Only texts that could be too long are tokenized: a token holds at least one byte."""
-        template = self.config.template
-        key = (task.name, target)
-        if key not in self._overhead:
-            self._overhead[key] = len(self._count(task.prompt("", target, template)))
-        budget = self.config.max_model_len - task.max_tokens - self._overhead[key] - 2
-        if len(text.encode("utf-8")) <= budget:
-            return task.prompt(text, target, template), False
-        ids = self._count(text, special=False)
-        if len(ids) <= budget:
-            return task.prompt(text, target, template), False
-        limit = self.config.max_model_len - task.max_tokens
-        keep = max(budget, 0)
-        while True:
-            prompt = task.prompt(self.tokenizer.decode(ids[:keep]), target, template)
-            if len(self._count(prompt)) <= limit or keep == 0:
-                return prompt, True
-            keep = max(keep - 8, 0)
+        return self.fitter.fit(task, text, target)
 
     def generate(self, tasks: list[Task], texts: list[str], targets: list[str | None]
                  ) -> list[Generation]:
@@ -288,12 +356,22 @@ class EngineStage:
         self.stats = stats
         self.engine_class = engine_class
         self._engine: Engine | None = None
+        if stats is not None:
+            stats.actor_started.remote(time.time())
 
     @property
     def engine(self) -> Engine:
         """Started on the first prompt, so a run with nothing new starts no engine."""
         if self._engine is None:
-            self._engine = self.engine_class(self.config)
+            try:
+                self._engine = self.engine_class(self.config)
+            except Exception as e:
+                message = start_failure(self.config, e)
+                if self.stats is not None:  # exception causes do not survive Ray's pickling
+                    import ray
+
+                    ray.get(self.stats.engine_failed.remote(message))
+                raise EngineStartError(message) from e
             if self.stats is not None:
                 self.stats.add.remote(engine_starts=1)
         return self._engine

@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from emoray.config import S3Config
+from emoray.config import ConfigError, S3Config
 
 EXTENSIONS = {
     ".parquet": "parquet", ".pq": "parquet",
@@ -48,6 +48,41 @@ def s3_filesystem(s3: S3Config) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+CREDENTIAL_CHAIN = (
+    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary keys); "
+    "AWS_PROFILE naming a profile in ~/.aws/credentials or ~/.aws/config (or "
+    "AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE); a web identity (AWS_ROLE_ARN with "
+    "AWS_WEB_IDENTITY_TOKEN_FILE, as on EKS); a container or EC2 instance role")
+
+
+def require_credentials(*uris: str | None) -> None:
+    """Fail before any work when an s3:// location is named and the AWS credential chain (the
+    one pyarrow's and botocore's clients both follow) finds no credentials."""
+    s3 = [u for u in uris if u and u.startswith("s3://")]
+    if not s3:
+        return
+    import botocore.session
+
+    if botocore.session.get_session().get_credentials() is None:
+        raise ConfigError(
+            f"no AWS credentials for {s3[0]}: give them to emoray the standard AWS way, "
+            f"looked up in this order: {CREDENTIAL_CHAIN}. Credentials never go in a profile.")
+
+
+def check_apart(input_uri: str, output_uri: str) -> None:
+    """The output table must not lie inside the input: the next run would read the table's own
+    files back as input."""
+    def norm(uri: str) -> str:
+        return uri.rstrip("/") if "://" in uri else os.path.abspath(uri)
+
+    src, out = norm(input_uri), norm(output_uri)
+    if out == src or out.startswith(src + "/"):
+        raise ConfigError(
+            f"output {output_uri} lies inside input {input_uri}: put the annotation table "
+            "beside the input (e.g. s3://bucket/annotations/ next to s3://bucket/texts/), or "
+            "its files are read back as input next run")
+
+
 def filesystem_for(uri: str, s3: S3Config) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for `s3://bucket/key` or a local path."""
     if uri.startswith("s3://"):
@@ -71,7 +106,8 @@ def list_inputs(uri: str, fs: pafs.FileSystem, path: str, fmt: str = "auto") -> 
     except OSError as e:
         raise InputError(f"cannot reach input {uri}: {e}") from None
     if info.type == pafs.FileType.NotFound:
-        raise InputError(f"input {uri} does not exist: check the path or bucket name")
+        raise InputError(f"input {uri} does not exist (no file, folder or prefix there): check "
+                         "the path and bucket name")
     if info.type == pafs.FileType.File:
         found = _format_of(path, fmt)
         if not found:

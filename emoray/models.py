@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from emoray.config import ConfigError
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -45,7 +47,7 @@ def resolve_model(model: str) -> ModelSpec:
     for spec in EMOLLMS.values():
         if model in (spec.name, spec.source):
             if not spec.decoder_only:
-                raise ValueError(
+                raise ConfigError(
                     f"model {spec.name} is an encoder-decoder ({spec.architecture}), which vLLM "
                     f"no longer serves; use one of the decoder-only EmoLLMs: {_supported()}"
                 )
@@ -54,16 +56,16 @@ def resolve_model(model: str) -> ModelSpec:
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
-            raise ValueError(f"model folder {path} has no config.json: not a checkpoint")
+            raise ConfigError(f"model folder {path} has no config.json: not a checkpoint")
         config = json.loads(config_file.read_text())
         architecture = (config.get("architectures") or ["unknown"])[0]
         if config.get("is_encoder_decoder"):
-            raise ValueError(
+            raise ConfigError(
                 f"model folder {path} holds an encoder-decoder ({architecture}), which vLLM "
                 f"no longer serves; use a decoder-only checkpoint such as {_supported()}"
             )
         return ModelSpec(path.name, str(path.resolve()), architecture)
-    raise ValueError(
+    raise ConfigError(
         f"unknown model {model!r}: give an EmoLLMs name ({_supported()}) "
         "or the path of a local checkpoint folder"
     )

@@ -26,12 +26,14 @@ from datetime import datetime, timezone
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from emoray import io, labels, stages, table
+from emoray import cost, io, labels, stages, table
 from emoray.config import AnnotateConfig
-from emoray.engine import Engine, EngineStage, engine_resources
+from emoray.engine import Engine, EngineStage, EngineStartError, check_fits, engine_resources
 from emoray.lock import TableLock
 from emoray.models import resolve_model
-from emoray.tasks import resolve
+from emoray.cost import devices_per_engine
+from emoray.progress import Progress
+from emoray.tasks import TASKS, resolve
 
 
 MATCH_LIMIT = 200_000
@@ -54,6 +56,22 @@ class RunStats:
     def __init__(self):
         self.counts: Counter = Counter()
         self.first: dict[str, float] = {}
+        self.failed: str | None = None
+        self.starts: list[float] = []
+
+    def actor_started(self, at: float) -> None:
+        """An engine actor came up (it holds its devices from now to the end of the run)."""
+        self.starts.append(at)
+
+    def actor_starts(self) -> list[float]:
+        return list(self.starts)
+
+    def engine_failed(self, message: str) -> None:
+        """An engine could not start (`engine.start_failure`); the first one is kept."""
+        self.failed = self.failed or message
+
+    def failure(self) -> str | None:
+        return self.failed
 
     def add(self, **counts: int) -> None:
         self.counts.update(counts)
@@ -85,6 +103,8 @@ class RunSummary:
     output_tokens: int
     started_at: str
     first_prompt_s: float | None = None
+    usage: dict | None = None
+    """Device-seconds the engine actors held, and their cost (`emoray.cost.usage`)."""
     status: str = "ok"
 
     @property
@@ -112,7 +132,48 @@ class RunSummary:
             f"  rows per status  {statuses}",
             f"  wall time        {self.wall_s:.1f} s ({self.rows_per_s:.1f} rows/s)",
             f"  tokens           {self.prompt_tokens} prompt, {self.output_tokens} generated",
-        ])
+        ] + ([render_usage(self.usage, self.rows_out)] if self.usage else []))
+
+
+def render_usage(usage: dict, rows: int) -> str:
+    """The engine-time line of a summary."""
+    cost = (f"; ${usage['cost_usd']:.4f}" + (f", ${usage['usd_per_1m_rows']:.2f} per 1 M rows"
+                                             if usage["usd_per_1m_rows"] is not None else "")
+            if usage["cost_usd"] is not None else "; set cost.gpu_hour_usd to see dollars")
+    return (f"  engine time      {usage['engine_s']:.1f} {usage['device']}-seconds held by "
+            f"{usage['engines']} engine actor(s) ({usage['device_hours']:.4f} "
+            f"{usage['device']}-hours{cost})")
+
+
+def render_dry_run(d: dict) -> str:
+    """A dry run as text: what would be read, skipped, sent and what it would cost."""
+    lines = [f"dry run of {d['input']} -> {d['output']} ({d['model']}): no engine started, "
+             "nothing written",
+             f"  rows in          {d['rows_in']}",
+             f"  already held     {d['already_held']} of {d['pairs']} row x task pairs",
+             f"  {'request':<14}{'rows':>10}{'prompts':>10}{'reused':>10}{'prompt tokens':>15}"]
+    for key, r in [*d["by_request"].items(), ("total", {
+            "rows": d["rows_to_write"], "prompts": d["prompts"], "reused": d["reused"],
+            "prompt_tokens": d["prompt_tokens"]})]:
+        tokens = "-" if d["prompt_tokens"] is None else r["prompt_tokens"]
+        lines.append(f"  {key:<14}{r['rows']:>10}{r['prompts']:>10}{r['reused']:>10}"
+                     f"{tokens:>15}")
+    e, unit = d["estimate"], d["device"].upper()
+    if d["note"]:
+        lines.append(f"  ({d['note']})")
+    if e and e["device_hours"] is not None:
+        dollars = (f", ${e['cost_usd']:.2f}" if e["cost_usd"] is not None
+                   else "; set cost.gpu_hour_usd for dollars")
+        lines.append(f"  estimate         {e['device_hours']:.4f} {unit}-hours of prefill "
+                     f"({e['tokens_per_s_per_device']:.0f} prompt tokens/s per {unit}, "
+                     f"{e['rate_source']}), {e['hours'] * 60:.1f} min on {d['devices']} "
+                     f"{unit}(s){dollars}; engine start-up not included")
+    elif e is not None:
+        lines.append(f"  estimate         not made for {unit} engines: set cost.tokens_per_s "
+                     "(prompt_tokens / engine_s of an earlier run's report, or `emoray bench`)")
+    if d["gate_skipped"]:
+        lines.append("  (the quality gate is not run by a dry run)")
+    return "\n".join(lines)
 
 
 class Annotator:
@@ -120,10 +181,13 @@ class Annotator:
 
     def __init__(self, config: AnnotateConfig, engine_class: type[Engine] = Engine):
         config.require("input", "output")
+        io.check_apart(config.input, config.output)
+        io.require_credentials(config.input, config.output)
         self.config = config
         self.engine_class = engine_class
         self.requests = resolve(config.tasks)
         self.model = resolve_model(config.engine.model)
+        check_fits(config.engine)
         self.in_fs, in_path = io.filesystem_for(config.input, config.s3)
         found = io.list_inputs(config.input, self.in_fs, in_path, config.format)
         columns = {"id": config.id_column, "text": config.text_column}
@@ -187,26 +251,90 @@ class Annotator:
             stages.stored_for_model, batch_format="pyarrow", batch_size=None,
             fn_kwargs={"model": self.model.name})
 
-    def dataset(self, stats=None):
-        """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`)."""
+    def planned(self, stats=None):
+        """The lazy Ray dataset of what to ask the engine: one row per distinct text and task
+        request, with the doc_ids it answers and any stored answer to reuse."""
         cfg = self.config
         parts = self._inputs(stats)
         stored = self._stored()
         if stored is not None:
             parts.append(stored)
-        rows = _union(parts)
-        planned = rows.repartition(cfg.shuffle_partitions, keys=["text_sha256"]).map_batches(
+        return _union(parts).repartition(cfg.shuffle_partitions, keys=["text_sha256"]).map_batches(
             stages.plan, batch_format="pyarrow", batch_size=None,
             fn_kwargs={"requests": self.requests, "template": cfg.engine.template,
                        "constrained": cfg.engine.constrained, "stats": stats})
-        answered = planned.map_batches(
+
+    def dataset(self, stats=None):
+        """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`)."""
+        import ray.data
+
+        cfg = self.config
+        answered = self.planned(stats).map_batches(
             EngineStage, batch_format="pyarrow", batch_size=cfg.batch_size,
             fn_constructor_kwargs={"config": cfg.engine, "stats": stats,
                                    "engine_class": self.engine_class},
-            concurrency=cfg.concurrency, **engine_resources(cfg.engine))
+            compute=ray.data.ActorPoolStrategy(size=cfg.concurrency), **self.resources())
         return answered.map_batches(
             stages.parse, batch_format="pyarrow", batch_size=None,
             fn_kwargs={"model": self.model.name, "run_id": self.run_id})
+
+    def resources(self) -> dict:
+        """Ray resources of one engine actor (needs Ray started: `auto` looks for GPUs)."""
+        return engine_resources(self.config.engine)
+
+    def dry_run(self) -> dict:
+        """What `run()` would do, with no engine and nothing written: rows in, row x task pairs
+        already held, per task request the rows to write, prompts to send, stored answers to
+        reuse and prompt tokens (the checkpoint's tokenizer, the engine's truncation rule),
+        and the estimated device-hours and cost (`emoray.cost`)."""
+        import ray
+
+        from emoray.prompting import PromptFitter, load_tokenizer
+
+        stats = ray.remote(RunStats).options(num_cpus=0).remote()
+        try:
+            fitter = PromptFitter(self.config.engine, load_tokenizer(self.model.source))
+        except Exception as e:  # a hub id without hub access: counts still, tokens not
+            fitter, note = None, f"prompt tokens not counted: no tokenizer for {e}"
+        else:
+            note = None
+        by_request: dict[str, Counter] = {r.key: Counter() for r in self.requests}
+        for batch in self.planned(stats).iter_batches(batch_format="pyarrow", batch_size=None):
+            rows = batch.select(["task", "target", "text", "text_status", "cached_output",
+                                 "doc_ids"]).to_pylist()
+            send = [r for r in rows if r["cached_output"] is None and r["text_status"] == "ok"]
+            tokens = (fitter.prompt_tokens([TASKS[r["task"]] for r in send],
+                                           [r["text"] for r in send], [r["target"] for r in send])
+                      if fitter else [0] * len(send))
+            for r in rows:
+                key = f"{r['task']}:{r['target']}" if r["target"] else r["task"]
+                by_request[key].update(rows=len(r["doc_ids"]),
+                                       reused=int(r["cached_output"] is not None))
+            for r, n in zip(send, tokens):
+                key = f"{r['task']}:{r['target']}" if r["target"] else r["task"]
+                by_request[key].update(prompts=1, prompt_tokens=n)
+        counts = ray.get(stats.get.remote())
+        ray.kill(stats)
+        totals = sum(by_request.values(), Counter())
+        resources = self.resources()
+        devices = devices_per_engine(resources) * self.config.concurrency
+        on_gpu = "num_gpus" in resources
+        return {
+            "input": self.config.input, "output": self.config.output, "model": self.model.name,
+            "rows_in": counts.get("rows_in", 0), "pairs": counts.get("pairs", 0),
+            "already_held": counts.get("already_held", 0),
+            "rows_to_write": totals["rows"], "prompts": totals["prompts"],
+            "reused": totals["reused"],
+            "prompt_tokens": totals["prompt_tokens"] if fitter else None,
+            "by_request": {k: {f: v.get(f, 0) for f in ("rows", "prompts", "reused",
+                                                        "prompt_tokens")}
+                           for k, v in by_request.items()},
+            "device": "gpu" if on_gpu else "cpu", "devices": devices,
+            "estimate": cost.estimate(totals["prompt_tokens"], self.config.engine,
+                                      self.config.cost, self.model, on_gpu, devices)
+            if fitter else None,
+            "note": note, "gate_skipped": self.config.gate.enabled,
+        }
 
     def run(self) -> RunSummary:
         """Pass the quality gate (when enabled), then execute under the table's lease,
@@ -233,14 +361,29 @@ class Annotator:
             "model": self.model.name, "tasks": ",".join(r.key for r in self.requests),
             "input": self.config.input, "engine": "vllm"})
         label_stats = labels.LabelStats()
-        for batch in self.dataset(stats).iter_batches(batch_format="pyarrow", batch_size=None):
-            lease.check()
-            writer.write(batch)
-            label_stats.add(batch)
-        writer.flush()
+        with Progress(lambda: ray.get(stats.get.remote(), timeout=10),
+                      self.config.progress_interval_s) as progress:
+            try:
+                for batch in self.dataset(stats).iter_batches(batch_format="pyarrow",
+                                                              batch_size=None):
+                    lease.check()
+                    writer.write(batch)
+                    label_stats.add(batch)
+                    progress.add(batch.num_rows, table.status_counts(batch))
+            except Exception:
+                failure = ray.get(stats.failure.remote())
+                if failure is None:
+                    raise
+                raise EngineStartError(failure) from None
+            writer.flush()
         counts = ray.get(stats.get.remote())
         first_prompt = ray.get(stats.marks.remote()).get("first_prompt")
+        starts = ray.get(stats.actor_starts.remote())
         ray.kill(stats)
+        end, resources = time.time(), self.resources()
+        usage = {**cost.usage(sum(end - t for t in starts) * devices_per_engine(resources),
+                              writer.rows, self.config.cost),
+                 "device": "gpu" if "num_gpus" in resources else "cpu", "engines": len(starts)}
         summary = RunSummary(
             run_id=self.run_id, output=self.config.output, rows_in=counts.get("rows_in", 0),
             rows_out=writer.rows, requests=len(self.requests),
@@ -251,6 +394,7 @@ class Annotator:
             output_tokens=counts.get("output_tokens", 0), started_at=started.isoformat(),
             first_prompt_s=(round(first_prompt - started.timestamp(), 2)
                             if first_prompt is not None else None),
+            usage=usage,
         )
         expected = counts.get("pairs", 0) - summary.already_held
         summary.status = "ok" if summary.rows_out == expected else "incomplete"

@@ -299,8 +299,7 @@ class ChunkWriter:
         """Add the chunk's files in one transaction; count what committed."""
         from deltalake.transaction import CommitProperties, Transaction
 
-        grouped = data.group_by("status").aggregate([("status", "count")]).to_pydict()
-        counts = dict(zip(grouped["status"], grouped["status_count"]))
+        counts = status_counts(data)
         info = {**self.lineage, "run_id": self.run_id, "chunk": str(chunk),
                 "rows": str(data.num_rows), "status_counts": json.dumps(counts)}
         self.dt.create_write_transaction(
@@ -310,6 +309,12 @@ class ChunkWriter:
                 app_transactions=[Transaction(app_id=self.run_id, version=chunk)]))
         self.status_counts.update(counts)
         self.rows += data.num_rows
+
+
+def status_counts(rows: pa.Table) -> dict[str, int]:
+    """Rows per status."""
+    grouped = rows.group_by("status").aggregate([("status", "count")]).to_pydict()
+    return dict(zip(grouped["status"], grouped["status_count"]))
 
 
 def runs(table: AnnotationTable) -> dict[str, dict]:

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from emoray.answers import AnswerSchema, MultiLabel, Ordinal, Regression
+from emoray.config import ConfigError
 
 CONVERSATION = "Human: \n{instruction}\n\nAssistant: \n"
 """The training conversation format of the EmoLLMs models: their repository's training data
@@ -265,17 +266,18 @@ def resolve(spec: list[str] | str) -> list[TaskRequest]:
     for item in (n.strip() for n in names if n.strip()):
         name, _, target = item.partition(":")
         if name not in TASKS:
-            raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+            raise ConfigError(f"unknown task {name!r}: pick from {', '.join(TASKS)} "
+                              "(`emoray tasks` describes each)")
         task = TASKS[name]
         if target and target not in task.targets:
             known = ", ".join(task.targets) or "none"
-            raise ValueError(f"task {name!r} has no target {target!r}; its targets: {known}")
+            raise ConfigError(f"task {name!r} has no target {target!r}: pick from {known}")
         for t in [target] if target else (task.targets or [None]):
             request = TaskRequest(task, t)
             if request not in out:
                 out.append(request)
     if not out:
-        raise ValueError(f"no tasks given; known tasks: {', '.join(TASKS)}")
+        raise ConfigError(f"no tasks given: pick from {', '.join(TASKS)}")
     return out
 
 

@@ -64,6 +64,9 @@ def build_tiny_model(out: str | Path, shape: str = "tiny", max_positions: int = 
         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
         tie_word_embeddings=False, torch_dtype="bfloat16",
     )
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a one-shard save needs no "Writing model shards" bar
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     (out / "EMORAY_TINY_MODEL.json").write_text(json.dumps(
         {"warning": "random weights: labels from this model are meaningless", "seed": seed,

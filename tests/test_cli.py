@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,14 +23,26 @@ def test_annotate_local_folder_of_three_formats(tmp_path, ray_local, tiny_model,
         json.dumps({"doc": f"j{i}", "body": f"jsonl text {i}"}) + "\n" for i in range(3)))
     (src / "c.csv").write_text('doc,body\nc1,"a, quoted, text"\nc2,\n')
     out = tmp_path / "annotations"
-    code = cli.main([
-        "annotate", "--input", str(src), "--output", str(out), "--tasks", "v_reg,e_c,ei_reg",
-        "--model", str(tiny_model), "--id-column", "doc", "--text-column", "body",
-        "--device", "cpu", "--gpu-memory-utilization", "0.1", "--max-model-len", "512",
-        "--run-id", "night-1", "--json",
-    ])
+    argv = ["annotate", "--input", str(src), "--output", str(out), "--tasks", "v_reg,e_c,ei_reg",
+            "--model", str(tiny_model), "--id-column", "doc", "--text-column", "body",
+            "--device", "cpu", "--gpu-memory-utilization", "0.1", "--max-model-len", "512",
+            "--run-id", "night-1", "--json"]
+    # the dry run starts no engine and writes nothing; its counts are the real run's
+    assert cli.main([*argv, "--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not table.AnnotationTable(str(out)).exists()
+    assert (plan["rows_in"], plan["pairs"], plan["already_held"]) == (7, 42, 0)
+    assert (plan["rows_to_write"], plan["prompts"], plan["reused"]) == (42, 36, 0)
+    assert plan["by_request"]["ei_reg:joy"] == {
+        "rows": 7, "prompts": 6, "reused": 0,
+        "prompt_tokens": plan["by_request"]["ei_reg:joy"]["prompt_tokens"]}
+    assert plan["estimate"]["device_hours"] is None  # CPU engine, no measured rate given
+    code = cli.main(argv)
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["prompt_tokens"] == plan["prompt_tokens"] > 0
+    assert summary["usage"]["engines"] == 1 and summary["usage"]["device"] == "cpu"
+    assert 0 < summary["usage"]["engine_s"] <= summary["wall_s"]
     assert summary["rows_in"] == 7 and summary["rows_out"] == 7 * 6
     assert summary["status_counts"] == {"ok": 6 * 6, "empty_text": 6}
     assert summary["prompts_sent"] == 6 * 6
@@ -44,11 +57,22 @@ def test_annotate_local_folder_of_three_formats(tmp_path, ray_local, tiny_model,
 
 def test_demo_runs_on_embedded_default(tmp_path, tiny_model):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))}
+    t0 = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "emoray.cli", "demo", "--model", str(tiny_model),
          "--tasks", "v_oc,e_c", "--config", str(cli_profile())],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    wall = time.monotonic() - t0
     assert done.returncode == 0, done.stderr[-3000:]
+    # quiet by default: the progress lines, at most one per 30 s, and Ray's one line per
+    # engine actor about its constructor arguments (emoray/runtime.py says why it stays)
+    noise = [line for line in done.stderr.splitlines()
+             if not line.startswith("emoray: ") and "has constructor arguments" not in line]
+    assert noise == []
+    progress = [line for line in done.stderr.splitlines() if line.startswith("emoray: ")]
+    assert len(progress) <= wall / 30 + 1
+    before_summary = done.stdout.split("\nrun ")[0].splitlines()
+    assert len(before_summary) <= 40
     assert "uploaded 599 sample texts to s3://emoray-demo/input/" in done.stdout
     assert "rows annotated   1198 (2 task/target pairs per row, 0 already in the table)" in done.stdout
     assert "rows per status  ok 1198" in done.stdout

@@ -56,8 +56,8 @@ def test_environment_overrides_profile_and_flags_override_environment():
 
 
 @pytest.mark.parametrize("profile,env,message", [
-    ("concurency: 3\n", {}, r"concurency: Extra inputs are not permitted"),
-    ("engine: {modle: x}\n", {}, r"engine\.modle: Extra inputs are not permitted"),
+    ("concurency: 3\n", {}, r"concurency: unknown key; did you mean 'concurrency'\?"),
+    ("engine: {modle: x}\n", {}, r"engine\.modle: unknown key; did you mean 'model'\?"),
     ("", {"EMORAY_CONCURENCY": "3"},
      r"environment variable EMORAY_CONCURENCY names no setting \('concurency'\)"),
     ("", {"EMORAY_ENGINE__MODLE": "x"},

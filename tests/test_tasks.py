@@ -112,7 +112,7 @@ def test_resolve_expands_targets_and_rejects_unknown_names():
     assert [r.key for r in resolve("v_reg,ei_oc:joy,ei_reg")] == [
         "v_reg", "ei_oc:joy", "ei_reg:anger", "ei_reg:fear", "ei_reg:joy", "ei_reg:sadness"]
     assert [r.key for r in resolve(["v_reg", "v_reg"])] == ["v_reg"]
-    with pytest.raises(ValueError, match="unknown task 'valence'; known tasks: ei_reg, ei_oc"):
+    with pytest.raises(ValueError, match="unknown task 'valence': pick from ei_reg, ei_oc"):
         resolve("valence")
     with pytest.raises(ValueError, match="task 'ei_reg' has no target 'love'"):
         resolve("ei_reg:love")

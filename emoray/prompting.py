@@ -1,0 +1,60 @@
+"""Prompts as the engine sends them: a task's instruction around the text, cut to fit the
+model's context (status `truncated`), counted in the model's own tokens.
+
+Kept apart from the engine so a dry run counts exactly the prompt tokens a run would send,
+with the checkpoint's tokenizer and no engine.
+"""
+
+from __future__ import annotations
+
+from emoray.config import EngineConfig
+from emoray.tasks import Task
+
+
+def load_tokenizer(source: str):
+    """The checkpoint's tokenizer (a local folder, or a hub id where the hub is reachable)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source)
+
+
+class PromptFitter:
+    """Builds each prompt and cuts texts too long for `max_model_len`."""
+
+    def __init__(self, config: EngineConfig, tokenizer):
+        self.config = config
+        self.tokenizer = tokenizer
+        self._overhead: dict[tuple[str, str | None], int] = {}
+
+    def count(self, text: str, special: bool = True) -> list[int]:
+        """Token ids of `text` (with the model's special tokens, as the engine sends it)."""
+        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
+
+    def fit(self, task: Task, text: str, target: str | None) -> tuple[str, bool]:
+        """The prompt for `text`, cut so prompt plus answer fit the context; (prompt, truncated).
+        Only texts that could be too long are tokenized: a token holds at least one byte."""
+        template = self.config.template
+        key = (task.name, target)
+        if key not in self._overhead:
+            self._overhead[key] = len(self.count(task.prompt("", target, template)))
+        budget = self.config.max_model_len - task.max_tokens - self._overhead[key] - 2
+        if len(text.encode("utf-8")) <= budget:
+            return task.prompt(text, target, template), False
+        ids = self.count(text, special=False)
+        if len(ids) <= budget:
+            return task.prompt(text, target, template), False
+        limit = self.config.max_model_len - task.max_tokens
+        keep = max(budget, 0)
+        while True:
+            prompt = task.prompt(self.tokenizer.decode(ids[:keep]), target, template)
+            if len(self.count(prompt)) <= limit or keep == 0:
+                return prompt, True
+            keep = max(keep - 8, 0)
+
+    def prompt_tokens(self, tasks: list[Task], texts: list[str], targets: list[str | None]
+                      ) -> list[int]:
+        """Tokens of each fitted prompt, as the engine reports them (`prompt_tokens`)."""
+        prompts = [self.fit(t, x, g)[0] for t, x, g in zip(tasks, texts, targets)]
+        if not prompts:
+            return []
+        return [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=True)["input_ids"]]

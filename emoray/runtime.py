@@ -1,0 +1,49 @@
+"""Starting Ray, once, for every command: a local instance or a cluster address, with the logs of
+Ray, Ray Data and the engine workers kept off the user's terminal unless `--verbose`.
+
+Quiet by default because a run's own progress line and summary say what a user needs; every log
+still lands in Ray's session folder (`/tmp/ray/session_latest/logs`), and an engine's exception
+reaches the driver with its traceback either way. What quiet turns off, and why each:
+
+- worker output (`log_to_driver`): vLLM's start-up warnings, Triton notices and the
+  multiprocessing `resource_tracker` KeyErrors vLLM's worker processes leave at exit;
+- Ray Data's progress tables (printed every 10 s when stdout is not a terminal) and its INFO
+  lines (execution plan, start, finish): emoray prints its own progress;
+- Ray's notice that a new local instance turned token authentication on (it stays on).
+
+One line stays: Ray core's "Actor ... has constructor arguments in the object store and
+max_restarts > 0", once per engine actor. Its cause is in Ray Data, which passes every actor
+pool's map transformer as an object reference (ray-project/ray#53727); Ray Data holds that
+reference for the operator's lifetime, so a restarted engine actor finds it. emoray relies on
+those restarts (a killed engine actor loses nothing, tests/test_incremental.py), so
+`max_restarts=0` is no fix, and the only switch that mutes it (`RAY_BACKEND_LOG_LEVEL`) would
+mute the local raylet's and GCS's own logs as well.
+"""
+
+from __future__ import annotations
+
+import logging
+
+AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def start_ray(address: str | None = None, verbose: bool = False, **init_args) -> None:
+    """`ray.init` for a command (no-op when this process already joined Ray)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if not verbose:
+        logging.getLogger(AUTH_LOGGER).setLevel(logging.ERROR)
+    init_args.setdefault("include_dashboard", False if address is None else None)
+    ray.init(address=address, log_to_driver=verbose,
+             logging_level=logging.INFO if verbose else logging.WARNING, **init_args)
+    quiet_ray_data(verbose)
+
+
+def quiet_ray_data(verbose: bool = False) -> None:
+    """Ray Data's progress display and INFO logs off (on with `verbose`)."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = verbose
+    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)
