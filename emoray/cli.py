@@ -98,10 +98,17 @@ def job_config(args: argparse.Namespace, flags: dict[str, str] = OVERRIDES,
     return load_config(args.config, overrides)
 
 
+def _local(args) -> bool:
+    """Whether the engines run on this machine (no cluster address given)."""
+    import os
+
+    return not (args.ray_address or os.environ.get("RAY_ADDRESS"))
+
+
 def cmd_annotate(args) -> int:
     from emoray.pipeline import build_annotator
 
-    annotator = build_annotator(job_config(args))
+    annotator = build_annotator(job_config(args), local_engine=_local(args))
     start_ray(args.ray_address, args.verbose)
     if args.dry_run:
         from emoray.pipeline import render_dry_run
@@ -146,7 +153,7 @@ def cmd_nightly(args) -> int:
         from emoray.nightly import for_date
         from emoray.pipeline import build_annotator, render_dry_run
 
-        plan = build_annotator(for_date(config, args.date)).dry_run()
+        plan = build_annotator(for_date(config, args.date), local_engine=_local(args)).dry_run()
         print(json.dumps(plan) if args.json else render_dry_run(plan) +
               "\n  (a nightly dry run plans the annotate step; the gate, compaction and "
               "enrichment do not run)")

@@ -169,7 +169,8 @@ class CostConfig(_Strict):
     tokens_per_s: float | None = Field(
         None, gt=0, description="Prompt tokens one engine device processes per second, for "
         "`--dry-run`'s time estimate; take it from `emoray bench` or an earlier run report "
-        "(prompt_tokens / engine_s). Unset on GPUs: the cost model of docs/performance.md "
+        "(prompt_tokens / usage.engine_s: a conservative rate, as engine_s counts start-up and "
+        "idle time too). Unset on GPUs: the cost model of docs/performance.md "
         "(half of an H100's dense bf16 peak over 2 FLOP per parameter per token); unset on "
         "CPUs: no time estimate.")
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from emoray.config import CostConfig, EngineConfig
-from emoray.models import ModelSpec
+from emoray.models import ModelSpec, weight_files
 
 H100_BF16_FLOPS = 989e12
 """Dense bf16 peak of an H100 SXM (NVIDIA's datasheet)."""
@@ -27,10 +27,9 @@ few percent). The encoder-decoder "large" models are not served, so they have no
 def parameters(model: ModelSpec) -> float | None:
     """Parameters of a catalog model (from its name) or a local checkpoint (its safetensors
     headers); None when unknown."""
-    folder = Path(model.source)
-    if folder.is_dir():
+    if Path(model.source).is_dir():
         total = 0
-        for f in folder.glob("*.safetensors"):
+        for f in (f for f in weight_files(model.source) if f.suffix == ".safetensors"):
             with f.open("rb") as fh:
                 header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
             for name, t in header.items():
@@ -42,6 +41,11 @@ def parameters(model: ModelSpec) -> float | None:
         return float(total) or None
     size = model.name.lower().rsplit("-", 1)[-1]
     return CATALOG_PARAMS.get(size)
+
+
+def device_of(resources: dict) -> str:
+    """`gpu` or `cpu`: what one engine actor holds (`engine.engine_resources`)."""
+    return "gpu" if resources.get("num_gpus") else "cpu"
 
 
 def devices_per_engine(resources: dict) -> int:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from emoray.config import EngineConfig
-from emoray.models import resolve_model
+from emoray.models import resolve_model, weight_files
 from emoray.prompting import PromptFitter
 from emoray.stages import require
 from emoray.tasks import TASKS, Task
@@ -95,21 +95,11 @@ def cpu_kv_cache_bytes(config: EngineConfig, available: int | None = None) -> in
     return int(min(available * AUTO_KV_SHARE, AUTO_KV_MAX))
 
 
-def _weights_bytes(source: str) -> int | None:
-    """Bytes of a local checkpoint's weight files (None for a hub id)."""
-    from pathlib import Path
-
-    folder = Path(source)
-    if not folder.is_dir():
-        return None
-    return sum(f.stat().st_size for f in folder.iterdir()
-               if f.suffix in (".safetensors", ".bin", ".pt"))
-
-
-def check_fits(config: EngineConfig) -> None:
-    """Before any engine starts: the context length is one the checkpoint has, and a CPU
-    engine's weights plus KV cache fit the memory available on this machine. Raises
-    EngineStartError / ConfigError naming the setting to change."""
+def check_fits(config: EngineConfig, local: bool = True) -> None:
+    """Before any engine starts: the context length is one the checkpoint has, and (`local`:
+    the engine runs on this machine, not on a cluster's worker) a CPU engine's weights plus
+    KV cache fit the memory available here. Raises EngineStartError / ConfigError naming the
+    setting to change."""
     import json
     from pathlib import Path
 
@@ -120,18 +110,21 @@ def check_fits(config: EngineConfig) -> None:
     model = resolve_model(config.model)
     config_file = Path(model.source) / "config.json"
     if config_file.is_file():
-        limit = json.loads(config_file.read_text()).get("max_position_embeddings")
+        checkpoint = json.loads(config_file.read_text())
+        limit = checkpoint.get("max_position_embeddings")
+        if limit and (checkpoint.get("rope_scaling") or {}).get("factor"):
+            limit = int(limit * checkpoint["rope_scaling"]["factor"])
         if limit and config.max_model_len > limit:
             raise ConfigError(
                 f"engine.max_model_len {config.max_model_len} is longer than model {model.name} "
                 f"was built for ({limit} positions): set --max-model-len {limit} or less")
-    if config.device != "cpu":
+    if config.device != "cpu" or not local:
         return
     available = psutil.virtual_memory().available
     kv = cpu_kv_cache_bytes(config, available)
     if kv is None:
         kv = int(config.gpu_memory_utilization * psutil.virtual_memory().total)
-    weights = _weights_bytes(model.source) or 0
+    weights = sum(f.stat().st_size for f in weight_files(model.source))
     if weights + kv > available:
         raise EngineStartError(
             f"the CPU engine would not fit in memory: model {model.name} needs "

@@ -61,9 +61,15 @@ def require_credentials(*uris: str | None) -> None:
     s3 = [u for u in uris if u and u.startswith("s3://")]
     if not s3:
         return
+    import botocore.exceptions
     import botocore.session
 
-    if botocore.session.get_session().get_credentials() is None:
+    try:
+        found = botocore.session.get_session().get_credentials()
+    except botocore.exceptions.BotoCoreError as e:  # e.g. AWS_PROFILE names no profile
+        raise ConfigError(f"AWS credentials for {s3[0]} cannot be read: {e}. They are looked "
+                          f"up in this order: {CREDENTIAL_CHAIN}.") from None
+    if found is None:
         raise ConfigError(
             f"no AWS credentials for {s3[0]}: give them to emoray the standard AWS way, "
             f"looked up in this order: {CREDENTIAL_CHAIN}. Credentials never go in a profile.")

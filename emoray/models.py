@@ -37,6 +37,16 @@ EMOLLMS: dict[str, ModelSpec] = {
 }
 
 
+def weight_files(source: str) -> list[Path]:
+    """A local checkpoint's model weights: its safetensors files, else its pytorch_model*.bin
+    (a folder may hold both copies, or a trainer's optimizer state, which are not weights);
+    [] for a hub id."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+
+
 def _supported() -> str:
     return ", ".join(m.name for m in EMOLLMS.values() if m.decoder_only)
 

@@ -31,7 +31,7 @@ from emoray.config import AnnotateConfig
 from emoray.engine import Engine, EngineStage, EngineStartError, check_fits, engine_resources
 from emoray.lock import TableLock
 from emoray.models import resolve_model
-from emoray.cost import devices_per_engine
+from emoray.cost import device_of, devices_per_engine
 from emoray.progress import Progress
 from emoray.tasks import TASKS, resolve
 
@@ -179,7 +179,8 @@ def render_dry_run(d: dict) -> str:
 class Annotator:
     """A validated annotation job. Construction fails fast on bad input; `run()` does the work."""
 
-    def __init__(self, config: AnnotateConfig, engine_class: type[Engine] = Engine):
+    def __init__(self, config: AnnotateConfig, engine_class: type[Engine] = Engine,
+                 local_engine: bool = True):
         config.require("input", "output")
         io.check_apart(config.input, config.output)
         io.require_credentials(config.input, config.output)
@@ -187,7 +188,7 @@ class Annotator:
         self.engine_class = engine_class
         self.requests = resolve(config.tasks)
         self.model = resolve_model(config.engine.model)
-        check_fits(config.engine)
+        check_fits(config.engine, local=local_engine)
         self.in_fs, in_path = io.filesystem_for(config.input, config.s3)
         found = io.list_inputs(config.input, self.in_fs, in_path, config.format)
         columns = {"id": config.id_column, "text": config.text_column}
@@ -299,6 +300,7 @@ class Annotator:
         else:
             note = None
         by_request: dict[str, Counter] = {r.key: Counter() for r in self.requests}
+        keys = {(r.task.name, r.target): r.key for r in self.requests}
         for batch in self.planned(stats).iter_batches(batch_format="pyarrow", batch_size=None):
             rows = batch.select(["task", "target", "text", "text_status", "cached_output",
                                  "doc_ids"]).to_pylist()
@@ -307,29 +309,27 @@ class Annotator:
                                            [r["text"] for r in send], [r["target"] for r in send])
                       if fitter else [0] * len(send))
             for r in rows:
-                key = f"{r['task']}:{r['target']}" if r["target"] else r["task"]
-                by_request[key].update(rows=len(r["doc_ids"]),
-                                       reused=int(r["cached_output"] is not None))
+                by_request[keys[r["task"], r["target"]]].update(
+                    rows=len(r["doc_ids"]), reused=int(r["cached_output"] is not None))
             for r, n in zip(send, tokens):
-                key = f"{r['task']}:{r['target']}" if r["target"] else r["task"]
-                by_request[key].update(prompts=1, prompt_tokens=n)
+                by_request[keys[r["task"], r["target"]]].update(prompts=1, prompt_tokens=n)
         counts = ray.get(stats.get.remote())
         ray.kill(stats)
         totals = sum(by_request.values(), Counter())
         resources = self.resources()
         devices = devices_per_engine(resources) * self.config.concurrency
-        on_gpu = "num_gpus" in resources
+        on_gpu = device_of(resources) == "gpu"
         return {
             "input": self.config.input, "output": self.config.output, "model": self.model.name,
             "rows_in": counts.get("rows_in", 0), "pairs": counts.get("pairs", 0),
-            "already_held": counts.get("already_held", 0),
+            "already_held": counts.get("pairs", 0) - totals["rows"],
             "rows_to_write": totals["rows"], "prompts": totals["prompts"],
             "reused": totals["reused"],
             "prompt_tokens": totals["prompt_tokens"] if fitter else None,
             "by_request": {k: {f: v.get(f, 0) for f in ("rows", "prompts", "reused",
                                                         "prompt_tokens")}
                            for k, v in by_request.items()},
-            "device": "gpu" if on_gpu else "cpu", "devices": devices,
+            "device": device_of(resources), "devices": devices,
             "estimate": cost.estimate(totals["prompt_tokens"], self.config.engine,
                                       self.config.cost, self.model, on_gpu, devices)
             if fitter else None,
@@ -374,6 +374,10 @@ class Annotator:
                 failure = ray.get(stats.failure.remote())
                 if failure is None:
                     raise
+                if writer.chunks > writer.first_chunk:
+                    raise IncompleteRunError(
+                        f"{failure} The run committed {writer.rows} rows before that; they "
+                        "stand, and a re-run completes the table.") from None
                 raise EngineStartError(failure) from None
             writer.flush()
         counts = ray.get(stats.get.remote())
@@ -383,7 +387,7 @@ class Annotator:
         end, resources = time.time(), self.resources()
         usage = {**cost.usage(sum(end - t for t in starts) * devices_per_engine(resources),
                               writer.rows, self.config.cost),
-                 "device": "gpu" if "num_gpus" in resources else "cpu", "engines": len(starts)}
+                 "device": device_of(resources), "engines": len(starts)}
         summary = RunSummary(
             run_id=self.run_id, output=self.config.output, rows_in=counts.get("rows_in", 0),
             rows_out=writer.rows, requests=len(self.requests),
@@ -414,6 +418,7 @@ class Annotator:
         return summary
 
 
-def build_annotator(config: AnnotateConfig) -> Annotator:
-    """Validate `config` against its input and return the job, before any engine starts."""
-    return Annotator(config)
+def build_annotator(config: AnnotateConfig, local_engine: bool = True) -> Annotator:
+    """Validate `config` against its input and return the job, before any engine starts;
+    `local_engine`: the engines run on this machine (its memory is checked for CPU engines)."""
+    return Annotator(config, local_engine=local_engine)

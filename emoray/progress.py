@@ -84,8 +84,8 @@ class Progress:
     def total(self) -> int | None:
         """Rows the run will write, known once every input row is planned."""
         c = self.counts
-        if not (self.rows and c.get("pairs")):  # the first rows come after all are planned
-            return None
+        if not (self.rows and c.get("pairs")):
+            return None  # (until every partition is planned, already_held still grows)
         return max(c["pairs"] - c.get("already_held", 0), self.rows)
 
     def phase(self) -> str:

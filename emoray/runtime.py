@@ -32,6 +32,7 @@ def start_ray(address: str | None = None, verbose: bool = False, **init_args) ->
     import ray
 
     if ray.is_initialized():
+        quiet_ray_data(verbose)
         return
     if not verbose:
         logging.getLogger(AUTH_LOGGER).setLevel(logging.ERROR)
