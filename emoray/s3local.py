@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from typing import Iterator
 
 LOCAL_ENV = {
-    "AWS_ACCESS_KEY_ID": "emoray-local",
-    "AWS_SECRET_ACCESS_KEY": "emoray-local",
+    # moto takes any keys; these are distinctive so tests can prove none is ever printed,
+    # logged or written (tests/test_security.py)
+    "AWS_ACCESS_KEY_ID": "AKIAEMORAYLOCAL0TEST",
+    "AWS_SECRET_ACCESS_KEY": "emoray/local+secret/Not-A-Real-Key-7f3e9",
     "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
