@@ -334,7 +334,7 @@ def table_bench(engine: EngineConfig, new_rows: int, stored_sizes: list[int],
     from emoray import table
 
     requests = resolve(tasks)
-    model = resolve_model(engine.model).name
+    model = resolve_model(engine.model).identity
     src = f"{root}/table-in"
     fs, path = io.filesystem_for(src, S3Config())
     with fs.open_output_stream(f"{path}/part-0.parquet") as out:

@@ -308,8 +308,9 @@ def cmd_table(args) -> int:
 def cmd_tiny_model(args) -> int:
     from emoray.tiny_model import build_tiny_model
 
-    out = build_tiny_model(args.dir, args.shape)
-    print(f"{args.shape} LLaMA checkpoint (random weights, meaningless labels) written to {out}")
+    out = build_tiny_model(args.dir, args.shape, arch=args.arch)
+    print(f"{args.shape} {args.arch} checkpoint (random weights, meaningless labels) written to "
+          f"{out}")
     return EXIT_OK
 
 
@@ -349,7 +350,8 @@ EXAMPLES = {
     "runs": ["emoray runs --output ./affect --limit 5"],
     "table": ["emoray table history ./affect --limit 10",
               "emoray table vacuum s3://lake/affect/ --retain-hours 168"],
-    "tiny-model": ["emoray tiny-model .emoray/tiny-model"],
+    "tiny-model": ["emoray tiny-model .emoray/tiny-model",
+                   "emoray tiny-model .emoray/tiny-opt --arch opt"],
     "tasks": ["emoray tasks"],
     "models": ["emoray models"],
 }
@@ -470,9 +472,11 @@ def parser() -> argparse.ArgumentParser:
     tb.add_argument("--s3-endpoint-url")
     tb.add_argument("--json", action="store_true")
     tb.set_defaults(fn=cmd_table)
-    t = _command(sub, "tiny-model", help="build a random-weight LLaMA checkpoint: the tiny test "
-                       "model, or LLaMA-2-7B's shape for GPU benchmarks")
+    t = _command(sub, "tiny-model", help="build a random-weight checkpoint (LLaMA, OPT or BLOOM): "
+                       "the tiny test model, or LLaMA-2-7B's shape for GPU benchmarks")
     t.add_argument("--shape", choices=["tiny", "llama-2-7b"], default="tiny")
+    t.add_argument("--arch", choices=["llama", "opt", "bloom"], default="llama",
+                   help="architecture (the EmoLLMs' decoder-only ones)")
     t.add_argument("dir")
     t.set_defaults(fn=cmd_tiny_model)
     _command(sub, "tasks", help="list the task catalog").set_defaults(fn=cmd_tasks)

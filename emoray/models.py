@@ -7,6 +7,8 @@ T5 and BART EmoLLMs are known here but refused with a message naming the support
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,24 @@ class ModelSpec:
     """Hugging Face repo id or local path handed to the engine."""
     architecture: str
     decoder_only: bool = True
+    digest: str | None = None
+    """A local checkpoint's content digest (`checkpoint_digest`); None for catalog models."""
+
+    @property
+    def identity(self) -> str:
+        """What the table's `model` column records: the catalog name, or a local folder's name
+        and digest, so two different checkpoints in same-named folders never share answers."""
+        return f"{self.name}@{self.digest}" if self.digest else self.name
+
+    def same_model(self, column):
+        """Where `column` (an Arrow array, or a dataset field expression) holds this model's
+        answers: its catalog name, or any name with this checkpoint's digest (a renamed or
+        moved copy of the same checkpoint reuses what is stored)."""
+        import pyarrow.compute as pc
+
+        if self.digest:
+            return pc.ends_with(column, pattern=f"@{self.digest}")
+        return pc.equal(column, self.name)
 
 
 EMOLLMS: dict[str, ModelSpec] = {
@@ -47,10 +67,43 @@ def weight_files(source: str) -> list[Path]:
     return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
 
 
+def checkpoint_digest(folder: Path) -> str:
+    """12 hex digits of SHA-256 over a checkpoint's config, tokenizer and weights: the whole
+    of small files, and of each weight file its size plus 16 windows of 64 KiB spread over it
+    (fine-tuning changes every window; reading 1 MiB per shard keeps a 13B model's digest
+    instant)."""
+    h = hashlib.sha256()
+    for name in ("config.json", "tokenizer.json", "tokenizer.model",
+                 "model.safetensors.index.json"):
+        if (folder / name).is_file():
+            h.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    window, count = 1 << 16, 16
+    for f in weight_files(str(folder)):
+        size = f.stat().st_size
+        h.update(f"{f.name}\0{size}".encode())
+        with f.open("rb") as fh:
+            for i in range(count):
+                fh.seek(max(0, (size - window) * i // (count - 1)))
+                h.update(fh.read(window))
+    return h.hexdigest()[:12]
+
+
 def _supported() -> str:
     return ", ".join(m.name for m in EMOLLMS.values() if m.decoder_only)
 
 
+SERVED = {m.architecture for m in EMOLLMS.values() if m.decoder_only}
+
+
+def _vllm_serves(architecture: str) -> bool:
+    """Whether vLLM has a model class for `architecture` (imported only for architectures
+    outside the EmoLLMs': importing vLLM takes seconds)."""
+    from vllm import ModelRegistry
+
+    return architecture in ModelRegistry.get_supported_archs()
+
+
+@functools.lru_cache(maxsize=32)
 def resolve_model(model: str) -> ModelSpec:
     """Map a catalog name (`Emollama-chat-7b` or `lzw1008/Emollama-chat-7b`) or a local
     checkpoint folder to a spec; anything else is an error that lists what is known."""
@@ -74,7 +127,12 @@ def resolve_model(model: str) -> ModelSpec:
                 f"model folder {path} holds an encoder-decoder ({architecture}), which vLLM "
                 f"no longer serves; use a decoder-only checkpoint such as {_supported()}"
             )
-        return ModelSpec(path.name, str(path.resolve()), architecture)
+        if architecture not in SERVED and not _vllm_serves(architecture):
+            raise ConfigError(
+                f"model folder {path} holds a {architecture}, which no emoray engine serves; "
+                f"use a checkpoint of {', '.join(sorted(SERVED))} (the EmoLLMs: {_supported()})")
+        return ModelSpec(path.name, str(path.resolve()), architecture,
+                         digest=checkpoint_digest(path))
     raise ConfigError(
         f"unknown model {model!r}: give an EmoLLMs name ({_supported()}) "
         "or the path of a local checkpoint folder"

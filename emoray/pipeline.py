@@ -237,7 +237,7 @@ class Annotator:
         versions = {r.task.name: r.task.prompt_version(self.config.engine.template,
                                                        self.config.engine.constrained)
                     for r in self.requests}
-        held = table.held_filter(self.model.name, versions)
+        held = table.held_filter(self.model.same_model(pads.field("model")), versions)
         if next(iter(dt.to_pyarrow_dataset().get_fragments(filter=held)), None) is None:
             return None
         texts = _union(self._inputs()).select_columns(["text_sha256"])
@@ -250,7 +250,7 @@ class Annotator:
             self.table.uri, version=dt.version(), storage_options=self.table.options,
             columns=columns, filter=held).map_batches(
             stages.stored_for_model, batch_format="pyarrow", batch_size=None,
-            fn_kwargs={"model": self.model.name})
+            fn_kwargs={"model": self.model})
 
     def planned(self, stats=None):
         """The lazy Ray dataset of what to ask the engine: one row per distinct text and task
@@ -277,7 +277,7 @@ class Annotator:
             compute=ray.data.ActorPoolStrategy(size=cfg.concurrency), **self.resources())
         return answered.map_batches(
             stages.parse, batch_format="pyarrow", batch_size=None,
-            fn_kwargs={"model": self.model.name, "run_id": self.run_id})
+            fn_kwargs={"model": self.model.identity, "run_id": self.run_id})
 
     def resources(self) -> dict:
         """Ray resources of one engine actor (needs Ray started: `auto` looks for GPUs)."""
@@ -320,7 +320,8 @@ class Annotator:
         devices = devices_per_engine(resources) * self.config.concurrency
         on_gpu = device_of(resources) == "gpu"
         return {
-            "input": self.config.input, "output": self.config.output, "model": self.model.name,
+            "input": self.config.input, "output": self.config.output,
+            "model": self.model.identity,
             "rows_in": counts.get("rows_in", 0), "pairs": counts.get("pairs", 0),
             "already_held": counts.get("pairs", 0) - totals["rows"],
             "rows_to_write": totals["rows"], "prompts": totals["prompts"],
@@ -358,7 +359,7 @@ class Annotator:
                           f"{self.out_root}/_quarantine/{self.run_id}")
         stats = ray.remote(RunStats).options(num_cpus=0, name=f"emoray-stats-{self.run_id}").remote()
         writer = table.ChunkWriter(self.table, self.run_id, self.config.commit_rows, lineage={
-            "model": self.model.name, "tasks": ",".join(r.key for r in self.requests),
+            "model": self.model.identity, "tasks": ",".join(r.key for r in self.requests),
             "input": self.config.input, "engine": "vllm"})
         label_stats = labels.LabelStats()
         with Progress(lambda: ray.get(stats.get.remote(), timeout=10),
@@ -403,12 +404,12 @@ class Annotator:
         expected = counts.get("pairs", 0) - summary.already_held
         summary.status = "ok" if summary.rows_out == expected else "incomplete"
         table.write_report(self.table, {
-            **summary.as_dict(), "model": self.model.name, "model_source": self.model.source,
+            **summary.as_dict(), "model": self.model.identity, "model_source": self.model.source,
             "tasks": [r.key for r in self.requests], "input": self.config.input,
             "chunks": writer.chunks - writer.first_chunk, "bad_files": self.bad_files,
             "engine_starts": counts.get("engine_starts", 0), "gate": gate,
             "label_report": labels.write_label_report(self.out_fs, self.out_root, self.run_id,
-                                                      self.model.name, label_stats)})
+                                                      self.model.identity, label_stats)})
         if summary.status != "ok":
             raise IncompleteRunError(
                 f"run {self.run_id} wrote {summary.rows_out} rows, expected {expected} "

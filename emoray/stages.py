@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from emoray.answers import ParseError
+from emoray.models import ModelSpec
 from emoray.table import SCHEMA
 from emoray.tasks import TASKS, TaskRequest
 
@@ -101,9 +102,9 @@ def as_plan_input(batch: pa.Table, side: str) -> pa.Table:
     return pa.table(cols, schema=PLAN_INPUT)
 
 
-def stored_for_model(batch: pa.Table, model: str) -> pa.Table:
-    """Stored annotation rows of `model`, as plan input."""
-    return as_plan_input(batch.filter(pc.equal(batch["model"], model)), "old")
+def stored_for_model(batch: pa.Table, model: ModelSpec) -> pa.Table:
+    """Stored annotation rows of `model` (`ModelSpec.same_model`), as plan input."""
+    return as_plan_input(batch.filter(model.same_model(batch["model"])), "old")
 
 
 def _keys(t: pa.Table) -> pa.Table:

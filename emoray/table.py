@@ -198,13 +198,14 @@ class AnnotationTable:
         return self.snapshot().history(limit)
 
 
-def held_filter(model: str, prompt_versions: dict[str, str]) -> pads.Expression:
-    """Rows of `model` under the current prompt version of each task in `prompt_versions`."""
+def held_filter(model: pads.Expression, prompt_versions: dict[str, str]) -> pads.Expression:
+    """Rows where `model` holds (`ModelSpec.same_model` of the `model` field), under the
+    current prompt version of each task in `prompt_versions`."""
     expr = None
     for task, version in prompt_versions.items():
         one = (pads.field("task") == task) & (pads.field("prompt_version") == version)
         expr = one if expr is None else expr | one
-    return (pads.field("model") == model) & expr
+    return model & expr
 
 
 def _stat(value: Any) -> Any:

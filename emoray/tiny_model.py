@@ -1,4 +1,5 @@
-"""Build the tiny LLaMA checkpoint that tests, the demo and CPU benchmarks run on.
+"""Build the tiny checkpoints that tests, the demo and CPU benchmarks run on (LLaMA by default;
+OPT and BLOOM, the other decoder-only EmoLLMs architectures).
 
 Its tokenizer is a byte-level BPE trained on the task templates and the sample texts shipped with
 emoray; its weights are random (seeded), so its labels mean nothing. It goes through exactly the
@@ -31,13 +32,46 @@ def _corpus() -> list[str]:
     return lines + [text for _, text in sample_texts()]
 
 
+def _llama(vocab, layers, hidden, intermediate, positions, bos, eos):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
+        num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64,
+        head_dim=64, max_position_embeddings=positions, bos_token_id=bos, eos_token_id=eos,
+        tie_word_embeddings=False, torch_dtype="bfloat16"))
+
+
+def _opt(vocab, layers, hidden, intermediate, positions, bos, eos):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    return OPTForCausalLM(OPTConfig(
+        vocab_size=vocab, hidden_size=hidden, ffn_dim=intermediate, num_hidden_layers=layers,
+        num_attention_heads=hidden // 64, max_position_embeddings=positions,
+        word_embed_proj_dim=hidden, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos,
+        torch_dtype="bfloat16"))
+
+
+def _bloom(vocab, layers, hidden, intermediate, positions, bos, eos):
+    from transformers import BloomConfig, BloomForCausalLM
+
+    return BloomForCausalLM(BloomConfig(
+        vocab_size=vocab, hidden_size=hidden, n_layer=layers, n_head=hidden // 64,
+        bos_token_id=bos, eos_token_id=eos, pad_token_id=eos, torch_dtype="bfloat16"))
+
+
+ARCHS = {"llama": _llama, "opt": _opt, "bloom": _bloom}
+"""Decoder-only architectures of the EmoLLMs (LLaMA-2, OPT, BLOOM), built tiny and random.
+BLOOM uses ALiBi, so it has no position limit; OPT learns its positions."""
+
+
 def build_tiny_model(out: str | Path, shape: str = "tiny", max_positions: int = 4096,
-                     seed: int = 0) -> Path:
-    """Write a random-weight LLaMA of `shape` (see SHAPES) with a freshly trained tokenizer into
-    `out` and return it."""
+                     seed: int = 0, arch: str = "llama") -> Path:
+    """Write a random-weight checkpoint of `arch` (see ARCHS) and `shape` (see SHAPES) with a
+    freshly trained tokenizer into `out` and return it."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     vocab_size, layers, hidden, intermediate = SHAPES[shape].values()
     out = Path(out)
@@ -57,20 +91,15 @@ def build_tiny_model(out: str | Path, shape: str = "tiny", max_positions: int = 
     fast.save_pretrained(out)
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=max(len(fast), vocab_size), hidden_size=hidden, intermediate_size=intermediate,
-        num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64,
-        head_dim=64, max_position_embeddings=max_positions,
-        bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
-        tie_word_embeddings=False, torch_dtype="bfloat16",
-    )
+    model = ARCHS[arch](max(len(fast), vocab_size), layers, hidden, intermediate, max_positions,
+                        fast.bos_token_id, fast.eos_token_id)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a one-shard save needs no "Writing model shards" bar
-    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     (out / "EMORAY_TINY_MODEL.json").write_text(json.dumps(
         {"warning": "random weights: labels from this model are meaningless", "seed": seed,
-         "shape": shape}))
+         "shape": shape, "arch": arch}))
     return out
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from emoray import io, table
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
+from emoray.models import resolve_model
 from emoray.pipeline import build_annotator
 from emoray.sample import sample_texts
 from emoray.tasks import TASKS, resolve
@@ -139,7 +140,8 @@ def test_duplicates_kept_and_shared_text_annotated_once(s3_run):
 def test_lineage_columns(s3_run, tiny_model):
     summary, rows, _, _ = s3_run
     assert set(rows["run_id"].to_pylist()) == {summary.run_id}
-    assert set(rows["model"].to_pylist()) == {tiny_model.name}
+    assert set(rows["model"].to_pylist()) == {resolve_model(str(tiny_model)).identity}
+    assert resolve_model(str(tiny_model)).identity.startswith(f"{tiny_model.name}@")
     for r in rows.group_by(["task", "prompt_version"]).aggregate([]).to_pylist():
         assert r["prompt_version"] == TASKS[r["task"]].prompt_version()
     assert set(rows.filter(pc.equal(rows["doc_id"], "0"))["task"].to_pylist()) == set(ALL_TASKS)

@@ -12,12 +12,14 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
 from emoray import cli, table
 from emoray.faults import EXIT_CODE
 from emoray.migrate import migrate
+from emoray.models import resolve_model
 
 T0 = datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc)
 KEYS = ["doc_id", "task", "target", "model", "prompt_version"]
@@ -104,7 +106,8 @@ def test_reads_push_model_and_prompt_version_down(uri):
         pa.concat_tables([rows(5), rows(5, task="e_c")]), 0)
     table.ChunkWriter(annotations, "b", 100).commit_chunk(rows(7, model="Emoopt-13b"), 0)
     table.ChunkWriter(annotations, "c", 100).commit_chunk(rows(3, version="pv2"), 0)
-    held = table.held_filter("Emollama-chat-7b", {"v_reg": "pv1"})
+    held = table.held_filter(resolve_model("Emollama-chat-7b").same_model(pads.field("model")),
+                             {"v_reg": "pv1"})
     got = annotations.read(["doc_id", "task", "model", "prompt_version"], filter=held)
     assert got.num_rows == 5 and set(got["task"].to_pylist()) == {"v_reg"}
     dataset = annotations.snapshot().to_pyarrow_dataset()
