@@ -30,6 +30,9 @@ class Parsed:
 
 class AnswerSchema(Protocol):
     kind: str
+    discrete: bool
+    """Answers are classes (an answer equal to the gold one is right), so the confidence of an
+    answer is the probability that it is right and can be calibrated."""
 
     def regex(self) -> str: ...
 
@@ -59,6 +62,7 @@ class Regression:
     high: int
     decimals: int = 3
     kind: str = "regression"
+    discrete: bool = False
 
     def regex(self) -> str:
         frac = rf"(\.[0-9]{{1,{self.decimals}}})?"
@@ -97,6 +101,7 @@ class Ordinal:
 
     classes: dict[int, str]
     kind: str = "ordinal"
+    discrete: bool = True
 
     def regex(self) -> str:
         return "(" + "|".join(_escape(c) for c in self.candidates()) + ")"
@@ -126,6 +131,7 @@ class MultiLabel:
     terminator: str = ""
     combinable_neutral: bool = False
     kind: str = "multilabel"
+    discrete: bool = True
 
     def _vocabulary(self) -> tuple[str, ...]:
         return self.labels + ((self.neutral_answer,) if self.combinable_neutral else ())

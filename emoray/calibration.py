@@ -53,20 +53,37 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
+                ) -> list[dict]:
+    """The reliability diagram's points: per non-empty equal-width confidence bin, its rows,
+    mean confidence and accuracy."""
+    confidence = np.asarray(confidence, dtype=float)
+    correct = np.asarray(correct, dtype=float)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return [{"bin": b, "n": int((which == b).sum()),
+             "confidence": float(confidence[which == b].mean()),
+             "accuracy": float(correct[which == b].mean())}
+            for b in range(bins) if (which == b).any()]
+
+
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
     """Expected calibration error: the mean |accuracy - confidence| over equal-width confidence
     bins, weighted by the share of rows in each bin."""
-    confidence = np.asarray(confidence, dtype=float)
-    correct = np.asarray(correct, dtype=float)
-    if not len(confidence):
-        return 0.0
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    gap = 0.0
-    for b in range(bins):
-        rows = which == b
-        if rows.any():
-            gap += rows.mean() * abs(correct[rows].mean() - confidence[rows].mean())
-    return float(gap)
+    points = reliability(confidence, correct, bins)
+    n = sum(p["n"] for p in points)
+    return float(sum(p["n"] * abs(p["accuracy"] - p["confidence"]) for p in points) / n
+                 ) if n else 0.0
+
+
+def report(confidence: list[float | None], correct: list[bool]) -> dict:
+    """How well the confidences of one class task's answers say they are right: ECE, Brier's
+    score of the confidence as the probability of being right, and the reliability points."""
+    kept = [(c, ok) for c, ok in zip(confidence, correct) if c is not None]
+    conf = np.array([c for c, _ in kept], dtype=float)
+    right = np.array([ok for _, ok in kept], dtype=float)
+    return {"n": len(kept), "ece": round(ece(conf, right), 4),
+            "brier": round(float(((conf - right) ** 2).mean()), 4) if kept else 0.0,
+            "reliability": reliability(conf, right)}
 
 
 def brier(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -25,7 +25,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
 
-from emoray import aeb, io, table
+from emoray import aeb, calibration, io, table
 from emoray.answers import Parsed
 from emoray.config import AnnotateConfig, ConfigError, GateConfig
 from emoray.metrics import score
@@ -93,6 +93,11 @@ def score_rows(gold: pa.Table, rows: pa.Table) -> dict[str, dict]:
                  for g, a in zip(mine, got) if a and a["status"] in PARSED]
         g_parsed = [p for p, _ in pairs]
         parsed = sum(statuses[s] for s in PARSED)
+        calibrated = {}
+        if task.answer.discrete:
+            kept = [(g, a) for g, a in zip(mine, got) if a and a["status"] in PARSED]
+            calibrated = {"calibration": calibration.report(
+                [a["confidence"] for _, a in kept], [gp == p for gp, p in pairs])}
         out[key] = {
             "task": name, "target": target or None, "n": len(mine), "scored": len(pairs),
             "parse_rate": round(parsed / len(mine), 4) if mine else 0.0,
@@ -100,6 +105,7 @@ def score_rows(gold: pa.Table, rows: pa.Table) -> dict[str, dict]:
             "metrics": score(task, g_parsed, [p for _, p in pairs]),
             "baseline": score(task, g_parsed, _majority(g_parsed)),
             "prompt_version": got[0]["prompt_version"] if got and got[0] else None,
+            **calibrated,
         }
     for name in dict.fromkeys(v["task"] for v in out.values() if v["target"]):
         parts = [v for v in out.values() if v["task"] == name and v["target"]]
@@ -177,6 +183,17 @@ def render_markdown(result: dict) -> str:
         lines += ["", f"**previous**: run `{prev.get('run_id')}` of {prev.get('model')}, "
                   f"{prev.get('created_at')}"]
     lines += ["", "![headline metric per task](chart.png)", ""]
+    calibrated = {k: v["calibration"] for k, v in result["tasks"].items()
+                  if v.get("calibration", {}).get("n")}
+    if calibrated:
+        lines += ["## Confidence (class tasks)", "",
+                  "How well `confidence` says an answer is right: expected calibration error "
+                  f"({calibration.ECE_BINS} bins) and Brier's score of the confidence as the "
+                  "probability of being right (0 is perfect for both).", "",
+                  "| task | n | ECE | Brier |", "|---|---|---|---|"]
+        lines += [f"| {k} | {c['n']} | {c['ece']:.4f} | {c['brier']:.4f} |"
+                  for k, c in calibrated.items()]
+        lines += ["", "![reliability per class task](reliability.png)", ""]
     return "\n".join(lines)
 
 
@@ -224,12 +241,46 @@ def render_chart(result: dict) -> bytes:
     return buf.getvalue()
 
 
+def render_reliability(result: dict) -> bytes | None:
+    """PNG: accuracy against confidence per class task (the diagonal is a calibrated model),
+    or None when no class task was evaluated."""
+    curves = {k: v["calibration"] for k, v in result["tasks"].items()
+              if v.get("calibration", {}).get("n")}
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--", label="calibrated")
+    for key, c in curves.items():
+        points = c["reliability"]
+        ax.plot([p["confidence"] for p in points], [p["accuracy"] for p in points], marker="o",
+                markersize=3, label=f"{key} (ECE {c['ece']:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"confidence ({calibration.ECE_BINS} bins)")
+    ax.set_ylabel("share of answers right")
+    ax.set_title(f"reliability of {result['model']}" + (
+        f"\n({result['title_note']})" if result.get("title_note") else ""), fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def write_outputs(config: AnnotateConfig, out: str, result: dict) -> list[str]:
     fs, root = io.filesystem_for(out, config.s3)
     written = []
+    reliability = render_reliability(result)
     for name, data in [("metrics.json", json.dumps(result, indent=2).encode()),
                        ("report.md", render_markdown(result).encode()),
-                       ("chart.png", render_chart(result))]:
+                       ("chart.png", render_chart(result)),
+                       *([("reliability.png", reliability)] if reliability else [])]:
         with fs.open_output_stream(_join(root, name)) as f:
             f.write(data)
         written.append(_join(out, name))

@@ -54,6 +54,14 @@ def test_evaluate_limit_20_from_s3_writes_three_outputs(tmp_path, ray_local, tin
     assert "| sst | 20 | 100.00% | ok 20 | pearson |" in report
     assert "| SemEval-2018 baseline | previous |" in report.replace("majority | ", "")
     assert (out / "chart.png").read_bytes().startswith(PNG)
+    # class tasks report how well their confidence says they are right
+    for key in ("sst5", "e_c"):
+        cal = tasks[key]["calibration"]
+        assert cal["n"] == 20 and 0 <= cal["ece"] <= 1 and 0 <= cal["brier"] <= 1
+        assert sum(p["n"] for p in cal["reliability"]) == 20
+    assert "calibration" not in tasks["sst"] and "calibration" not in tasks["ei_reg:joy"]
+    assert (out / "reliability.png").read_bytes().startswith(PNG)
+    assert f"| sst5 | 20 | {tasks['sst5']['calibration']['ece']:.4f} |" in report
     # the evaluation went through the annotate pipeline: its table holds one row per gold row
     rows = table.AnnotationTable(str(out / "annotations")).read()
     assert rows.num_rows == 80
