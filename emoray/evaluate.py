@@ -201,6 +201,17 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _png(fig) -> bytes:
+    """A finished matplotlib figure as PNG bytes (the figure is closed)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def render_chart(result: dict) -> bytes:
     """PNG: the headline metric per task for this run, the majority baseline, each reference
     set and the previous run."""
@@ -234,11 +245,7 @@ def render_chart(result: dict) -> bytes:
     ax.set_title(f"{result['model']} on the AEB" + (f" ({result['title_note']})"
                                                     if result.get("title_note") else ""))
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def render_reliability(result: dict) -> bytes | None:
@@ -266,11 +273,7 @@ def render_reliability(result: dict) -> bytes | None:
     ax.set_title(f"reliability of {result['model']}" + (
         f"\n({result['title_note']})" if result.get("title_note") else ""), fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def write_outputs(config: AnnotateConfig, out: str, result: dict) -> list[str]:
