@@ -12,10 +12,11 @@ BROKEN_EXTRAS := torchvision torchaudio torchcodec
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@echo "installing emoray and its dependencies into $(VENV) (quietly; minutes the first time)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[cpu,local,spark,test]'
-	$(BIN)/pip uninstall -y $(BROKEN_EXTRAS) || true
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[cpu,local,spark,test]'
+	$(BIN)/pip uninstall -q -y $(BROKEN_EXTRAS) || true
 	touch $@
 
 demo: setup
