@@ -14,9 +14,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@echo "installing emoray and its dependencies into $(VENV) (quietly; minutes the first time)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[cpu,local,spark,test]'
-	$(BIN)/pip uninstall -q -y $(BROKEN_EXTRAS) || true
+	$(BIN)/pip install -qq --upgrade pip
+	$(BIN)/pip install -qq -e '.[cpu,local,spark,test]'
+	$(BIN)/pip uninstall -qq -y $(BROKEN_EXTRAS) || true
 	touch $@
 
 demo: setup
