@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from emoray.config import CostConfig, EngineConfig
+from emoray.config import CostConfig
 from emoray.models import ModelSpec, weight_files
 
 H100_BF16_FLOPS = 989e12
@@ -53,8 +53,7 @@ def devices_per_engine(resources: dict) -> int:
     return int(resources.get("num_gpus") or 1)
 
 
-def tokens_per_s(engine: EngineConfig, cost: CostConfig, model: ModelSpec, on_gpu: bool
-                 ) -> float | None:
+def tokens_per_s(cost: CostConfig, model: ModelSpec, on_gpu: bool) -> float | None:
     """Prompt tokens one device processes per second: measured (cost.tokens_per_s), else the
     GPU cost model; None on CPU without a measurement."""
     if cost.tokens_per_s:
@@ -63,10 +62,10 @@ def tokens_per_s(engine: EngineConfig, cost: CostConfig, model: ModelSpec, on_gp
     return PREFILL_EFFICIENCY * H100_BF16_FLOPS / (2 * params) if params else None
 
 
-def estimate(prompt_tokens: int, engine: EngineConfig, cost: CostConfig, model: ModelSpec,
-             on_gpu: bool, devices: int) -> dict:
+def estimate(prompt_tokens: int, cost: CostConfig, model: ModelSpec, on_gpu: bool,
+             devices: int) -> dict:
     """Device-hours, hours on the configured devices, and dollars for `prompt_tokens`."""
-    rate = tokens_per_s(engine, cost, model, on_gpu)
+    rate = tokens_per_s(cost, model, on_gpu)
     out = {"tokens_per_s_per_device": round(rate, 1) if rate else None,
            "rate_source": ("cost.tokens_per_s" if cost.tokens_per_s else
                            "cost model (H100 bf16)" if rate else None),

@@ -29,7 +29,7 @@ import pyarrow as pa
 from emoray.config import EngineConfig
 from emoray.models import resolve_model, weight_files
 from emoray.prompting import PromptFitter
-from emoray.stages import require
+from emoray.stages import require, sends_prompt
 from emoray.tasks import TASKS, Task
 
 
@@ -380,7 +380,7 @@ class EngineStage:
                 results[i] = Generation(cached, rows["cached_confidence"][i],
                                         rows["cached_status"][i] == "truncated")
                 reused += 1
-            elif text_status == "ok":
+            elif sends_prompt(text_status, cached):
                 todo.append(i)
         if todo:
             engine = self.engine

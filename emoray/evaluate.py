@@ -89,15 +89,15 @@ def score_rows(gold: pa.Table, rows: pa.Table) -> dict[str, dict]:
         mine = by_request[key]
         got = [answers.get((g["id"], key)) for g in mine]
         statuses = Counter(a["status"] if a else "missing" for a in got)
+        answered = [(g, a) for g, a in zip(mine, got) if a and a["status"] in PARSED]
         pairs = [(task.answer.parse(g["gold"]), Parsed(a["score"], a["label"], a["labels"]))
-                 for g, a in zip(mine, got) if a and a["status"] in PARSED]
+                 for g, a in answered]
         g_parsed = [p for p, _ in pairs]
         parsed = sum(statuses[s] for s in PARSED)
         calibrated = {}
         if task.answer.discrete:
-            kept = [(g, a) for g, a in zip(mine, got) if a and a["status"] in PARSED]
             calibrated = {"calibration": calibration.report(
-                [a["confidence"] for _, a in kept], [gp == p for gp, p in pairs])}
+                [a["confidence"] for _, a in answered], [gp == p for gp, p in pairs])}
         out[key] = {
             "task": name, "target": target or None, "n": len(mine), "scored": len(pairs),
             "parse_rate": round(parsed / len(mine), 4) if mine else 0.0,
@@ -183,8 +183,7 @@ def render_markdown(result: dict) -> str:
         lines += ["", f"**previous**: run `{prev.get('run_id')}` of {prev.get('model')}, "
                   f"{prev.get('created_at')}"]
     lines += ["", "![headline metric per task](chart.png)", ""]
-    calibrated = {k: v["calibration"] for k, v in result["tasks"].items()
-                  if v.get("calibration", {}).get("n")}
+    calibrated = _calibrated(result)
     if calibrated:
         lines += ["## Confidence (class tasks)", "",
                   "How well `confidence` says an answer is right: expected calibration error "
@@ -201,8 +200,24 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _calibrated(result: dict) -> dict[str, dict]:
+    """The calibration report of each class task request that had answers."""
+    return {k: v["calibration"] for k, v in result["tasks"].items()
+            if v.get("calibration", {}).get("n")}
+
+
+def _figure(figsize: tuple[float, float]):
+    """(figure, axes) drawn off-screen (the Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)
+
+
 def _png(fig) -> bytes:
-    """A finished matplotlib figure as PNG bytes (the figure is closed)."""
+    """A finished figure as PNG bytes (the figure is closed)."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
@@ -215,11 +230,6 @@ def _png(fig) -> bytes:
 def render_chart(result: dict) -> bytes:
     """PNG: the headline metric per task for this run, the majority baseline, each reference
     set and the previous run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = list(result["tasks"])
     series = [("this run", [result["tasks"][k]["metrics"][result["tasks"][k]["headline"]]
                             for k in keys]),
@@ -232,7 +242,7 @@ def render_chart(result: dict) -> bytes:
         prev = result["previous"]["tasks"]
         series.append(("previous", [prev.get(k, {}).get("metrics", {}).get(
             result["tasks"][k]["headline"]) for k in keys]))
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(keys) + 2), 4.5))
+    fig, ax = _figure((max(6, 0.9 * len(keys) + 2), 4.5))
     width = 0.8 / len(series)
     for i, (name, values) in enumerate(series):
         xs = [j + i * width for j, v in enumerate(values) if v is not None]
@@ -251,16 +261,10 @@ def render_chart(result: dict) -> bytes:
 def render_reliability(result: dict) -> bytes | None:
     """PNG: accuracy against confidence per class task (the diagonal is a calibrated model),
     or None when no class task was evaluated."""
-    curves = {k: v["calibration"] for k, v in result["tasks"].items()
-              if v.get("calibration", {}).get("n")}
+    curves = _calibrated(result)
     if not curves:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = _figure((5.5, 5))
     ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--", label="calibrated")
     for key, c in curves.items():
         points = c["reliability"]

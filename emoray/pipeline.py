@@ -132,10 +132,10 @@ class RunSummary:
             f"  rows per status  {statuses}",
             f"  wall time        {self.wall_s:.1f} s ({self.rows_per_s:.1f} rows/s)",
             f"  tokens           {self.prompt_tokens} prompt, {self.output_tokens} generated",
-        ] + ([render_usage(self.usage, self.rows_out)] if self.usage else []))
+        ] + ([render_usage(self.usage)] if self.usage else []))
 
 
-def render_usage(usage: dict, rows: int) -> str:
+def render_usage(usage: dict) -> str:
     """The engine-time line of a summary."""
     cost = (f"; ${usage['cost_usd']:.4f}" + (f", ${usage['usd_per_1m_rows']:.2f} per 1 M rows"
                                              if usage["usd_per_1m_rows"] is not None else "")
@@ -304,7 +304,7 @@ class Annotator:
         for batch in self.planned(stats).iter_batches(batch_format="pyarrow", batch_size=None):
             rows = batch.select(["task", "target", "text", "text_status", "cached_output",
                                  "doc_ids"]).to_pylist()
-            send = [r for r in rows if r["cached_output"] is None and r["text_status"] == "ok"]
+            send = [r for r in rows if stages.sends_prompt(r["text_status"], r["cached_output"])]
             tokens = (fitter.prompt_tokens([TASKS[r["task"]] for r in send],
                                            [r["text"] for r in send], [r["target"] for r in send])
                       if fitter else [0] * len(send))
@@ -318,7 +318,6 @@ class Annotator:
         totals = sum(by_request.values(), Counter())
         resources = self.resources()
         devices = devices_per_engine(resources) * self.config.concurrency
-        on_gpu = device_of(resources) == "gpu"
         return {
             "input": self.config.input, "output": self.config.output,
             "model": self.model.identity,
@@ -331,8 +330,8 @@ class Annotator:
                                                         "prompt_tokens")}
                            for k, v in by_request.items()},
             "device": device_of(resources), "devices": devices,
-            "estimate": cost.estimate(totals["prompt_tokens"], self.config.engine,
-                                      self.config.cost, self.model, on_gpu, devices)
+            "estimate": cost.estimate(totals["prompt_tokens"], self.config.cost, self.model,
+                                      device_of(resources) == "gpu", devices)
             if fitter else None,
             "note": note, "gate_skipped": self.config.gate.enabled,
         }

@@ -86,6 +86,12 @@ PLAN_INPUT = pa.schema([
 ])
 """Rows entering the plan: input rows (side "new") and stored annotations (side "old")."""
 
+def sends_prompt(text_status: str, cached_output: str | None) -> bool:
+    """Whether a planned row costs a prompt: its text is usable and no stored answer for the
+    same text is reused. The engine stage and the dry run's count both follow this."""
+    return cached_output is None and text_status == "ok"
+
+
 REUSABLE = ("ok", "truncated", "parse_error")
 """Stored statuses whose answer a new row with the same text may reuse (greedy decoding gives
 the same answer again); `failed` rows are retried; text problems cost nothing to redo."""

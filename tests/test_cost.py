@@ -3,7 +3,7 @@
 import pytest
 
 from emoray import cost
-from emoray.config import CostConfig, EngineConfig
+from emoray.config import CostConfig
 from emoray.models import resolve_model
 from emoray.pipeline import render_dry_run
 
@@ -11,17 +11,16 @@ from emoray.pipeline import render_dry_run
 def test_gpu_estimate_follows_the_cost_model():
     model = resolve_model("Emollama-chat-7b")
     rate = 0.5 * 989e12 / (2 * 6.74e9)  # prompt tokens/s per H100
-    e = cost.estimate(36_000_000, EngineConfig(), CostConfig(gpu_hour_usd=4.0), model,
-                      on_gpu=True, devices=8)
+    e = cost.estimate(36_000_000, CostConfig(gpu_hour_usd=4.0), model, on_gpu=True, devices=8)
     assert e["tokens_per_s_per_device"] == round(rate, 1)
     assert e["rate_source"] == "cost model (H100 bf16)"
     assert e["device_hours"] == pytest.approx(36e6 / rate / 3600, abs=1e-4)
     assert e["hours"] == pytest.approx(e["device_hours"] / 8, abs=1e-4)
     assert e["cost_usd"] == pytest.approx(e["device_hours"] * 4.0, abs=1e-3)
-    measured = cost.estimate(1_000_000, EngineConfig(), CostConfig(tokens_per_s=1000.0), model,
-                             on_gpu=False, devices=1)
+    measured = cost.estimate(1_000_000, CostConfig(tokens_per_s=1000.0), model, on_gpu=False,
+                             devices=1)
     assert (measured["device_hours"], measured["cost_usd"]) == (round(1000 / 3600, 4), None)
-    assert cost.estimate(10, EngineConfig(), CostConfig(), model, False, 1)["device_hours"] is None
+    assert cost.estimate(10, CostConfig(), model, False, 1)["device_hours"] is None
     assert cost.parameters(resolve_model("Emollama-chat-13b")) == 13.0e9
 
 
