@@ -19,6 +19,19 @@ def aeb_dir() -> Path:
     return AEB_DIR
 
 
+@pytest.fixture
+def text_folder(tmp_path) -> Path:
+    """A folder `texts/` holding one Parquet file, `good.parquet`, of two short texts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["so happy", "so sad"]}),
+                   folder / "good.parquet")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     from emoray.s3local import local_s3

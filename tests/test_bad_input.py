@@ -5,7 +5,6 @@ import json
 from datetime import datetime, timezone
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from emoray import cli, stages
@@ -13,14 +12,6 @@ from emoray.config import AnnotateConfig, ConfigError, EngineConfig, load_config
 from emoray.io import InputError
 from emoray.pipeline import build_annotator
 from emoray.table import SCHEMA
-
-
-@pytest.fixture
-def good_dir(tmp_path):
-    d = tmp_path / "in"
-    d.mkdir()
-    pq.write_table(pa.table({"id": ["a", "b"], "text": ["x", "y"]}), d / "good.parquet")
-    return d
 
 
 def config(tiny_model, **kw):
@@ -46,57 +37,57 @@ def test_folder_without_data_files(tmp_path, tiny_model):
 
 @pytest.mark.parametrize("column,flag", [("id_column", "--id-column"),
                                          ("text_column", "--text-column")])
-def test_missing_column_names_file_column_and_flag(good_dir, tiny_model, column, flag):
-    (good_dir / "z.jsonl").write_text(json.dumps({"id": "c", "text": "z"}) + "\n")
+def test_missing_column_names_file_column_and_flag(text_folder, tiny_model, column, flag):
+    (text_folder / "z.jsonl").write_text(json.dumps({"id": "c", "text": "z"}) + "\n")
     with pytest.raises(InputError) as e:
-        build_annotator(config(tiny_model, input=str(good_dir), **{column: "body"}))
+        build_annotator(config(tiny_model, input=str(text_folder), **{column: "body"}))
     msg = str(e.value)
     assert "good.parquet has no" in msg and "'body'" in msg and "columns: id, text" in msg
     assert flag in msg
 
 
-def test_missing_column_in_one_csv_among_good_files(good_dir, tiny_model):
-    (good_dir / "bad.csv").write_text("id,content\n1,hello\n")
+def test_missing_column_in_one_csv_among_good_files(text_folder, tiny_model):
+    (text_folder / "bad.csv").write_text("id,content\n1,hello\n")
     with pytest.raises(InputError, match=r"bad\.csv has no text column 'text' \(columns: id, content\)"):
-        build_annotator(config(tiny_model, input=str(good_dir)))
+        build_annotator(config(tiny_model, input=str(text_folder)))
 
 
-def test_unreadable_file_is_named(good_dir, tiny_model):
-    (good_dir / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+def test_unreadable_file_is_named(text_folder, tiny_model):
+    (text_folder / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(InputError, match=r"cannot read parquet file .*broken\.parquet: "):
-        build_annotator(config(tiny_model, input=str(good_dir)))
+        build_annotator(config(tiny_model, input=str(text_folder)))
 
 
-def test_unknown_task(good_dir, tiny_model):
+def test_unknown_task(text_folder, tiny_model):
     with pytest.raises(ValueError, match="unknown task 'joy': pick from ei_reg"):
-        build_annotator(config(tiny_model, input=str(good_dir), tasks=["v_reg", "joy"]))
+        build_annotator(config(tiny_model, input=str(text_folder), tasks=["v_reg", "joy"]))
 
 
-def test_unknown_model(good_dir):
+def test_unknown_model(text_folder):
     with pytest.raises(ValueError, match=r"unknown model 'Emollama-70b': give an EmoLLMs name "
                                          r"\(Emollama-7b, Emollama-chat-7b"):
-        build_annotator(AnnotateConfig(input=str(good_dir), output="/tmp/x",
+        build_annotator(AnnotateConfig(input=str(text_folder), output="/tmp/x",
                                        engine=EngineConfig(model="Emollama-70b")))
 
 
 @pytest.mark.parametrize("name", ["Emot5-large", "lzw1008/Emobart-large"])
-def test_encoder_decoder_models_refused_with_supported_list(good_dir, name):
+def test_encoder_decoder_models_refused_with_supported_list(text_folder, name):
     with pytest.raises(ValueError, match="encoder-decoder .* no longer serves; use one of the "
                                          "decoder-only EmoLLMs: Emollama-7b"):
-        build_annotator(AnnotateConfig(input=str(good_dir), output="/tmp/x",
+        build_annotator(AnnotateConfig(input=str(text_folder), output="/tmp/x",
                                        engine=EngineConfig(model=name)))
 
 
-def test_cli_exit_codes_and_messages(good_dir, tmp_path, capsys):
+def test_cli_exit_codes_and_messages(text_folder, tmp_path, capsys):
     code = cli.main(["annotate", "--input", str(tmp_path / "nope"), "--output", str(tmp_path),
                      "--model", "Emollama-7b"])
     assert code == cli.EXIT_INPUT
     assert "does not exist" in capsys.readouterr().err
-    code = cli.main(["annotate", "--input", str(good_dir), "--output", str(tmp_path),
+    code = cli.main(["annotate", "--input", str(text_folder), "--output", str(tmp_path),
                      "--model", "Emot5-large"])
     assert code == cli.EXIT_CONFIG
     assert "encoder-decoder" in capsys.readouterr().err
-    code = cli.main(["annotate", "--input", str(good_dir), "--output", str(tmp_path),
+    code = cli.main(["annotate", "--input", str(text_folder), "--output", str(tmp_path),
                      "--batch-size", "0"])
     assert code == cli.EXIT_CONFIG
     assert "batch_size: Input should be greater than or equal to 1" in capsys.readouterr().err

@@ -5,8 +5,6 @@ command's --help shows an example that parses."""
 import shlex
 import time
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from emoray import cli, table
@@ -15,14 +13,6 @@ CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSI
                         "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN",
                         "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
                         "AWS_CONTAINER_CREDENTIALS_FULL_URI")
-
-
-@pytest.fixture
-def texts(tmp_path):
-    d = tmp_path / "texts"
-    d.mkdir()
-    pq.write_table(pa.table({"id": ["a", "b"], "text": ["so happy", "so sad"]}), d / "t.parquet")
-    return d
 
 
 def run(argv, capsys, stdout: list | None = None) -> tuple[int, str, float]:
@@ -37,16 +27,17 @@ def run(argv, capsys, stdout: list | None = None) -> tuple[int, str, float]:
     return code, err[0] if err else "", elapsed
 
 
-def annotate(texts, tiny_model, *extra):
-    return ["annotate", "--input", str(texts), "--output", str(texts.parent / "affect"),
+def annotate(text_folder, tiny_model, *extra):
+    return ["annotate", "--input", str(text_folder), "--output", str(text_folder.parent / "affect"),
             "--model", str(tiny_model), "--device", "cpu", *extra]
 
 
-def test_misspelt_profile_key(tmp_path, texts, tiny_model, capsys):
+def test_misspelt_profile_key(tmp_path, text_folder, tiny_model, capsys):
     profile = tmp_path / "mine.yaml"
     profile.write_text("engine:\n  modle: x\nconcurency: 2\n")
     out = []
-    code, first, s = run([*annotate(texts, tiny_model), "--config", str(profile)], capsys, out)
+    code, first, s = run([*annotate(text_folder, tiny_model), "--config", str(profile)], capsys,
+                         out)
     assert code == cli.EXIT_CONFIG == 2 and s < 10
     assert first == (f"emoray: invalid configuration in {profile}; fix the setting(s) below "
                      "(every key is described in emoray/config.py):")
@@ -79,8 +70,8 @@ def test_s3_input_without_credentials(tmp_path, tiny_model, capsys, monkeypatch)
                             "and AWS_SECRET_ACCESS_KEY")
 
 
-def test_unknown_task(texts, tiny_model, capsys):
-    code, first, s = run(annotate(texts, tiny_model, "--tasks", "v_reg,valence"), capsys)
+def test_unknown_task(text_folder, tiny_model, capsys):
+    code, first, s = run(annotate(text_folder, tiny_model, "--tasks", "v_reg,valence"), capsys)
     assert code == cli.EXIT_CONFIG and s < 10
     assert first.startswith("emoray: unknown task 'valence': pick from ei_reg, ei_oc, v_reg, ")
     assert first.endswith("(`emoray tasks` describes each)")
@@ -97,30 +88,30 @@ def test_missing_input_and_empty_prefix(tmp_path, tiny_model, s3_endpoint, capsy
     assert first.startswith("emoray: input s3://emoray-test/nothing-here/ does not exist")
 
 
-def test_output_inside_the_input(texts, tiny_model, capsys):
-    code, first, s = run(["annotate", "--input", str(texts), "--output", str(texts / "affect"),
-                          "--model", str(tiny_model)], capsys)
+def test_output_inside_the_input(text_folder, tiny_model, capsys):
+    code, first, s = run(["annotate", "--input", str(text_folder), "--output",
+                          str(text_folder / "affect"), "--model", str(tiny_model)], capsys)
     assert code == cli.EXIT_CONFIG and s < 10
-    assert first == (f"emoray: output {texts / 'affect'} lies inside input {texts}: put the "
-                     "annotation table beside the input (e.g. s3://bucket/annotations/ next to "
-                     "s3://bucket/texts/), or its files are read back as input next run")
+    assert first == (f"emoray: output {text_folder / 'affect'} lies inside input {text_folder}: "
+                     "put the annotation table beside the input (e.g. s3://bucket/annotations/ "
+                     "next to s3://bucket/texts/), or its files are read back as input next run")
 
 
-def test_engine_that_cannot_fit_is_refused_before_it_starts(texts, tiny_model, capsys):
-    code, first, s = run(annotate(texts, tiny_model, "--kv-cache-gib", "100000"), capsys)
+def test_engine_that_cannot_fit_is_refused_before_it_starts(text_folder, tiny_model, capsys):
+    code, first, s = run(annotate(text_folder, tiny_model, "--kv-cache-gib", "100000"), capsys)
     assert code == cli.EXIT_ENGINE == 7 and s < 10
     assert first.startswith(f"emoray: the CPU engine would not fit in memory: model "
                             f"{tiny_model.name} needs 0.0 GiB of weights plus 100000.0 GiB of KV cache")
-    code, first, s = run(annotate(texts, tiny_model, "--max-model-len", "8192"), capsys)
+    code, first, s = run(annotate(text_folder, tiny_model, "--max-model-len", "8192"), capsys)
     assert code == cli.EXIT_CONFIG and s < 10
     assert first == (f"emoray: engine.max_model_len 8192 is longer than model {tiny_model.name} "
                      "was built for (4096 positions): set --max-model-len 4096 or less")
 
 
-def test_engine_start_failure_is_one_paragraph(texts, tiny_model, ray_local, capsys):
+def test_engine_start_failure_is_one_paragraph(text_folder, tiny_model, ray_local, capsys):
     """A KV cache too small for one sequence passes the memory check and fails inside vLLM's
     engine start, on the engine actor: the driver says so in one paragraph, exit 7."""
-    code = cli.main(annotate(texts, tiny_model, "--kv-cache-gib", "0.00001",
+    code = cli.main(annotate(text_folder, tiny_model, "--kv-cache-gib", "0.00001",
                              "--max-model-len", "512"))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == cli.EXIT_ENGINE
@@ -131,7 +122,7 @@ def test_engine_start_failure_is_one_paragraph(texts, tiny_model, ray_local, cap
                          "--gpu-memory-utilization (GPUs), --kv-cache-gib (CPUs), "
                          "--tensor-parallel-size; run again with --verbose to see the "
                          "engine's own log.")
-    affect = table.AnnotationTable(str(texts.parent / "affect"))
+    affect = table.AnnotationTable(str(text_folder.parent / "affect"))
     assert not affect.exists() or affect.read().num_rows == 0
 
 
