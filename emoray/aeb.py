@@ -24,8 +24,10 @@ from emoray.answers import ParseError
 from emoray.config import S3Config
 from emoray.tasks import TASKS
 
-AAID_FILES = ("aaid_test_sample.jsonl", "aaid_dev_sample.jsonl")
-"""In-domain held-out samples; `aaid_train_sample.jsonl` is left out (the models trained on it)."""
+AAID_DEV = "aaid_dev_sample.jsonl"
+AAID_FILES = ("aaid_test_sample.jsonl", AAID_DEV)
+"""In-domain held-out samples; `aaid_train_sample.jsonl` is left out (the models trained on it).
+`emoray calibrate` fits on the dev sample only."""
 
 GOLD_SCHEMA = pa.schema([
     ("id", pa.string()), ("text", pa.string()), ("request", pa.string()), ("gold", pa.string()),
@@ -38,12 +40,13 @@ def shipped() -> str:
     return str(resources.files("emoray.data").joinpath("aeb"))
 
 
-def files_for(task_names: list[str]) -> list[str]:
-    """The benchmark files holding gold answers for these tasks."""
+def files_for(task_names: list[str], aaid_files: tuple[str, ...] = AAID_FILES) -> list[str]:
+    """The benchmark files holding gold answers for these tasks (of the AAID samples, those in
+    `aaid_files`)."""
     out: list[str] = []
     for name in task_names:
         source = TASKS[name].source
-        for f in AAID_FILES if source == "aaid" else [source] if source else []:
+        for f in aaid_files if source == "aaid" else [source] if source else []:
             if f not in out:
                 out.append(f)
     return out
@@ -87,13 +90,16 @@ def extract_file(text: str, name: str) -> pa.Table:
     return pa.table(cols, schema=GOLD_SCHEMA)
 
 
-def extract(data: str | None, s3: S3Config, requests: list[str]) -> pa.Table:
+def extract(data: str | None, s3: S3Config, requests: list[str],
+            aaid_files: tuple[str, ...] = AAID_FILES) -> pa.Table:
     """Gold rows for the task requests (`v_reg`, `ei_reg:joy`) from the benchmark folder
-    `data` (local or s3://; None: the copy shipped with emoray)."""
+    `data` (local or s3://; None: the copy shipped with emoray), reading of the AAID samples
+    those in `aaid_files`."""
     data = data or shipped()
     fs, root = io.filesystem_for(data, s3)
     tables = []
-    for name in files_for(list(dict.fromkeys(k.partition(":")[0] for k in requests))):
+    for name in files_for(list(dict.fromkeys(k.partition(":")[0] for k in requests)),
+                          aaid_files):
         path = posixpath.join(root, name)
         try:
             with fs.open_input_stream(path) as fh:

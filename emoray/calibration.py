@@ -1,10 +1,16 @@
-"""Confidence that means what it says, the fitting half: temperature scaling of a class task's
-candidate probabilities, per-label thresholds for multi-label answers, and the two measures
-that say how far a confidence is from the truth: expected calibration error (ECE, 15
-equal-width bins) and the Brier score.
+"""Confidence that means what it says: temperature scaling fitted per task, the calibration
+file that carries the temperatures from `emoray calibrate` to `annotate`, per-label thresholds
+for multi-label answers, and the two measures that say how far a confidence is from the truth:
+expected calibration error (ECE, 15 equal-width bins) and the Brier score.
+
+What annotate scales is the probability of the chosen answer against all others (a two-outcome
+softmax, `scale`): the table stores that probability (`raw_confidence`) for every discrete
+answer, whether the class was scored from log-probabilities or a label set was generated under
+a grammar, so one rule calibrates every class task, and a stored answer reused by a later run
+is calibrated with that run's file at no engine cost.
 
 Temperature scaling (Guo et al. 2017) is scikit-learn's (`CalibratedClassifierCV`,
-`method="temperature"`, fitted on answers the model already gave through a pass-through
+`method="temperature"`, imported only where a fit runs, fitted on answers the model already gave through a pass-through
 estimator); the per-label precision/recall curve is scikit-learn's. ECE and Brier's score are
 written here (scikit-learn has only the binned curve, and a Brier loss that scores only the
 positive class of a two-class task).
@@ -12,36 +18,45 @@ positive class of a two-class task).
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass, field
+
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.frozen import FrozenEstimator
-from sklearn.metrics import precision_recall_curve
+
+from emoray import io
+from emoray.config import ConfigError, S3Config
 
 ECE_BINS = 15
-
-
-class _GivenProbabilities(ClassifierMixin, BaseEstimator):
-    """A classifier whose `predict_proba(X)` is X: the class probabilities the model gave."""
-
-    def fit(self, X, y):
-        self.classes_ = np.arange(np.asarray(X).shape[1])
-        return self
-
-    def predict_proba(self, X):
-        return np.asarray(X, dtype=float)
-
-    def predict(self, X):
-        return np.asarray(X).argmax(axis=1)
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     """The temperature T for which softmax(log(probs) / T) best fits `labels` (the index of the
     right class per row) in log-likelihood; T > 1 softens an over-confident model."""
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.model_selection import KFold
+
+    class _GivenProbabilities(ClassifierMixin, BaseEstimator):
+        """A classifier whose `predict_proba(X)` is X: the class probabilities the model gave."""
+
+        def fit(self, X, y):
+            self.classes_ = np.arange(np.asarray(X).shape[1])
+            return self
+
+        def predict_proba(self, X):
+            return np.asarray(X, dtype=float)
+
+        def predict(self, X):
+            return np.asarray(X).argmax(axis=1)
+
     probs, labels = np.asarray(probs, dtype=float), np.asarray(labels)
     given = FrozenEstimator(_GivenProbabilities().fit(probs, labels))
-    calibrated = CalibratedClassifierCV(given, method="temperature", ensemble=False).fit(
-        probs, labels)
+    # the estimator is frozen, so the folds only pass the given probabilities through; two
+    # unstratified ones avoid the stratified split's warning about rare classes
+    calibrated = CalibratedClassifierCV(given, method="temperature", ensemble=False,
+                                        cv=KFold(2)).fit(probs, labels)
     return float(1.0 / calibrated.calibrated_classifiers_[0].calibrators[0].beta_)
 
 
@@ -51,6 +66,27 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     logits -= logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+def scale(confidence, temperature: float) -> np.ndarray:
+    """The chosen answer's probability p after temperature T, against the rest:
+    p^(1/T) / (p^(1/T) + (1 - p)^(1/T)); T > 1 pulls it towards 1/2, T < 1 away."""
+    p = np.clip(np.asarray(confidence, dtype=float), 1e-12, 1 - 1e-12)
+    return apply_temperature(np.column_stack([1 - p, p]), temperature)[:, 1]
+
+
+MIN_ROWS = 10
+"""Fewest answers a temperature is fitted on; at least two of them right and two wrong."""
+
+
+def fit_scale(confidence, correct) -> float | None:
+    """The temperature for `scale` that best fits whether each answer was right, or None when
+    the answers are too few or all right or all wrong (no temperature is identified)."""
+    p = np.clip(np.asarray(confidence, dtype=float), 1e-12, 1 - 1e-12)
+    right = np.asarray(correct, dtype=int)
+    if len(p) < MIN_ROWS or min(right.sum(), len(right) - right.sum()) < 2:
+        return None
+    return fit_temperature(np.column_stack([1 - p, p]), right)
 
 
 def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
@@ -86,6 +122,16 @@ def report(confidence: list[float | None], correct: list[bool]) -> dict:
             "reliability": reliability(conf, right)}
 
 
+def spearman(confidence: list[float], error: list[float]) -> float | None:
+    """Spearman's rank correlation of confidence with absolute error (scipy's), or None when
+    fewer than three rows or either side is constant."""
+    from scipy.stats import spearmanr
+
+    if len(confidence) < 3 or len(set(confidence)) < 2 or len(set(error)) < 2:
+        return None
+    return round(float(spearmanr(confidence, error).statistic), 4)
+
+
 def brier(probs: np.ndarray, labels: np.ndarray) -> float:
     """Brier's score: the mean over rows of the squared distance between the class
     probabilities and the one-hot truth, summed over classes (0 perfect, 2 worst). Written
@@ -99,6 +145,8 @@ def brier(probs: np.ndarray, labels: np.ndarray) -> float:
 def fit_thresholds(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Per label, the score threshold with the best F1 on (`scores`, `truth`), both of shape
     (rows, labels); 0.5 for a label that never occurs."""
+    from sklearn.metrics import precision_recall_curve
+
     scores, truth = np.asarray(scores, dtype=float), np.asarray(truth, dtype=bool)
     out = np.full(scores.shape[1], 0.5)
     for j in range(scores.shape[1]):
@@ -108,3 +156,105 @@ def fit_thresholds(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
         f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
         out[j] = thresholds[int(np.argmax(f1[:-1]))]
     return out
+
+
+FORMAT = "emoray-calibration/1"
+UNCALIBRATED = "uncalibrated"
+"""The `calibration` value of a row whose confidence is the model's own probability."""
+
+
+class CalibrationError(ConfigError):
+    """A calibration file that cannot be read or does not fit the run (a configuration
+    error: exit code 2, before any engine starts)."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Temperatures per task of one model (its `ModelSpec.identity`), each valid for the
+    prompt version it was fitted under; `fitted` holds provenance and before/after figures,
+    which are not part of the version."""
+
+    model: str
+    temperatures: dict[str, dict]
+    """task → {"prompt_version": …, "temperature": T, "n": rows fitted on}"""
+    fitted: dict = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        """12 hex digits over model, tasks, prompt versions and temperatures: any change to
+        what is applied changes it."""
+        key = json.dumps({"model": self.model, "temperatures": self.temperatures},
+                         sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    @property
+    def tag(self) -> str:
+        """What a row calibrated with this file records in its `calibration` column."""
+        return f"temperature@{self.version}"
+
+    def temperature(self, task: str, prompt_version: str) -> float | None:
+        entry = self.temperatures.get(task)
+        if entry and entry["prompt_version"] == prompt_version:
+            return entry["temperature"]
+        return None
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "version": self.version, "model": self.model,
+                           "temperatures": self.temperatures, "fitted": self.fitted}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> Calibration:
+        try:
+            data = json.loads(text)
+            if data.get("format") != FORMAT:
+                raise ValueError(f"format {data.get('format')!r}, expected {FORMAT!r}")
+            for task, entry in data["temperatures"].items():
+                if not (isinstance(entry.get("prompt_version"), str)
+                        and float(entry["temperature"]) > 0):
+                    raise ValueError(f"task {task}: needs prompt_version and a temperature > 0")
+            return cls(data["model"], data["temperatures"], data.get("fitted", {}))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CalibrationError(f"calibration file {where} is not one `emoray calibrate` "
+                                   f"writes ({e}); fit a new one with `emoray calibrate`"
+                                   ) from None
+
+
+def load(path: str, s3: S3Config, model) -> Calibration:
+    """The calibration file at `path` (local or s3://), checked to be fitted for `model` (a
+    `ModelSpec`: the same checkpoint under any folder name counts)."""
+    import pyarrow as pa
+
+    fs, where = io.filesystem_for(path, s3)
+    try:
+        with fs.open_input_stream(where) as f:
+            text = f.read().decode("utf-8")
+    except (FileNotFoundError, OSError, UnicodeDecodeError) as e:
+        raise CalibrationError(f"calibration file {path} cannot be read ({e}); write one with "
+                               "`emoray calibrate --model M --output DIR`") from None
+    calibration = Calibration.from_json(text, path)
+    if not model.same_model(pa.array([calibration.model])).to_pylist()[0]:
+        raise CalibrationError(
+            f"calibration file {path} was fitted for model {calibration.model}, not "
+            f"{model.identity}: fit one for this model with `emoray calibrate`, or leave "
+            "--calibration unset (confidences are then marked uncalibrated)")
+    return calibration
+
+
+def save(calibration: Calibration, path: str, s3: S3Config) -> None:
+    fs, where = io.filesystem_for(path, s3)
+    with fs.open_output_stream(where) as f:
+        f.write(calibration.to_json().encode())
+
+
+def calibrate_rows(calibration: Calibration | None, tasks: list[str],
+                   prompt_versions: list[str], confidences: list[float | None]
+                   ) -> tuple[list[float | None], list[str | None]]:
+    """(confidence, calibration) per row from the model's own confidence: scaled with
+    `calibration`'s temperature for the row's task and prompt version, or left as it is and
+    marked UNCALIBRATED; a row without a confidence gets neither."""
+    out_conf, out_tag = [], []
+    for task, version, conf in zip(tasks, prompt_versions, confidences):
+        t = calibration.temperature(task, version) if calibration and conf is not None else None
+        out_conf.append(conf if t is None else float(scale([conf], t)[0]))
+        out_tag.append(None if conf is None else UNCALIBRATED if t is None else calibration.tag)
+    return out_conf, out_tag

@@ -30,7 +30,7 @@ ENGINE_OVERRIDES = {
     "tensor_parallel_size": "engine.tensor_parallel_size",
     "gpu_memory_utilization": "engine.gpu_memory_utilization",
     "max_model_len": "engine.max_model_len", "template": "engine.template",
-    "kv_cache_gib": "engine.kv_cache_gib",
+    "kv_cache_gib": "engine.kv_cache_gib", "calibration": "calibration",
     "s3_endpoint_url": "s3.endpoint_url", "s3_region": "s3.region",
 }
 OVERRIDES = {
@@ -43,6 +43,11 @@ EVALUATE_OVERRIDES = {
     **ENGINE_OVERRIDES, "data": "evaluate.data", "output": "evaluate.output",
     "limit": "evaluate.limit", "seed": "evaluate.seed", "previous": "evaluate.previous",
     "references": "evaluate.references",
+}
+
+CALIBRATE_OVERRIDES = {
+    **ENGINE_OVERRIDES, "data": "evaluate.data", "output": "evaluate.output",
+    "limit": "evaluate.limit", "seed": "evaluate.seed",
 }
 
 
@@ -58,6 +63,8 @@ def _engine_flags(p: argparse.ArgumentParser, config_default: str | None) -> Non
     p.add_argument("--kv-cache-gib", type=float, help="CPU engines: KV cache size (default: "
                    "sized to the machine's free memory)")
     p.add_argument("--template", type=int, help="instruction paraphrase index (0 = canonical)")
+    p.add_argument("--calibration", help="calibration file from `emoray calibrate` (local or "
+                   "s3://): temperature-scales class tasks' confidences")
     p.add_argument("--device", choices=["auto", "gpu", "cpu"])
     p.add_argument("--s3-endpoint-url")
     p.add_argument("--s3-region")
@@ -129,6 +136,17 @@ def cmd_evaluate(args) -> int:
     start_ray(args.ray_address, args.verbose)
     result = evaluate(config)
     print(json.dumps(result, default=str) if args.json else render_summary(result))
+    return EXIT_OK
+
+
+def cmd_calibrate(args) -> int:
+    from emoray.calibrate import calibrate, render
+
+    config = job_config(args, CALIBRATE_OVERRIDES)
+    config.require("evaluate.output")
+    start_ray(args.ray_address, args.verbose)
+    result = calibrate(config, config.evaluate.output)
+    print(json.dumps(result) if args.json else render(result))
     return EXIT_OK
 
 
@@ -336,10 +354,14 @@ EXAMPLES = {
     "annotate": ["emoray annotate --input ./texts --output ./affect --tasks v_reg,e_c "
                  "--model .emoray/tiny-model --device cpu",
                  "emoray annotate --input ./texts --output ./affect --dry-run",
+                 "emoray annotate --input ./texts --output ./affect --calibration "
+                 "./calibration/calibration.json",
                  "emoray annotate --config conf/cluster.yaml --input s3://lake/texts/ "
                  "--output s3://lake/affect/"],
     "evaluate": ["emoray evaluate --config conf/local.yaml --model .emoray/tiny-model "
                  "--output ./eval --limit 20"],
+    "calibrate": ["emoray calibrate --config conf/local.yaml --model .emoray/tiny-model "
+                  "--output ./calibration --limit 50"],
     "nightly": ["emoray nightly --config conf/cluster.yaml --date 2026-11-24",
                 "emoray nightly --config conf/cluster.yaml --dry-run"],
     "canary": ["emoray canary --out ./canary.jsonl --tasks v_reg,e_c --limit 10"],
@@ -384,6 +406,16 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--references", help="YAML of reference scores (default conf/references.yaml)")
     v.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     v.set_defaults(fn=cmd_evaluate)
+    k = _command(sub, "calibrate", help="fit per-task temperatures on the AEB dev sample so "
+                 "class tasks' confidences mean what they say (calibration.json)")
+    _engine_flags(k, None)
+    k.add_argument("--data", help="folder of the AEB files (local or s3://; default: the copy "
+                   "shipped with emoray); its aaid_dev_sample.jsonl is used")
+    k.add_argument("--output", help="folder for calibration.json (and the dev run's table)")
+    k.add_argument("--limit", type=int, help="at most N dev rows per task/target")
+    k.add_argument("--seed", type=int, help="seed of the --limit draw")
+    k.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    k.set_defaults(fn=cmd_calibrate)
     n = _command(sub, "nightly", help="one night: quality gate, annotate, then enrich (Spark)")
     _job_flags(n, None)
     n.add_argument("--date", help="date partition YYYY-MM-DD filling {date} in the profile's "

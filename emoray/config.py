@@ -193,6 +193,11 @@ class AnnotateConfig(_Strict):
         description="Tasks to annotate (`emoray tasks` lists them); `ei_reg` means all four "
         "emotions, `ei_reg:joy` one.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
+    calibration: str | None = Field(
+        None, description="Calibration file written by `emoray calibrate` for this model (local "
+        "or s3://): class tasks' confidences are temperature-scaled with it and each row records "
+        "its version in `calibration`. Unset: confidences are the model's own probabilities, "
+        "marked `uncalibrated`.")
     concurrency: int = Field(1, ge=1, description="Number of engine actors (one per GPU group).")
     batch_size: int = Field(1024, ge=1, description="Prompts per engine call: larger batches "
                             "keep the engine busy between calls and cut per-batch overhead "

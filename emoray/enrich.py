@@ -7,8 +7,10 @@ default, and what runs here: the jars cannot be fetched without Maven) it reads 
 Parquet files of the snapshot, as listed by the Delta log, so a crashed annotate run is never
 joined either way. `as_of` (a version or a timestamp) reproduces an earlier enriched table.
 
-The latest usable answer (status ok or truncated) per (doc_id, task, target) wins;
-downstream rows are never dropped or duplicated (left join onto one row per doc_id).
+The latest usable answer (status ok or truncated) per (doc_id, task, target) wins; each affect
+column comes with `<column>_confidence` (so analysts can filter on it) and a map of which
+calibration made each task's confidence. Downstream rows are never dropped or duplicated (left
+join onto one row per doc_id).
 """
 
 from __future__ import annotations
@@ -115,9 +117,10 @@ def committed_annotations(spark, config: EnrichConfig):
     if not files:
         raise EnrichError(f"annotation table {config.annotations} has no committed rows (version "
                           f"{dt.version()}); run `emoray annotate` first or check the path")
-    # partition values live in the paths (task=…), as Delta writes them
-    return (spark.read.option("basePath", _spark_path(annotations.uri)).parquet(*files),
-            dt.version())
+    # partition values live in the paths (task=…), as Delta writes them; files written before
+    # a column existed lack it (mergeSchema reads it as null there)
+    return (spark.read.option("basePath", _spark_path(annotations.uri))
+            .option("mergeSchema", "true").parquet(*files), dt.version())
 
 
 def latest_wide(long, config: EnrichConfig):
@@ -147,13 +150,17 @@ def latest_wide(long, config: EnrichConfig):
         kind = TASKS[task].answer.kind
         value = {"regression": F.col("score"), "ordinal": F.col("score").cast("int"),
                  "multilabel": F.col("labels")}[kind]
-        aggs.append(F.first(F.when(match, value), ignorenulls=True)
-                    .alias(column_name(task, target, config)))
+        name = column_name(task, target, config)
+        aggs += [F.first(F.when(match, value), ignorenulls=True).alias(name),
+                 F.first(F.when(match, F.col("confidence")), ignorenulls=True).alias(
+                     name + "_confidence")]
     key = F.concat_ws(":", "task", "target")  # concat_ws skips a null target
     aggs += [
         F.lit(model).alias(config.prefix + "model"),
         F.map_from_entries(F.collect_set(F.struct(key, "prompt_version"))).alias(
             config.prefix + "prompt_version"),
+        F.map_from_entries(F.collect_set(F.struct(key, "calibration"))).alias(
+            config.prefix + "calibration"),
         F.max("run_id").alias(config.prefix + "run_id"),
     ]
     wide = latest.groupBy("doc_id").agg(*aggs)
@@ -195,6 +202,8 @@ def enrich(spark, config: EnrichConfig) -> dict:
     if missing:
         raise EnrichError(f"annotation table {config.annotations} lacks columns {missing}: "
                           "not an emoray annotation table")
+    if "calibration" not in long.columns:  # a table written before the column existed
+        long = long.withColumn("calibration", F.lit(None).cast("string"))
     wide, model, stats = latest_wide(long, config)
     clashes = [c for c in wide.columns if c != "doc_id" and c in downstream.columns]
     if clashes:

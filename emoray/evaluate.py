@@ -44,8 +44,9 @@ def gold_requests(names: list[str]) -> list[str]:
 
 
 def annotate_gold(config: AnnotateConfig, gold: pa.Table, out: str) -> tuple[pa.Table, dict]:
-    """Annotate gold rows with the production pipeline into `<out>/annotations`; returns the
-    run's committed rows and its summary."""
+    """Annotate gold rows with the production pipeline into `<out>/annotations` (confidences
+    left uncalibrated: the callers compare them with a calibration's); returns the run's
+    committed rows and its summary."""
     from emoray.pipeline import build_annotator
 
     fs, root = io.filesystem_for(out, config.s3)
@@ -56,7 +57,8 @@ def annotate_gold(config: AnnotateConfig, gold: pa.Table, out: str) -> tuple[pa.
     run = config.model_copy(update={
         "input": _join(out, "gold") + "/", "output": _join(out, "annotations") + "/",
         "format": "parquet", "id_column": "id", "text_column": "text", "task_column": "request",
-        "tasks": requests, "incremental": False, "run_id": None, "gate": GateConfig()})
+        "tasks": requests, "incremental": False, "run_id": None, "gate": GateConfig(),
+        "calibration": None})
     summary = build_annotator(run).run()
     rows = table.AnnotationTable(_join(out, "annotations"), config.s3).read(
         filter=pads.field("run_id") == summary.run_id)
@@ -72,9 +74,9 @@ def _majority(gold: list[Parsed]) -> list[Parsed]:
     return [next(p for p in gold if repr(p) == key)] * len(gold)
 
 
-def score_rows(gold: pa.Table, rows: pa.Table) -> dict[str, dict]:
-    """Per task request: n, status counts, parse rate, metrics on the parsed rows and the
-    majority baseline's; targeted tasks also get an entry averaging their targets."""
+def pair_answers(gold: pa.Table, rows: pa.Table) -> dict[str, list[tuple[dict, dict | None]]]:
+    """Per task request (in catalog order): each gold row with the committed answer to it
+    (None when none committed)."""
     answers = {}
     for r in rows.to_pylist():
         key = f"{r['task']}:{r['target']}" if r["target"] else r["task"]
@@ -82,30 +84,62 @@ def score_rows(gold: pa.Table, rows: pa.Table) -> dict[str, dict]:
     by_request: dict[str, list[dict]] = {}
     for g in gold.to_pylist():
         by_request.setdefault(g["request"], []).append(g)
+    return {key: [(g, answers.get((g["id"], key))) for g in by_request[key]]
+            for key in sorted(by_request, key=request_order)}
+
+
+def parsed_pairs(task, pairs: list[tuple[dict, dict | None]]
+                 ) -> list[tuple[Parsed, Parsed, dict]]:
+    """(gold, answer, answer row) of the rows whose answer parsed."""
+    return [(task.answer.parse(g["gold"]), Parsed(a["score"], a["label"], a["labels"]), a)
+            for g, a in pairs if a and a["status"] in PARSED]
+
+
+def confidence_report(task, scored: list[tuple[Parsed, Parsed, dict]],
+                      fitted: calibration.Calibration | None) -> dict:
+    """How well the answers' confidences say how right they are. A class task:
+    ECE and Brier before and after `fitted` (None when it holds no temperature for the task).
+    A regression task: Spearman's rho between confidence and absolute error (negative: more
+    confident answers err less)."""
+    conf = [a["raw_confidence"] for _, _, a in scored]
+    if not task.answer.discrete:
+        kept = [(c, abs(g.score - p.score)) for c, (g, p, _) in zip(conf, scored)
+                if c is not None]
+        return {"n": len(kept), "confidence_error_spearman":
+                calibration.spearman([c for c, _ in kept], [e for _, e in kept])}
+    right = [g == p for g, p, _ in scored]
+    after, applied = None, None
+    if fitted is not None:
+        scaled, tags = calibration.calibrate_rows(
+            fitted, [task.name] * len(scored), [a["prompt_version"] for _, _, a in scored],
+            conf)
+        if fitted.tag in tags:
+            after, applied = calibration.report(scaled, right), fitted.tag
+    return {"before": calibration.report(conf, right), "after": after, "calibration": applied}
+
+
+def score_rows(gold: pa.Table, rows: pa.Table,
+               fitted: calibration.Calibration | None = None) -> dict[str, dict]:
+    """Per task request: n, status counts, parse rate, metrics on the parsed rows, the
+    majority baseline's and the confidence report (`confidence_report`); targeted tasks also
+    get an entry averaging their targets."""
     out: dict[str, dict] = {}
-    for key in sorted(by_request, key=request_order):
+    for key, pairs in pair_answers(gold, rows).items():
         name, _, target = key.partition(":")
         task = TASKS[name]
-        mine = by_request[key]
-        got = [answers.get((g["id"], key)) for g in mine]
+        got = [a for _, a in pairs]
         statuses = Counter(a["status"] if a else "missing" for a in got)
-        answered = [(g, a) for g, a in zip(mine, got) if a and a["status"] in PARSED]
-        pairs = [(task.answer.parse(g["gold"]), Parsed(a["score"], a["label"], a["labels"]))
-                 for g, a in answered]
-        g_parsed = [p for p, _ in pairs]
+        scored = parsed_pairs(task, pairs)
+        g_parsed = [g for g, _, _ in scored]
         parsed = sum(statuses[s] for s in PARSED)
-        calibrated = {}
-        if task.answer.discrete:
-            calibrated = {"calibration": calibration.report(
-                [a["confidence"] for _, a in answered], [gp == p for gp, p in pairs])}
         out[key] = {
-            "task": name, "target": target or None, "n": len(mine), "scored": len(pairs),
-            "parse_rate": round(parsed / len(mine), 4) if mine else 0.0,
+            "task": name, "target": target or None, "n": len(pairs), "scored": len(scored),
+            "parse_rate": round(parsed / len(pairs), 4) if pairs else 0.0,
             "status_counts": dict(statuses), "headline": task.metrics[0],
-            "metrics": score(task, g_parsed, [p for _, p in pairs]),
+            "metrics": score(task, g_parsed, [p for _, p, _ in scored]),
             "baseline": score(task, g_parsed, _majority(g_parsed)),
             "prompt_version": got[0]["prompt_version"] if got and got[0] else None,
-            **calibrated,
+            "confidence": confidence_report(task, scored, fitted),
         }
     for name in dict.fromkeys(v["task"] for v in out.values() if v["target"]):
         parts = [v for v in out.values() if v["task"] == name and v["target"]]
@@ -188,11 +222,27 @@ def render_markdown(result: dict) -> str:
         lines += ["## Confidence (class tasks)", "",
                   "How well `confidence` says an answer is right: expected calibration error "
                   f"({calibration.ECE_BINS} bins) and Brier's score of the confidence as the "
-                  "probability of being right (0 is perfect for both).", "",
-                  "| task | n | ECE | Brier |", "|---|---|---|---|"]
-        lines += [f"| {k} | {c['n']} | {c['ece']:.4f} | {c['brier']:.4f} |"
-                  for k, c in calibrated.items()]
+                  "probability of being right (0 is perfect for both), of the model's own "
+                  "probabilities (before) and after the calibration file given "
+                  f"({result.get('calibration') or 'none'}).", "",
+                  "| task | n | ECE before | Brier before | ECE after | Brier after |",
+                  "|---|---|---|---|---|---|"]
+        for k, c in calibrated.items():
+            after = c["after"] or {}
+            lines.append(f"| {k} | {c['before']['n']} | {c['before']['ece']:.4f} | "
+                         f"{c['before']['brier']:.4f} | {_fmt(after.get('ece'))} | "
+                         f"{_fmt(after.get('brier'))} |")
         lines += ["", "![reliability per class task](reliability.png)", ""]
+    spread = {k: v["confidence"] for k, v in result["tasks"].items()
+              if "confidence_error_spearman" in v.get("confidence", {})}
+    if spread:
+        lines += ["## Confidence (regression tasks)", "",
+                  "Spearman's rho between `confidence` and the absolute error (negative: "
+                  "answers given with more confidence err less).", "",
+                  "| task | n | rho |", "|---|---|---|"]
+        lines += [f"| {k} | {c['n']} | {_fmt(c['confidence_error_spearman'])} |"
+                  for k, c in spread.items()]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -201,9 +251,9 @@ def _fmt(value) -> str:
 
 
 def _calibrated(result: dict) -> dict[str, dict]:
-    """The calibration report of each class task request that had answers."""
-    return {k: v["calibration"] for k, v in result["tasks"].items()
-            if v.get("calibration", {}).get("n")}
+    """The confidence report of each class task request that had answers."""
+    return {k: v["confidence"] for k, v in result["tasks"].items()
+            if v.get("confidence", {}).get("before", {}).get("n")}
 
 
 def _figure(figsize: tuple[float, float]):
@@ -266,10 +316,14 @@ def render_reliability(result: dict) -> bytes | None:
         return None
     fig, ax = _figure((5.5, 5))
     ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--", label="calibrated")
-    for key, c in curves.items():
-        points = c["reliability"]
-        ax.plot([p["confidence"] for p in points], [p["accuracy"] for p in points], marker="o",
-                markersize=3, label=f"{key} (ECE {c['ece']:.3f})")
+    for i, (key, c) in enumerate(curves.items()):
+        colour = f"C{i % 10}"
+        for when, style in (("before", ":"), ("after", "-")):
+            if c[when]:
+                points = c[when]["reliability"]
+                ax.plot([p["confidence"] for p in points], [p["accuracy"] for p in points],
+                        marker="o", markersize=3, color=colour, linestyle=style,
+                        label=f"{key} {when} (ECE {c[when]['ece']:.3f})")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel(f"confidence ({calibration.ECE_BINS} bins)")
@@ -303,14 +357,18 @@ def evaluate_gold(config: AnnotateConfig, gold: pa.Table, out: str,
     ev = config.evaluate
     if title_note is None and is_tiny_model(config.engine.model):
         title_note = "tiny random-weight TEST model: scores are meaningless"
+    model = resolve_model(config.engine.model)
+    fitted = (calibration.load(config.calibration, config.s3, model) if config.calibration
+              else None)
     rows, summary = annotate_gold(config, gold, out)
     result = {
-        "model": resolve_model(config.engine.model).name, "run_id": summary["run_id"],
+        "model": model.name, "run_id": summary["run_id"],
+        "calibration": fitted.tag if fitted else None,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": ev.data, "limit": ev.limit, "seed": ev.seed,
         "template": config.engine.template, "constrained": config.engine.constrained,
         "title_note": title_note,
-        "tasks": score_rows(gold, rows),
+        "tasks": score_rows(gold, rows, fitted),
         "references": load_references(ev.references),
         "previous": _previous(ev.previous, config),
         "run": {k: summary[k] for k in ("rows_out", "prompts_sent", "wall_s", "rows_per_s")},
@@ -341,5 +399,10 @@ def render_summary(result: dict) -> str:
     for key, v in result["tasks"].items():
         metrics = ", ".join(f"{k} {x:.4f}" for k, x in v["metrics"].items())
         lines.append(f"  {key:14} n={v['n']:<5} parse {v['parse_rate']:.2%}  {metrics}")
+    for key, c in _calibrated(result).items():
+        after = (f"after {c['after']['ece']:.4f} / {c['after']['brier']:.4f}" if c["after"]
+                 else "after: no calibration given (fit one with `emoray calibrate`)")
+        lines.append(f"  {key:14} confidence ECE / Brier: before {c['before']['ece']:.4f} / "
+                     f"{c['before']['brier']:.4f}, {after}")
     lines.append("outputs: " + ", ".join(result["outputs"]))
     return "\n".join(lines)

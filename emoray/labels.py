@@ -34,11 +34,14 @@ def _counts(t: pa.Table, by: list[str]) -> list[dict]:
 
 
 class LabelStats:
-    """Counts of statuses, score values and multi-labels per task request."""
+    """Counts of statuses, score values and multi-labels per task request, and the sum of
+    confidences per calibration that made them."""
 
     def __init__(self):
         self.status: dict[str, Counter] = {}
         self.values: dict[str, Counter] = {}
+        self.confidence: dict[str, Counter] = {}
+        self.calibration: dict[str, Counter] = {}
 
     def add(self, batch: pa.Table) -> None:
         if not batch.num_rows:
@@ -51,6 +54,14 @@ class LabelStats:
                          ["task", "target", "score"]):
             self.values.setdefault(_key(r["task"], r["target"]), Counter())[r["score"]] += \
                 r["count_all"]
+        rated = answered.filter(pc.is_valid(answered["confidence"]))
+        for r in rated.group_by(["task", "target", "calibration"], use_threads=False).aggregate(
+                [("confidence", "sum"), ("confidence", "count")]).to_pylist():
+            key = _key(r["task"], r["target"])
+            self.confidence.setdefault(key, Counter()).update(
+                {"sum": r["confidence_sum"], "rows": r["confidence_count"]})
+            self.calibration.setdefault(key, Counter())[r["calibration"]] += \
+                r["confidence_count"]
         sets = answered.filter(pc.is_valid(answered["labels"]))
         if sets.num_rows:
             parents = pc.list_parent_indices(sets["labels"])
@@ -79,6 +90,11 @@ class LabelStats:
                 entry["labels"] = {label: values.get(label, 0) for label in labels}
             else:
                 entry.update(_histogram(values, task.answer.low, task.answer.high))
+            rated = self.confidence.get(key)
+            if rated:
+                entry["confidence"] = {"rows": rated["rows"],
+                                       "mean": round(rated["sum"] / rated["rows"], 4),
+                                       "calibration": dict(self.calibration[key])}
             out[key] = entry
         return out
 
@@ -104,8 +120,12 @@ def render_markdown(run_id: str, model: str, summary: dict) -> str:
              "multi-label rows count once per label.", ""]
     for key, e in summary.items():
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(e["status_counts"].items()))
+        conf = e.get("confidence")
         lines += [f"## {key}", "", f"{e['rows']} rows ({statuses})"
-                  + (f"; mean {e['mean']}, std {e['std']}" if e.get("mean") is not None else ""),
+                  + (f"; mean {e['mean']}, std {e['std']}" if e.get("mean") is not None else "")
+                  + (f"; mean confidence {conf['mean']} ("
+                     + ", ".join(f"{k} {v}" for k, v in sorted(conf["calibration"].items()))
+                     + ")" if conf else ""),
                   "", "| value | rows | share |", "|---|---|---|"]
         dist = e.get("classes") or e.get("labels") or e.get("histogram")
         total = sum(dist.values()) or 1

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from emoray import cost, io, labels, stages, table
+from emoray import calibration, cost, io, labels, stages, table
 from emoray.config import AnnotateConfig
 from emoray.engine import Engine, EngineStage, EngineStartError, check_fits, engine_resources
 from emoray.lock import TableLock
@@ -188,6 +188,7 @@ class Annotator:
         self.engine_class = engine_class
         self.requests = resolve(config.tasks)
         self.model = resolve_model(config.engine.model)
+        self.calibration = self._calibration()
         check_fits(config.engine, local=local_engine)
         self.in_fs, in_path = io.filesystem_for(config.input, config.s3)
         found = io.list_inputs(config.input, self.in_fs, in_path, config.format)
@@ -211,6 +212,21 @@ class Annotator:
             datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
         for reason in self.bad_files.values():
             print(f"emoray: skipping bad input file: {reason}", file=sys.stderr)
+
+    def _calibration(self) -> calibration.Calibration | None:
+        """The configured calibration file, checked against the model; a class task it holds
+        no temperature for (under this prompt version) is named, its rows marked uncalibrated."""
+        if not self.config.calibration:
+            return None
+        found = calibration.load(self.config.calibration, self.config.s3, self.model)
+        engine = self.config.engine
+        for r in self.requests:
+            version = r.task.prompt_version(engine.template, engine.constrained)
+            if r.task.answer.discrete and found.temperature(r.task.name, version) is None:
+                print(f"emoray: calibration {self.config.calibration} has no temperature for "
+                      f"task {r.task.name} under prompt version {version}; its confidences are "
+                      f"marked {calibration.UNCALIBRATED}", file=sys.stderr)
+        return found
 
     def _inputs(self, stats=None) -> list:
         """The input datasets, normalized to plan input (side "new")."""
@@ -245,7 +261,8 @@ class Annotator:
         if len(hashes) <= MATCH_LIMIT:
             sha = pads.field("text_sha256")
             held = held & (sha.isin(hashes) | sha.is_null())
-        columns = [c for c in stages.NEEDS["plan"] if c in table.SCHEMA.names] + ["model"]
+        stored = {f.name for f in dt.schema().fields}  # a table older than a column lacks it
+        columns = [c for c in stages.NEEDS["plan"] if c in stored] + ["model"]
         return ray.data.read_delta(
             self.table.uri, version=dt.version(), storage_options=self.table.options,
             columns=columns, filter=held).map_batches(
@@ -277,11 +294,16 @@ class Annotator:
             compute=ray.data.ActorPoolStrategy(size=cfg.concurrency), **self.resources())
         return answered.map_batches(
             stages.parse, batch_format="pyarrow", batch_size=None,
-            fn_kwargs={"model": self.model.identity, "run_id": self.run_id})
+            fn_kwargs={"model": self.model.identity, "run_id": self.run_id,
+                       "calibration": self.calibration})
 
     def resources(self) -> dict:
         """Ray resources of one engine actor (needs Ray started: `auto` looks for GPUs)."""
         return engine_resources(self.config.engine)
+
+    def _calibration_tag(self) -> str:
+        """Which calibration this run applies, as its rows record it."""
+        return self.calibration.tag if self.calibration else calibration.UNCALIBRATED
 
     def dry_run(self) -> dict:
         """What `run()` would do, with no engine and nothing written: rows in, row x task pairs
@@ -359,7 +381,7 @@ class Annotator:
         stats = ray.remote(RunStats).options(num_cpus=0, name=f"emoray-stats-{self.run_id}").remote()
         writer = table.ChunkWriter(self.table, self.run_id, self.config.commit_rows, lineage={
             "model": self.model.identity, "tasks": ",".join(r.key for r in self.requests),
-            "input": self.config.input, "engine": "vllm"})
+            "input": self.config.input, "engine": "vllm", "calibration": self._calibration_tag()})
         label_stats = labels.LabelStats()
         with Progress(lambda: ray.get(stats.get.remote(), timeout=10),
                       self.config.progress_interval_s) as progress:
@@ -405,7 +427,7 @@ class Annotator:
         table.write_report(self.table, {
             **summary.as_dict(), "model": self.model.identity, "model_source": self.model.source,
             "tasks": [r.key for r in self.requests], "input": self.config.input,
-            "chunks": writer.chunks - writer.first_chunk, "bad_files": self.bad_files,
+            "calibration": self._calibration_tag(), "chunks": writer.chunks - writer.first_chunk, "bad_files": self.bad_files,
             "engine_starts": counts.get("engine_starts", 0), "gate": gate,
             "label_report": labels.write_label_report(self.out_fs, self.out_root, self.run_id,
                                                       self.model.identity, label_stats)})

@@ -15,13 +15,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from emoray.answers import ParseError
+from emoray.calibration import Calibration, calibrate_rows
 from emoray.models import ModelSpec
 from emoray.table import SCHEMA
 from emoray.tasks import TASKS, TaskRequest
 
 NEEDS = {
     "plan": ("side", "doc_id", "text_sha256", "text", "text_status", "request", "task", "target",
-             "prompt_version", "raw_output", "confidence", "status", "annotated_at"),
+             "prompt_version", "raw_output", "confidence", "raw_confidence", "status",
+             "annotated_at"),
     "engine": ("doc_ids", "text_sha256", "text", "text_status", "task", "target", "prompt_version",
                "cached_output", "cached_confidence", "cached_status"),
     "parse": ("doc_ids", "text_sha256", "task", "target", "prompt_version", "raw_output",
@@ -82,7 +84,7 @@ PLAN_INPUT = pa.schema([
     ("task", pa.string()),
     ("target", pa.string()),
     ("prompt_version", pa.string()), ("raw_output", pa.string()), ("confidence", pa.float64()),
-    ("status", pa.string()), ("annotated_at", pa.timestamp("us", tz="UTC")),
+    ("raw_confidence", pa.float64()), ("status", pa.string()), ("annotated_at", pa.timestamp("us", tz="UTC")),
 ])
 """Rows entering the plan: input rows (side "new") and stored annotations (side "old")."""
 
@@ -148,11 +150,15 @@ def plan(batch: pa.Table, requests: list[TaskRequest], template: int, constraine
         ["doc_id", "sha_key", "task_key"])
     todo = wanted.join(held, keys=["doc_id", "sha_key", "task_key"], join_type="left anti")
     reusable = old.filter(pc.is_in(old["status"], pa.array(REUSABLE)))
+    reusable = reusable.set_column(  # rows stored before raw_confidence existed: uncalibrated
+        reusable.schema.get_field_index("raw_confidence"), "raw_confidence",
+        pc.coalesce(reusable["raw_confidence"], reusable["confidence"]))
     latest = (reusable.sort_by([("annotated_at", "descending")])
               .group_by(["sha_key", "task_key"], use_threads=False)
-              .aggregate([("raw_output", "first"), ("confidence", "first"), ("status", "first")])
+              .aggregate([("raw_output", "first"), ("raw_confidence", "first"),
+                          ("status", "first")])
               .rename_columns({"raw_output_first": "cached_output",
-                               "confidence_first": "cached_confidence",
+                               "raw_confidence_first": "cached_confidence",
                                "status_first": "cached_status"}))
     todo = todo.join(latest, keys=["sha_key", "task_key"], join_type="left outer")
     grouped = todo.group_by(["sha_key", "task_key"], use_threads=False).aggregate([
@@ -188,18 +194,25 @@ def _status(text_status: str, raw: str | None, error: str | None, truncated: boo
     return status, parsed.score, parsed.label, parsed.labels, note
 
 
-def parse(batch: pa.Table, model: str, run_id: str) -> pa.Table:
-    """Model answers → typed columns and a status, fanned out to one row per doc_id, in the
-    annotation table's schema."""
+def parse(batch: pa.Table, model: str, run_id: str,
+          calibration: Calibration | None = None) -> pa.Table:
+    """Model answers → typed columns, a status and the model's confidence after `calibration`
+    (`calibration.calibrate_rows`), fanned out to one row per doc_id, in the annotation
+    table's schema."""
     require(batch, "parse")
     cols = batch.select(["text_status", "raw_output", "error", "truncated", "task",
                          "finish_reason"]).to_pydict()
     results = [_status(*row) for row in zip(*cols.values())]
     status, score, label, labels, error = (list(x) for x in zip(*results)) if results else [[]] * 5
+    confidence, calibrated = calibrate_rows(
+        calibration, cols["task"], batch["prompt_version"].to_pylist(),
+        batch["confidence"].to_pylist())
     per_text = {
         "text_sha256": batch["text_sha256"], "task": batch["task"], "target": batch["target"],
         "score": pa.array(score, pa.float64()), "label": pa.array(label, pa.string()),
-        "labels": pa.array(labels, pa.list_(pa.string())), "confidence": batch["confidence"],
+        "labels": pa.array(labels, pa.list_(pa.string())),
+        "confidence": pa.array(confidence, pa.float64()), "raw_confidence": batch["confidence"],
+        "calibration": pa.array(calibrated, pa.string()),
         "raw_output": batch["raw_output"], "status": pa.array(status, pa.string()),
         "error": pa.array(error, pa.string()), "prompt_version": batch["prompt_version"],
     }

@@ -43,6 +43,8 @@ SCHEMA = pa.schema([
     pa.field("label", pa.string()),
     pa.field("labels", pa.list_(pa.string())),
     pa.field("confidence", pa.float64()),
+    pa.field("raw_confidence", pa.float64()),
+    pa.field("calibration", pa.string()),
     pa.field("raw_output", pa.string()),
     pa.field("status", pa.string(), nullable=False),
     pa.field("error", pa.string()),
@@ -51,7 +53,10 @@ SCHEMA = pa.schema([
     pa.field("run_id", pa.string(), nullable=False),
     pa.field("annotated_at", pa.timestamp("us", tz="UTC"), nullable=False),
 ])
-"""Columns of the long annotation table, plus `error`: why a row is not ok."""
+"""Columns of the long annotation table, plus `error`: why a row is not ok. `raw_confidence` is
+the model's own probability of its answer, `confidence` that probability after the calibration
+named in `calibration` (`emoray.calibration`; `uncalibrated`: the two are equal). A table made
+before a column existed gains it on the next write (`AnnotationTable.create`)."""
 
 STATUSES = ("ok", "parse_error", "empty_text", "invalid_text", "truncated", "failed")
 PARTITION_BY = ["task"]
@@ -162,11 +167,18 @@ class AnnotationTable:
         return dt
 
     def create(self):
-        """The table, created empty with the schema and partitioning when absent."""
-        from deltalake import DeltaTable
+        """The table, created empty with the schema and partitioning when absent; an existing
+        table made before a column of SCHEMA existed gains it (nullable: older rows read it as
+        null)."""
+        from deltalake import DeltaTable, Field
 
         if self.exists():
-            return self.snapshot()
+            dt = self.snapshot()
+            have = {f.name for f in dt.schema().fields}
+            missing = [f for f in SCHEMA if f.name not in have]
+            if missing:
+                dt.alter.add_columns([Field.from_arrow(f) for f in missing])
+            return dt
         self.check_layout()
         try:
             return DeltaTable.create(self.uri, SCHEMA, partition_by=PARTITION_BY, mode="ignore",

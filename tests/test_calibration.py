@@ -1,10 +1,19 @@
-"""Fitting calibration on arrays with known miscalibration (table in, numbers out)."""
+"""Calibration table in, table out: fitting on arrays with known miscalibration, the
+calibration file and its version, and which rows the parse stage calibrates."""
+
+import json
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from sklearn.metrics import f1_score
 
-from emoray.calibration import apply_temperature, brier, ece, fit_temperature, fit_thresholds
+from emoray import stages
+from emoray.calibration import (UNCALIBRATED, Calibration, CalibrationError, apply_temperature,
+                                brier, ece, fit_scale, fit_temperature, fit_thresholds, load,
+                                save, scale)
+from emoray.config import S3Config
+from emoray.models import ModelSpec
 
 
 def _softmax(z):
@@ -58,3 +67,99 @@ def test_multi_label_thresholds_improve_f1():
     fitted = f1_score(truth, scores >= thresholds, average="micro")
     assert fitted > at_half + 0.1
     assert (fit_thresholds(scores, np.zeros_like(truth)) == 0.5).all()
+
+
+def test_the_chosen_answers_temperature_is_recovered_and_lowers_ece():
+    """An answer is right with probability q; the model reports scale(q, 0.5) (over-confident).
+    Fitting on (reported, right) finds T = 2, which maps the reports back onto q."""
+    rng = np.random.default_rng(11)
+    q = rng.uniform(0.05, 0.95, 20_000)
+    right = rng.random(q.size) < q
+    reported = scale(q, 0.5)
+    t = fit_scale(reported, right)
+    assert t == pytest.approx(2.0, rel=0.05)
+    assert np.allclose(scale(reported, t), q, atol=0.02)
+    assert ece(scale(reported, t), right) < ece(reported, right) / 3
+    assert fit_scale(reported[:5], right[:5]) is None  # too few answers
+    assert fit_scale(reported[:100], np.ones(100, bool)) is None  # all right: no temperature
+
+
+PV = "pv-1"
+
+
+def _answered(confidences, task="v_oc", version=PV):
+    n = len(confidences)
+    return pa.table({
+        "doc_ids": pa.array([[f"d{i}"] for i in range(n)], pa.list_(pa.string())),
+        "text_sha256": [f"h{i}" for i in range(n)], "task": [task] * n,
+        "target": pa.nulls(n, pa.string()), "prompt_version": [version] * n,
+        "raw_output": ["1"] * n, "confidence": pa.array(confidences, pa.float64()),
+        "truncated": [False] * n, "error": pa.nulls(n, pa.string()),
+        "finish_reason": ["stop"] * n, "text_status": ["ok"] * n})
+
+
+def test_parse_calibrates_the_models_own_confidence_and_keeps_it():
+    fitted = Calibration("m@abc", {"v_oc": {"prompt_version": PV, "temperature": 2.0, "n": 40}})
+    out = stages.parse(_answered([0.9, 0.6, None]), "m@abc", "r", fitted).to_pydict()
+    assert out["raw_confidence"] == [0.9, 0.6, None]
+    assert out["calibration"] == [fitted.tag, fitted.tag, None]
+    # sqrt(.9) / (sqrt(.9) + sqrt(.1)) = 0.75
+    assert out["confidence"] == [pytest.approx(0.75), pytest.approx(0.5505, abs=1e-4), None]
+    plain = stages.parse(_answered([0.9, None]), "m@abc", "r").to_pydict()
+    assert plain["confidence"] == plain["raw_confidence"] == [0.9, None]
+    assert plain["calibration"] == [UNCALIBRATED, None]
+    for other in (_answered([0.9], task="ei_oc"), _answered([0.9], version="pv-2")):
+        row = stages.parse(other, "m@abc", "r", fitted).to_pylist()[0]
+        assert (row["confidence"], row["calibration"]) == (0.9, UNCALIBRATED)
+
+
+def test_a_reused_answer_carries_the_models_own_confidence():
+    """The plan hands the engine stage the stored raw confidence (a table written before
+    raw_confidence existed: its confidence, which was then the model's own), so a later run
+    calibrates a reused answer with its own file."""
+    from datetime import datetime, timezone
+
+    from emoray.tasks import resolve
+
+    request = resolve(["v_oc"])[0]
+    version = request.task.prompt_version()
+    new = stages.normalize(pa.table({"id": ["a", "b"], "text": ["one", "two"]}), "id", "text")
+    sha = new["text_sha256"].to_pylist()
+    stored = stages.as_plan_input(pa.table({
+        "doc_id": ["old1", "old2"], "text_sha256": sha, "task": ["v_oc"] * 2,
+        "prompt_version": [version] * 2, "raw_output": ["1", "2"],
+        "confidence": [0.7, 0.4], "raw_confidence": pa.array([0.6, None], pa.float64()),
+        "status": ["ok"] * 2,
+        "annotated_at": pa.array([datetime.now(timezone.utc)] * 2,
+                                 pa.timestamp("us", tz="UTC"))}), "old")
+    planned = stages.plan(pa.concat_tables([new, stored]), [request], 0, True)
+    got = dict(zip(planned["cached_output"].to_pylist(),
+                   planned["cached_confidence"].to_pylist()))
+    assert got == {"1": 0.6, "2": 0.4}
+
+
+def test_calibration_file_round_trip_version_and_refusals(tmp_path):
+    fitted = Calibration("tiny@abc123", {"v_oc": {"prompt_version": PV, "temperature": 1.5,
+                                                   "n": 40}}, {"data": "dev"})
+    path = str(tmp_path / "calibration.json")
+    save(fitted, path, S3Config())
+    model = ModelSpec("renamed", "/x", "LlamaForCausalLM", digest="abc123")
+    loaded = load(path, S3Config(), model)
+    assert loaded == fitted and loaded.tag == f"temperature@{fitted.version}"
+    assert json.loads((tmp_path / "calibration.json").read_text())["version"] == fitted.version
+    hotter = Calibration(fitted.model, {"v_oc": {**fitted.temperatures["v_oc"],
+                                                 "temperature": 1.6}}, fitted.fitted)
+    assert hotter.version != fitted.version
+    assert Calibration(fitted.model, fitted.temperatures, {"data": "x"}).version == \
+        fitted.version
+    other = ModelSpec("tiny", "/y", "LlamaForCausalLM", digest="fff000")
+    with pytest.raises(CalibrationError, match=r"fitted for model tiny@abc123, not "
+                       r"tiny@fff000: fit one for this model with `emoray calibrate`"):
+        load(path, S3Config(), other)
+    (tmp_path / "bad.json").write_text('{"format": "emoray-calibration/1", "model": "m", '
+                                       '"temperatures": {"v_oc": {"temperature": -1}}}')
+    with pytest.raises(CalibrationError, match=r"bad.json is not one `emoray calibrate` writes "
+                       r"\(task v_oc: needs prompt_version and a temperature > 0\)"):
+        load(str(tmp_path / "bad.json"), S3Config(), model)
+    with pytest.raises(CalibrationError, match=r"missing.json cannot be read"):
+        load(str(tmp_path / "missing.json"), S3Config(), model)

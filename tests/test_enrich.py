@@ -16,9 +16,11 @@ T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
 
 
 def row(doc, task, target=None, score=None, label=None, labels=None, status="ok", run="r1",
-        at=T0, model="Emollama-chat-7b", version="v1"):
+        at=T0, model="Emollama-chat-7b", version="v1", confidence=0.5,
+        calibration="uncalibrated"):
     return {"doc_id": doc, "text_sha256": "h", "task": task, "target": target, "score": score,
-            "label": label, "labels": labels, "confidence": 0.5, "raw_output": "x",
+            "label": label, "labels": labels, "confidence": confidence,
+            "calibration": calibration, "raw_output": "x",
             "status": status, "error": None, "model": model, "prompt_version": version,
             "run_id": run, "annotated_at": at}
 
@@ -40,7 +42,7 @@ def annotations(tmp_path):
         row("9", "v_reg", score=0.9),
     ])
     commit(root, "r2", [row("2", "v_reg", score=0.75, run="r2", at=T0 + timedelta(days=1),
-                            version="v2")])
+                            version="v2", confidence=0.8, calibration="temperature@abc")])
     # a crashed run's file, written but never committed, must never be read
     crashed = table.ChunkWriter(table.AnnotationTable(str(root)), "r3", chunk_rows=10**6)
     crashed.write_files(pa.Table.from_pylist([row("1", "v_reg", score=0.99, run="r3",
@@ -82,6 +84,12 @@ def test_enrich_counts_types_latest_and_nulls(spark, annotations, downstream, tm
     assert got[(2, "a")].affect_valence == got[(2, "b")].affect_valence == 0.75  # latest run
     assert got[(2, "a")].affect_run_id == "r2"
     assert got[(2, "a")].affect_prompt_version == {"v_reg": "v2"}
+    assert types["affect_valence_confidence"] == "double"
+    assert types["affect_calibration"] == "map<string,string>"
+    assert got[(2, "a")].affect_valence_confidence == 0.8  # the latest answer's confidence
+    assert got[(2, "a")].affect_calibration == {"v_reg": "temperature@abc"}
+    assert got[(1, "a")].affect_emotions_confidence == 0.5
+    assert got[(1, "a")].affect_calibration["v_oc"] == "uncalibrated"
     assert got[(3, "b")].affect_valence is None  # failed rows are not labels
     assert got[(4, "b")].affect_valence is None and got[(4, "b")].affect_model is None
     assert summary["filled"]["affect_valence"] == 3

@@ -54,14 +54,20 @@ def test_evaluate_limit_20_from_s3_writes_three_outputs(tmp_path, ray_local, tin
     assert "| sst | 20 | 100.00% | ok 20 | pearson |" in report
     assert "| SemEval-2018 baseline | previous |" in report.replace("majority | ", "")
     assert (out / "chart.png").read_bytes().startswith(PNG)
-    # class tasks report how well their confidence says they are right
+    # class tasks report how well their confidence says they are right; no calibration given
     for key in ("sst5", "e_c"):
-        cal = tasks[key]["calibration"]
-        assert cal["n"] == 20 and 0 <= cal["ece"] <= 1 and 0 <= cal["brier"] <= 1
-        assert sum(p["n"] for p in cal["reliability"]) == 20
-    assert "calibration" not in tasks["sst"] and "calibration" not in tasks["ei_reg:joy"]
+        cal = tasks[key]["confidence"]
+        before = cal["before"]
+        assert before["n"] == 20 and 0 <= before["ece"] <= 1 and 0 <= before["brier"] <= 1
+        assert sum(p["n"] for p in before["reliability"]) == 20
+        assert cal["after"] is None and cal["calibration"] is None
+    for key in ("sst", "ei_reg:joy"):  # regression: confidence against absolute error
+        assert set(tasks[key]["confidence"]) == {"n", "confidence_error_spearman"}
     assert (out / "reliability.png").read_bytes().startswith(PNG)
-    assert f"| sst5 | 20 | {tasks['sst5']['calibration']['ece']:.4f} |" in report
+    assert (f"| sst5 | 20 | {tasks['sst5']['confidence']['before']['ece']:.4f} | "
+            f"{tasks['sst5']['confidence']['before']['brier']:.4f} | - | - |") in report
+    assert "after: no calibration given (fit one with `emoray calibrate`)" in \
+        capsys.readouterr().out
     # the evaluation went through the annotate pipeline: its table holds one row per gold row
     rows = table.AnnotationTable(str(out / "annotations")).read()
     assert rows.num_rows == 80
@@ -114,6 +120,8 @@ def test_gate_blocks_below_threshold_and_passes_above(tmp_path, ray_local, tiny_
     assert v_reg["rows"] == 6 and v_reg["status_counts"] == {"ok": 5, "empty_text": 1}
     assert sum(v_reg["histogram"].values()) == 5 and len(v_reg["histogram"]) == 10
     assert 0 <= v_reg["mean"] <= 1
+    assert v_reg["confidence"]["rows"] == 5 and 0 <= v_reg["confidence"]["mean"] <= 1
+    assert v_reg["confidence"]["calibration"] == {"uncalibrated": 5}
     e_c = labels["tasks"]["e_c"]
     assert sum(e_c["labels"].values()) >= 5 and "neutral" in e_c["labels"]
     assert (tmp_path / "table" / "_reports" / "labels" / "night-ok.png").read_bytes().startswith(PNG)

@@ -31,7 +31,9 @@ def rows(n, task="v_reg", run="r1", model="Emollama-chat-7b", version="pv1", sta
         "doc_id": [f"d{i}" for i in range(start, start + n)], "text_sha256": ["h"] * n,
         "task": [task] * n, "target": pa.nulls(n, pa.string()), "score": [0.5] * n,
         "label": pa.nulls(n, pa.string()), "labels": pa.nulls(n, pa.list_(pa.string())),
-        "confidence": [0.9] * n, "raw_output": ["0.500"] * n, "status": [status] * n,
+        "confidence": [0.9] * n, "raw_confidence": [0.9] * n,
+        "calibration": ["uncalibrated"] * n,
+        "raw_output": ["0.500"] * n, "status": [status] * n,
         "error": pa.nulls(n, pa.string()), "model": [model] * n, "prompt_version": [version] * n,
         "run_id": [run] * n, "annotated_at": pa.array([T0] * n, pa.timestamp("us", tz="UTC")),
     }, schema=table.SCHEMA)
@@ -73,6 +75,25 @@ def test_a_chunk_committed_twice_lands_once_and_a_resumed_run_continues(uri):
     assert (first["run_id"], first["chunk"], first["rows"]) == ("night-1", "0", "10")
     assert (last["run_id"], last["chunk"], last["rows"]) == ("night-1", "1", "4")
     assert json.loads(last["status_counts"]) == {"ok": 4}
+
+
+def test_a_table_made_before_a_column_existed_gains_it_on_the_next_write(tmp_path):
+    """A table written by an older emoray (no `calibration` column) takes new rows: the column
+    is added to the table's schema once, its old rows read it as null, every reader sees both."""
+    from deltalake import write_deltalake
+
+    uri = str(tmp_path / "affect")
+    old = rows(3).drop_columns(["raw_confidence", "calibration"])
+    write_deltalake(uri, old, partition_by=table.PARTITION_BY)
+    annotations = table.AnnotationTable(uri)
+    assert "calibration" not in pa.schema(annotations.snapshot().schema().to_arrow()).names
+    table.ChunkWriter(annotations, "night-2", chunk_rows=10).commit_chunk(rows(2, start=3), 0)
+    got = annotations.read().sort_by("doc_id")
+    assert got.schema == table.SCHEMA and got.num_rows == 5
+    assert got["calibration"].to_pylist() == [None] * 3 + ["uncalibrated"] * 2
+    assert pl.read_delta(uri)["calibration"].null_count() == 3
+    snapshot = annotations.snapshot().to_pyarrow_dataset()  # noqa: F841 (DuckDB reads it by name)
+    assert duckdb.sql("SELECT count(calibration) FROM snapshot").fetchall() == [(2,)]
 
 
 def test_every_reader_sees_only_committed_rows_and_vacuum_removes_the_rest(tmp_path, capsys):

@@ -1,0 +1,89 @@
+"""`emoray calibrate`: fit one temperature per class task on the AEB dev sample and write the
+calibration file `annotate --calibration` applies.
+
+The dev rows run through the production pipeline and engine (`evaluate.annotate_gold`), so the
+confidences fitted are exactly those a nightly run stores; the temperatures (`calibration`)
+are fitted per task over all its targets. The file records the model's identity and each
+task's prompt version: annotate refuses a file fitted for another model and leaves a task
+whose prompt changed uncalibrated. The before/after figures in the file are measured on the
+rows fitted on (in-sample); `emoray evaluate --calibration FILE` measures on held-out rows.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from datetime import datetime, timezone
+
+from emoray import aeb, calibration
+from emoray.config import AnnotateConfig, ConfigError
+from emoray.evaluate import annotate_gold, pair_answers, parsed_pairs
+from emoray.models import resolve_model
+from emoray.tasks import TASKS, resolve
+
+FILE = "calibration.json"
+
+
+def dev_requests(names: list[str] | None) -> list[str]:
+    """Request keys of the tasks among `names` (default: all) with AAID dev gold data."""
+    names = names or [n for n, t in TASKS.items() if t.source == "aaid"]
+    return [r.key for r in resolve(names) if r.task.source == "aaid"]
+
+
+def calibrate(config: AnnotateConfig, output: str) -> dict:
+    """Annotate the dev sample with `config`'s model, fit a temperature per class task and
+    write `<output>/calibration.json`; returns the file's content plus its path."""
+    ev = config.evaluate
+    requests = dev_requests(ev.tasks)
+    if not any(TASKS[k.partition(":")[0]].answer.discrete for k in requests):
+        raise ConfigError(f"none of the tasks {ev.tasks} is a class task with dev data; "
+                          "calibrate needs one of "
+                          + ", ".join(n for n, t in TASKS.items()
+                                      if t.source == "aaid" and t.answer.discrete))
+    model = resolve_model(config.engine.model)
+    gold = aeb.sample(aeb.extract(ev.data, config.s3, requests, aaid_files=(aeb.AAID_DEV,)),
+                      ev.limit, ev.seed)
+    rows, summary = annotate_gold(config, gold, output)
+    by_task: dict[str, list] = {}
+    for key, pairs in pair_answers(gold, rows).items():
+        task = TASKS[key.partition(":")[0]]
+        if task.answer.discrete:
+            by_task.setdefault(task.name, []).extend(parsed_pairs(task, pairs))
+    temperatures, figures, skipped = {}, {}, {}
+    for name, scored in by_task.items():
+        conf = [a["raw_confidence"] for _, _, a in scored if a["raw_confidence"] is not None]
+        right = [g == p for g, p, a in scored if a["raw_confidence"] is not None]
+        t = calibration.fit_scale(conf, right)
+        if t is None:
+            skipped[name] = (f"{len(conf)} answers, {sum(right)} right: a temperature needs at "
+                             f"least {calibration.MIN_ROWS}, two or more of them right and two "
+                             "or more wrong")
+            continue
+        temperatures[name] = {"prompt_version": scored[0][2]["prompt_version"],
+                              "temperature": round(t, 6), "n": len(conf)}
+        before, after = (calibration.report(c, right)
+                         for c in (conf, calibration.scale(conf, t).tolist()))
+        figures[name] = {w: {k: r[k] for k in ("n", "ece", "brier")}
+                         for w, r in (("before", before), ("after", after))}
+    fitted = calibration.Calibration(model.identity, temperatures, {
+        "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": ev.data or "emoray/data/aeb (shipped)", "file": aeb.AAID_DEV,
+        "limit": ev.limit, "seed": ev.seed, "run_id": summary["run_id"],
+        "in_sample": figures, "skipped": skipped})
+    path = posixpath.join(output.rstrip("/"), FILE)
+    calibration.save(fitted, path, config.s3)
+    return {"path": path, "version": fitted.version, "tag": fitted.tag, "model": fitted.model,
+            "temperatures": temperatures, **fitted.fitted}
+
+
+def render(result: dict) -> str:
+    lines = [f"calibration {result['tag']} for {result['model']} written to {result['path']}",
+             f"  fitted on {result['file']} (limit {result['limit'] or 'none'}), run "
+             f"{result['run_id']}; ECE / Brier on the rows fitted on:"]
+    for name, t in result["temperatures"].items():
+        f = result["in_sample"][name]
+        lines.append(f"  {name:8} T={t['temperature']:<9.4g} n={t['n']:<5} before "
+                     f"{f['before']['ece']:.4f} / {f['before']['brier']:.4f}, after "
+                     f"{f['after']['ece']:.4f} / {f['after']['brier']:.4f}")
+    lines += [f"  {name:8} not fitted: {why}" for name, why in result["skipped"].items()]
+    lines.append(f"apply it: emoray annotate ... --calibration {result['path']}")
+    return "\n".join(lines)
