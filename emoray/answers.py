@@ -10,6 +10,7 @@ docs/performance.md).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Protocol
@@ -92,6 +93,70 @@ class Regression:
         if not self.low <= value <= self.high:
             raise ParseError(f"{value} outside [{self.low}, {self.high}]")
         return Parsed(score=value)
+
+    @property
+    def place(self) -> float:
+        """Place value of the answer's leading digit: about ten steps across the range (0.1
+        for [0, 1], 1 for [1, 5] and [-4, 4])."""
+        return 10.0 ** round(math.log10((self.high - self.low) / 10))
+
+    def grid(self) -> list[tuple[float, str]]:
+        """The values in [low, high] at `place` steps, each with the leading characters an
+        answer in its step starts with (`0.7` for 0.7 to 0.799 on [0, 1])."""
+        decimals = max(0, -round(math.log10(self.place)))
+        steps = round((self.high - self.low) / self.place)
+        values = [round(self.low + i * self.place, decimals) + 0.0 for i in range(steps + 1)]
+        return [(v, f"{v:.{decimals}f}") for v in values]
+
+    def _next(self) -> dict[str, set[str]]:
+        """For each start of a grid string, the characters that may follow it there."""
+        out: dict[str, set[str]] = {}
+        for _, s in self.grid():
+            for j in range(len(s)):
+                out.setdefault(s[:j], set()).add(s[j])
+        return out
+
+    def heads(self) -> list[str]:
+        """The answer starts after which the model chooses among several characters (sign or
+        digit): the probabilities `distribution` needs."""
+        return sorted(h for h, chars in self._next().items() if len(chars) > 1)
+
+    def distribution(self, branches: dict[str, dict[str, float]]) -> dict[float, float] | None:
+        """Probability of each grid value from `branches` (for each of `heads()`, the model's
+        probability of each next character), renormalised at each head over the characters
+        a grid value continues with; None when a head is missing or has no probability."""
+        following = self._next()
+        out = {}
+        for value, s in self.grid():
+            p = 1.0
+            for j in range(len(s)):
+                options = following[s[:j]]
+                if len(options) > 1:
+                    probs = branches.get(s[:j])
+                    total = sum(probs.get(c, 0.0) for c in options) if probs else 0.0
+                    if not total:
+                        return None
+                    p *= probs.get(s[j], 0.0) / total
+            out[value] = p
+        return out
+
+    def spread(self, raw: str, branches: dict[str, dict[str, float]]
+               ) -> tuple[float, float] | None:
+        """(expected score, confidence) of answer `raw` from the grid `distribution`: the
+        probability-weighted score (each grid value keeps the answer's digits after the
+        leading place, so an answer given with certainty keeps its value), and the
+        probability within one place of the answer (±0.1 on [0, 1]). None when the
+        distribution is not known."""
+        dist = self.distribution(branches)
+        if dist is None:
+            return None
+        score = self.parse(raw).score
+        sign = -1.0 if score < 0 else 1.0
+        step = math.floor(abs(score) / self.place + 1e-9) * self.place
+        rest = abs(score) - step
+        expected = sum(p * (v + (-rest if v < 0 else rest)) for v, p in dist.items())
+        near = sum(p for v, p in dist.items() if abs(v - sign * step) <= self.place * 1.0001)
+        return min(max(expected, self.low), self.high), near
 
 
 @dataclass(frozen=True)

@@ -348,9 +348,7 @@ def table_bench(engine: EngineConfig, new_rows: int, stored_sizes: list[int],
         for start in range(0, stored, chunk_rows):
             r = requests[(start // chunk_rows) % len(requests)]
             writer.commit_chunk(_stored_rows(min(chunk_rows, stored - start), r.task.name, model,
-                                             r.task.prompt_version(engine.template,
-                                                                   engine.constrained),
-                                             start), start // chunk_rows)
+                                             engine.prompt_version(r.task), start), start // chunk_rows)
         fill_s = time.perf_counter() - t0
         summary = build_annotator(AnnotateConfig(input=src, output=annotations.uri, tasks=tasks,
                                                  engine=engine)).run()

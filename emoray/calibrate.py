@@ -1,4 +1,5 @@
-"""`emoray calibrate`: fit one temperature per class task on the AEB dev sample and write the
+"""`emoray calibrate`: fit one temperature per class task on the AEB dev sample, decide per
+regression task whether the expected value or the greedy answer scores it better, and write the
 calibration file `annotate --calibration` applies.
 
 The dev rows run through the production pipeline and engine (`evaluate.annotate_gold`), so the
@@ -17,15 +18,15 @@ from datetime import datetime, timezone
 from emoray import aeb, calibration
 from emoray.config import AnnotateConfig, ConfigError
 from emoray.evaluate import annotate_gold, pair_answers, parsed_pairs
+from emoray.metrics import pearson
 from emoray.models import resolve_model
 from emoray.tasks import TASKS, resolve
 
 FILE = "calibration.json"
 
 
-def dev_requests(names: list[str] | None) -> list[str]:
-    """Request keys of the tasks among `names` (default: all) with AAID dev gold data."""
-    names = names or [n for n, t in TASKS.items() if t.source == "aaid"]
+def dev_requests(names: list[str]) -> list[str]:
+    """Request keys of the tasks among `names` with AAID dev gold data."""
     return [r.key for r in resolve(names) if r.task.source == "aaid"]
 
 
@@ -33,23 +34,30 @@ def calibrate(config: AnnotateConfig, output: str) -> dict:
     """Annotate the dev sample with `config`'s model, fit a temperature per class task and
     write `<output>/calibration.json`; returns the file's content plus its path."""
     ev = config.evaluate
-    requests = dev_requests(ev.tasks)
+    requests = dev_requests(ev.tasks or config.tasks)
     if not any(TASKS[k.partition(":")[0]].answer.discrete for k in requests):
-        raise ConfigError(f"none of the tasks {ev.tasks} is a class task with dev data; "
+        raise ConfigError(f"none of the tasks {ev.tasks or config.tasks} is a class task with "
+                          "dev data; "
                           "calibrate needs one of "
                           + ", ".join(n for n, t in TASKS.items()
                                       if t.source == "aaid" and t.answer.discrete))
     model = resolve_model(config.engine.model)
     gold = aeb.sample(aeb.extract(ev.data, config.s3, requests, aaid_files=(aeb.AAID_DEV,)),
                       ev.limit, ev.seed)
-    rows, summary = annotate_gold(config, gold, output)
+    regression = [n for n in dict.fromkeys(k.partition(":")[0] for k in requests)
+                  if not TASKS[n].answer.discrete]
+    run = config.model_copy(update={"engine": config.engine.model_copy(
+        update={"expected_score": regression})})  # greedy stays in raw_output
+    rows, summary = annotate_gold(run, gold, output)
     by_task: dict[str, list] = {}
     for key, pairs in pair_answers(gold, rows).items():
         task = TASKS[key.partition(":")[0]]
-        if task.answer.discrete:
-            by_task.setdefault(task.name, []).extend(parsed_pairs(task, pairs))
+        by_task.setdefault(task.name, []).extend(parsed_pairs(task, pairs))
+    scoring = {name: score_rules(TASKS[name], by_task.get(name, [])) for name in regression}
     temperatures, figures, skipped = {}, {}, {}
     for name, scored in by_task.items():
+        if not TASKS[name].answer.discrete:
+            continue
         conf = [a["raw_confidence"] for _, _, a in scored if a["raw_confidence"] is not None]
         right = [g == p for g, p, a in scored if a["raw_confidence"] is not None]
         t = calibration.fit_scale(conf, right)
@@ -68,11 +76,26 @@ def calibrate(config: AnnotateConfig, output: str) -> dict:
         "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": ev.data or "emoray/data/aeb (shipped)", "file": aeb.AAID_DEV,
         "limit": ev.limit, "seed": ev.seed, "run_id": summary["run_id"],
-        "in_sample": figures, "skipped": skipped})
+        "in_sample": figures, "skipped": skipped, "scoring": scoring},
+        [n for n, s in scoring.items() if s["better"] == "expected"])
     path = posixpath.join(output.rstrip("/"), FILE)
     calibration.save(fitted, path, config.s3)
     return {"path": path, "version": fitted.version, "tag": fitted.tag, "model": fitted.model,
-            "temperatures": temperatures, **fitted.fitted}
+            "temperatures": temperatures, "expected_score": fitted.expected_score,
+            **fitted.fitted}
+
+
+def score_rules(task, scored: list) -> dict:
+    """Pearson's r of a regression task's greedy answers (`raw_output`) and of its expected
+    values (`score`, from a run scoring it so) with the gold scores (`metrics.pearson`: 0
+    when either side is constant); the better one, greedy on a tie."""
+    gold = [g for g, _, _ in scored]
+    greedy = [task.answer.parse(a["raw_output"]) for _, _, a in scored]
+    expected = [p for _, p, _ in scored]
+    r = {name: round(pearson(task, gold, values), 4) for name, values in
+         (("greedy", greedy), ("expected", expected))}
+    return {"n": len(scored), "pearson": r,
+            "better": "expected" if r["expected"] > r["greedy"] else "greedy"}
 
 
 def render(result: dict) -> str:
@@ -85,5 +108,9 @@ def render(result: dict) -> str:
                      f"{f['before']['ece']:.4f} / {f['before']['brier']:.4f}, after "
                      f"{f['after']['ece']:.4f} / {f['after']['brier']:.4f}")
     lines += [f"  {name:8} not fitted: {why}" for name, why in result["skipped"].items()]
+    for name, s in result["scoring"].items():
+        r = s["pearson"]
+        lines.append(f"  {name:8} Pearson r on n={s['n']}: greedy {r['greedy']:.4f}, expected "
+                     f"value {r['expected']:.4f}: scored by {s['better']}")
     lines.append(f"apply it: emoray annotate ... --calibration {result['path']}")
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emoray import io
-from emoray.config import ConfigError, S3Config
+from emoray.config import ConfigError, EngineConfig, S3Config
 
 ECE_BINS = 15
 
@@ -178,13 +178,17 @@ class Calibration:
     temperatures: dict[str, dict]
     """task → {"prompt_version": …, "temperature": T, "n": rows fitted on}"""
     fitted: dict = field(default_factory=dict)
+    expected_score: list[str] = field(default_factory=list)
+    """Regression tasks whose expected value correlated better with the gold scores than the
+    greedy answer: the default of `EngineConfig.expected_score` under this file."""
 
     @property
     def version(self) -> str:
-        """12 hex digits over model, tasks, prompt versions and temperatures: any change to
-        what is applied changes it."""
-        key = json.dumps({"model": self.model, "temperatures": self.temperatures},
-                         sort_keys=True)
+        """12 hex digits over model, tasks, prompt versions, temperatures and scoring rules:
+        any change to what is applied changes it."""
+        key = json.dumps({"model": self.model, "temperatures": self.temperatures,
+                          **({"expected_score": self.expected_score}
+                             if self.expected_score else {})}, sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     @property
@@ -200,7 +204,15 @@ class Calibration:
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "version": self.version, "model": self.model,
-                           "temperatures": self.temperatures, "fitted": self.fitted}, indent=2)
+                           "temperatures": self.temperatures,
+                           "expected_score": self.expected_score, "fitted": self.fitted},
+                          indent=2)
+
+    def engine(self, engine: EngineConfig) -> EngineConfig:
+        """`engine` with this file's `expected_score`, unless the run set it itself."""
+        if "expected_score" in engine.model_fields_set:
+            return engine
+        return engine.model_copy(update={"expected_score": list(self.expected_score)})
 
     @classmethod
     def from_json(cls, text: str, where: str) -> Calibration:
@@ -212,7 +224,10 @@ class Calibration:
                 if not (isinstance(entry.get("prompt_version"), str)
                         and float(entry["temperature"]) > 0):
                     raise ValueError(f"task {task}: needs prompt_version and a temperature > 0")
-            return cls(data["model"], data["temperatures"], data.get("fitted", {}))
+            expected = data.get("expected_score", [])
+            if not (isinstance(expected, list) and all(isinstance(t, str) for t in expected)):
+                raise ValueError("expected_score must be a list of task names")
+            return cls(data["model"], data["temperatures"], data.get("fitted", {}), expected)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise CalibrationError(f"calibration file {where} is not one `emoray calibrate` "
                                    f"writes ({e}); fit a new one with `emoray calibrate`"

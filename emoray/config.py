@@ -89,12 +89,26 @@ class EngineConfig(_Strict):
         "win). Non-class tasks use grammar under choice and logprobs. Figures: "
         "docs/performance.md.")
     confidence: bool = Field(
-        True, description="Fill `confidence` with the probability of the answer tokens.")
+        True, description="Fill `confidence`: for a class task the probability of the answer; "
+        "for a regression task the probability that the answer's leading digit (tenths on "
+        "[0, 1]) is within one of the one given.")
+    expected_score: list[str] = Field(
+        default_factory=list, description="Regression tasks whose score is the expected value "
+        "over the model's probabilities of the leading digit, instead of the greedy answer "
+        "(`raw_output` keeps the greedy answer). `emoray calibrate` measures which of the two "
+        "correlates better with the gold scores per task; changing it changes the task's "
+        "prompt version.")
     dtype: str = Field("auto", description="Weights dtype passed to vLLM.")
     enforce_eager: bool = Field(False, description="Skip graph capture/compilation (faster start).")
     seed: int = Field(0, description="Engine seed; decoding is greedy either way.")
     template: int = Field(0, ge=0, description="Which paraphrase of each task's instruction "
                           "to use (0 = canonical).")
+
+    def prompt_version(self, task) -> str:
+        """A task's (`emoray.tasks.Task`) prompt version under these settings: its wording,
+        constraint and scoring rule."""
+        return task.prompt_version(self.template, self.constrained,
+                                   task.name in self.expected_score)
 
 
 class EvaluateConfig(_Strict):

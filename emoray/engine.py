@@ -22,10 +22,11 @@ import functools
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
+from emoray.answers import ParseError, Regression
 from emoray.config import EngineConfig
 from emoray.models import resolve_model, weight_files
 from emoray.prompting import PromptFitter
@@ -42,6 +43,9 @@ class Generation:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     output_tokens: int = 0
+    expected: float | None = None
+    """A regression answer's expected value (`Regression.spread`), when its task is scored so
+    (`EngineConfig.expected_score`)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ def _grammar(regex: str) -> str:
 
     return str(xgrammar.Grammar.from_regex(regex))
 
+
+NUMBER_START, NUMBER_CHARS = set("0123456789-"), set("0123456789-.")
 
 GIB = 1 << 30
 AUTO_KV_SHARE, AUTO_KV_MAX = 0.25, 4 * GIB
@@ -177,6 +183,7 @@ class Engine:
         scoring step, candidate token paths by task, the prompt fitter's overheads)."""
         self._params: dict[object, object] = {}
         self._candidates: dict[str, Candidates | None] = {}
+        self._numbers: dict[int, str] | None = None
         self.fitter = PromptFitter(self.config, self.tokenizer)
 
     def variant(self, **settings) -> Engine:
@@ -193,12 +200,36 @@ class Engine:
             from vllm import SamplingParams
 
             candidates = self.candidates(task)
+            digits = (list(self.number_tokens()) if self.config.confidence
+                      and isinstance(task.answer, Regression) else [])
             self._params[task.name] = (
                 self._scoring_params(candidates.next_tokens(())) if candidates else
                 SamplingParams(temperature=0.0, max_tokens=task.max_tokens,
-                               logprobs=0 if self.config.confidence else None,
+                               logprobs=0 if self.config.confidence and not digits else None,
+                               logprob_token_ids=digits or None,
                                structured_outputs=self._structured(task)))
         return self._params[task.name]
+
+    def number_tokens(self) -> dict[int, str]:
+        """Token id → first character of the tokens written in a number's characters only and
+        starting with a digit or a sign: the alternatives at each digit of a regression answer
+        (`Regression.heads`). Only the one-character ones when there are more than vLLM
+        returns log-probabilities for in one request."""
+        if self._numbers is None:
+            from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
+
+            anchor = self.tokenizer.encode("a", add_special_tokens=False)[-1:]
+            base = self.tokenizer.decode(anchor)
+            found = {}
+            for token, i in self.tokenizer.get_vocab().items():
+                if any(c.isdigit() or c == "-" for c in token):
+                    text = self.tokenizer.decode(anchor + [i])[len(base):]
+                    if text and text[0] in NUMBER_START and set(text) <= NUMBER_CHARS:
+                        found[i] = text
+            if len(found) > MAX_LOGPROB_TOKEN_IDS:
+                found = {i: t for i, t in found.items() if len(t) == 1}
+            self._numbers = {i: t[0] for i, t in sorted(found.items())}
+        return self._numbers
 
     def _scoring_params(self, tokens: list[int]):
         from vllm import SamplingParams
@@ -270,6 +301,8 @@ class Engine:
                                     use_tqdm=False)
         results = [None if self.candidates(t) else self._result(o, c)
                    for o, t, c in zip(outputs, tasks, cut)]
+        if self.config.confidence:
+            self._spreads(prompts, outputs, tasks, results)
         scored = [i for i, r in enumerate(results) if r is None]
         if scored:
             picks = self._pick([outputs[i] for i in scored], [tasks[i] for i in scored])
@@ -319,8 +352,67 @@ class Engine:
             confidence = math.exp(completion.cumulative_logprob)
         return Generation(
             completion.text, confidence, cut, None, completion.finish_reason,
-            len(output.prompt_token_ids or ()), len(completion.token_ids),
-        )
+            len(output.prompt_token_ids or ()), len(completion.token_ids))
+
+    def _branches(self, answer: Regression, output) -> dict[str, dict[str, float]]:
+        """The model's probability of each next number character after each of the answer
+        starts `answer.heads()` that the generated answer went through (the steps whose token
+        starts at such a point)."""
+        completion = output.outputs[0]
+        heads, branches, start = set(answer.heads()), {}, 0
+        for token, step in zip(completion.token_ids, completion.logprobs or []):
+            head = completion.text[:start]
+            if head in heads:
+                branches[head] = self._first_chars(step)
+            start += len(step[token].decoded_token or "")
+        return branches
+
+    def _first_chars(self, step) -> dict[str, float]:
+        """One step's log-probabilities of the number tokens, as probability per first
+        character."""
+        probs: dict[str, float] = {}
+        numbers = self.number_tokens()
+        for i, lp in step.items():
+            if i in numbers:
+                probs[numbers[i]] = probs.get(numbers[i], 0.0) + math.exp(lp.logprob)
+        return probs
+
+    def _spreads(self, prompts: list[str], outputs, tasks: list[Task],
+                 results: list[Generation]) -> None:
+        """Regression answers' confidence (and expected score, for `expected_score` tasks)
+        from `Regression.spread`: the heads the greedy answer did not pass through take one
+        scoring step each on the prompt plus that head (prefix-cached). An answer whose
+        distribution cannot be had (a head that does not tokenize apart from the prompt, a
+        failed answer) gets no confidence."""
+        from vllm.inputs import TokensPrompt
+
+        rows = [i for i, t in enumerate(tasks) if isinstance(t.answer, Regression)
+                and results[i].error is None and results[i].raw_output is not None]
+        branches = {i: self._branches(tasks[i].answer, outputs[i]) for i in rows}
+        extra = []
+        for i in rows:
+            mine = self.fitter.count(prompts[i])
+            for head in tasks[i].answer.heads():
+                if head not in branches[i]:
+                    ids = self.fitter.count(prompts[i] + head)
+                    if ids[:len(mine)] == mine:
+                        extra.append((i, head, list(outputs[i].prompt_token_ids)
+                                      + ids[len(mine):]))
+        if extra:
+            params = self._scoring_params(list(self.number_tokens()))
+            outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for _, _, ids in extra],
+                                     [params] * len(extra), use_tqdm=False)
+            for (i, head, _), o in zip(extra, outs):
+                branches[i][head] = self._first_chars(o.outputs[0].logprobs[0])
+        for i in rows:
+            try:
+                spread = tasks[i].answer.spread(results[i].raw_output, branches[i])
+            except ParseError:
+                spread = None
+            expected = spread[0] if spread and tasks[i].name in self.config.expected_score \
+                else None
+            results[i] = replace(results[i], confidence=spread[1] if spread else None,
+                                 expected=expected)
 
 
 def engine_resources(config: EngineConfig) -> dict:
@@ -340,7 +432,8 @@ class EngineStage:
 
     Needs the plan's columns (`stages.NEEDS["engine"]`); rows whose `text_status` is not ok or
     that carry a `cached_output` (an answer stored for the same text) send no prompt.
-    Adds `raw_output`, `confidence`, `truncated`, `error`, `finish_reason`, `prompt_tokens`, `output_tokens`.
+    Adds `raw_output`, `confidence`, `truncated`, `error`, `finish_reason`, `prompt_tokens`,
+    `output_tokens`, `expected_score`.
     Resources: one GPU per tensor-parallel rank on GPU clusters, one CPU otherwise.
     """
 
@@ -372,13 +465,15 @@ class EngineStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         require(batch, "engine")
         rows = batch.select(["text", "task", "target", "text_status", "cached_output",
-                             "cached_confidence", "cached_status"]).to_pydict()
+                             "cached_confidence", "cached_score", "cached_status"]).to_pydict()
         results: list[Generation] = [Generation(None)] * batch.num_rows
         todo, reused = [], 0
         for i, (text_status, cached) in enumerate(zip(rows["text_status"], rows["cached_output"])):
             if cached is not None:
+                expected = rows["task"][i] in self.config.expected_score
                 results[i] = Generation(cached, rows["cached_confidence"][i],
-                                        rows["cached_status"][i] == "truncated")
+                                        rows["cached_status"][i] == "truncated",
+                                        expected=rows["cached_score"][i] if expected else None)
                 reused += 1
             elif sends_prompt(text_status, cached):
                 todo.append(i)
@@ -407,6 +502,7 @@ class EngineStage:
             "finish_reason": pa.array([g.finish_reason for g in results], pa.string()),
             "prompt_tokens": pa.array([g.prompt_tokens for g in results], pa.int64()),
             "output_tokens": pa.array([g.output_tokens for g in results], pa.int64()),
+            "expected_score": pa.array([g.expected for g in results], pa.float64()),
         }
         for name, values in columns.items():
             batch = batch.append_column(name, values)

@@ -360,6 +360,8 @@ def evaluate_gold(config: AnnotateConfig, gold: pa.Table, out: str,
     model = resolve_model(config.engine.model)
     fitted = (calibration.load(config.calibration, config.s3, model) if config.calibration
               else None)
+    if fitted:
+        config = config.model_copy(update={"engine": fitted.engine(config.engine)})
     rows, summary = annotate_gold(config, gold, out)
     result = {
         "model": model.name, "run_id": summary["run_id"],

@@ -27,7 +27,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from emoray import calibration, cost, io, labels, stages, table
-from emoray.config import AnnotateConfig
+from emoray.config import AnnotateConfig, ConfigError
 from emoray.engine import Engine, EngineStage, EngineStartError, check_fits, engine_resources
 from emoray.lock import TableLock
 from emoray.models import resolve_model
@@ -188,7 +188,19 @@ class Annotator:
         self.engine_class = engine_class
         self.requests = resolve(config.tasks)
         self.model = resolve_model(config.engine.model)
-        self.calibration = self._calibration()
+        self.calibration = (calibration.load(config.calibration, config.s3, self.model)
+                            if config.calibration else None)
+        if self.calibration:
+            config = self.config = config.model_copy(
+                update={"engine": self.calibration.engine(config.engine)})
+        expected = [t for t in config.engine.expected_score
+                    if t not in TASKS or TASKS[t].answer.discrete]
+        if expected:
+            raise ConfigError(f"engine.expected_score lists {expected}, which are not regression "
+                              "tasks; regression tasks: " + ", ".join(
+                                  n for n, t in TASKS.items() if not t.answer.discrete))
+        self.versions = {r.task.name: config.engine.prompt_version(r.task) for r in self.requests}
+        self._warn_uncalibrated()
         check_fits(config.engine, local=local_engine)
         self.in_fs, in_path = io.filesystem_for(config.input, config.s3)
         found = io.list_inputs(config.input, self.in_fs, in_path, config.format)
@@ -213,20 +225,16 @@ class Annotator:
         for reason in self.bad_files.values():
             print(f"emoray: skipping bad input file: {reason}", file=sys.stderr)
 
-    def _calibration(self) -> calibration.Calibration | None:
-        """The configured calibration file, checked against the model; a class task it holds
-        no temperature for (under this prompt version) is named, its rows marked uncalibrated."""
-        if not self.config.calibration:
-            return None
-        found = calibration.load(self.config.calibration, self.config.s3, self.model)
-        engine = self.config.engine
-        for r in self.requests:
-            version = r.task.prompt_version(engine.template, engine.constrained)
-            if r.task.answer.discrete and found.temperature(r.task.name, version) is None:
+    def _warn_uncalibrated(self) -> None:
+        """Name each class task the calibration file holds no temperature for (under this
+        prompt version): its rows are marked uncalibrated."""
+        if self.calibration is None:
+            return
+        for name, version in self.versions.items():
+            if TASKS[name].answer.discrete and self.calibration.temperature(name, version) is None:
                 print(f"emoray: calibration {self.config.calibration} has no temperature for "
-                      f"task {r.task.name} under prompt version {version}; its confidences are "
+                      f"task {name} under prompt version {version}; its confidences are "
                       f"marked {calibration.UNCALIBRATED}", file=sys.stderr)
-        return found
 
     def _inputs(self, stats=None) -> list:
         """The input datasets, normalized to plan input (side "new")."""
@@ -250,10 +258,7 @@ class Annotator:
         if not self.config.incremental or not self.table.exists():
             return None
         dt = self.table.snapshot()
-        versions = {r.task.name: r.task.prompt_version(self.config.engine.template,
-                                                       self.config.engine.constrained)
-                    for r in self.requests}
-        held = table.held_filter(self.model.same_model(pads.field("model")), versions)
+        held = table.held_filter(self.model.same_model(pads.field("model")), self.versions)
         if next(iter(dt.to_pyarrow_dataset().get_fragments(filter=held)), None) is None:
             return None
         texts = _union(self._inputs()).select_columns(["text_sha256"])
@@ -279,8 +284,7 @@ class Annotator:
             parts.append(stored)
         return _union(parts).repartition(cfg.shuffle_partitions, keys=["text_sha256"]).map_batches(
             stages.plan, batch_format="pyarrow", batch_size=None,
-            fn_kwargs={"requests": self.requests, "template": cfg.engine.template,
-                       "constrained": cfg.engine.constrained, "stats": stats})
+            fn_kwargs={"requests": self.requests, "versions": self.versions, "stats": stats})
 
     def dataset(self, stats=None):
         """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`)."""

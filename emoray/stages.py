@@ -22,12 +22,13 @@ from emoray.tasks import TASKS, TaskRequest
 
 NEEDS = {
     "plan": ("side", "doc_id", "text_sha256", "text", "text_status", "request", "task", "target",
-             "prompt_version", "raw_output", "confidence", "raw_confidence", "status",
+             "prompt_version", "raw_output", "score", "confidence", "raw_confidence", "status",
              "annotated_at"),
     "engine": ("doc_ids", "text_sha256", "text", "text_status", "task", "target", "prompt_version",
-               "cached_output", "cached_confidence", "cached_status"),
+               "cached_output", "cached_confidence", "cached_score", "cached_status"),
     "parse": ("doc_ids", "text_sha256", "task", "target", "prompt_version", "raw_output",
-              "confidence", "truncated", "error", "finish_reason", "text_status"),
+              "confidence", "expected_score", "truncated", "error", "finish_reason",
+              "text_status"),
 }
 
 
@@ -83,7 +84,8 @@ PLAN_INPUT = pa.schema([
     ("text", pa.string()), ("text_status", pa.string()), ("request", pa.string()),
     ("task", pa.string()),
     ("target", pa.string()),
-    ("prompt_version", pa.string()), ("raw_output", pa.string()), ("confidence", pa.float64()),
+    ("prompt_version", pa.string()), ("raw_output", pa.string()), ("score", pa.float64()),
+    ("confidence", pa.float64()),
     ("raw_confidence", pa.float64()), ("status", pa.string()), ("annotated_at", pa.timestamp("us", tz="UTC")),
 ])
 """Rows entering the plan: input rows (side "new") and stored annotations (side "old")."""
@@ -123,14 +125,15 @@ def _keys(t: pa.Table) -> pa.Table:
     return t.append_column("sha_key", sha).append_column("task_key", task_key)
 
 
-def plan(batch: pa.Table, requests: list[TaskRequest], template: int, constrained: bool,
+def plan(batch: pa.Table, requests: list[TaskRequest], versions: dict[str, str],
          stats=None) -> pa.Table:
     """Decide, for one hash partition (every row of a text hash lands in the same one), what
     each input row × task needs: nothing (the table already holds it for this doc and text),
     the stored answer for the same text (reuse), or a prompt. Texts needing a prompt are
     grouped so each is sent once, with the list of doc_ids to fan its answer out to.
     Requests are laid out task-major so consecutive prompts share their instruction prefix.
-    A row naming its own request (`request` column) is asked that one only."""
+    A row naming its own request (`request` column) is asked that one only. `versions`: the
+    prompt version of each task (`EngineConfig.prompt_version`)."""
     require(batch, "plan")
     side = batch["side"]
     new = batch.filter(pc.equal(side, "new")).select(
@@ -144,7 +147,7 @@ def plan(batch: pa.Table, requests: list[TaskRequest], template: int, constraine
         wanted.append(asks.append_column("task", pa.array([r.task.name] * n, pa.string()))
                       .append_column("target", pa.array([r.target] * n, pa.string()))
                       .append_column("prompt_version", pa.array(
-                          [r.task.prompt_version(template, constrained)] * n, pa.string())))
+                          [versions[r.task.name]] * n, pa.string())))
     wanted = _keys(pa.concat_tables(wanted))
     held = old.filter(pc.invert(pc.equal(old["status"], "failed"))).select(
         ["doc_id", "sha_key", "task_key"])
@@ -156,16 +159,17 @@ def plan(batch: pa.Table, requests: list[TaskRequest], template: int, constraine
     latest = (reusable.sort_by([("annotated_at", "descending")])
               .group_by(["sha_key", "task_key"], use_threads=False)
               .aggregate([("raw_output", "first"), ("raw_confidence", "first"),
-                          ("status", "first")])
+                          ("score", "first"), ("status", "first")])
               .rename_columns({"raw_output_first": "cached_output",
                                "raw_confidence_first": "cached_confidence",
-                               "status_first": "cached_status"}))
+                               "score_first": "cached_score", "status_first": "cached_status"}))
     todo = todo.join(latest, keys=["sha_key", "task_key"], join_type="left outer")
     grouped = todo.group_by(["sha_key", "task_key"], use_threads=False).aggregate([
         ("doc_id", "list"), ("text_sha256", "first"), ("text", "first"),
         ("text_status", "first"),
         ("task", "first"), ("target", "first"), ("prompt_version", "first"),
-        ("cached_output", "first"), ("cached_confidence", "first"), ("cached_status", "first"),
+        ("cached_output", "first"), ("cached_confidence", "first"), ("cached_score", "first"),
+        ("cached_status", "first"),
     ])
     grouped = grouped.rename_columns([c.removesuffix("_first").replace("doc_id_list", "doc_ids")
                                       for c in grouped.column_names])
@@ -196,7 +200,8 @@ def _status(text_status: str, raw: str | None, error: str | None, truncated: boo
 
 def parse(batch: pa.Table, model: str, run_id: str,
           calibration: Calibration | None = None) -> pa.Table:
-    """Model answers → typed columns, a status and the model's confidence after `calibration`
+    """Model answers → typed columns (`score`: the expected value where the engine gives one,
+    else the parsed answer's), a status and the model's confidence after `calibration`
     (`calibration.calibrate_rows`), fanned out to one row per doc_id, in the annotation
     table's schema."""
     require(batch, "parse")
@@ -204,6 +209,8 @@ def parse(batch: pa.Table, model: str, run_id: str,
                          "finish_reason"]).to_pydict()
     results = [_status(*row) for row in zip(*cols.values())]
     status, score, label, labels, error = (list(x) for x in zip(*results)) if results else [[]] * 5
+    score = [e if e is not None and s is not None else s
+             for s, e in zip(score, batch["expected_score"].to_pylist())]
     confidence, calibrated = calibrate_rows(
         calibration, cols["task"], batch["prompt_version"].to_pylist(),
         batch["confidence"].to_pylist())

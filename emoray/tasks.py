@@ -37,10 +37,14 @@ class Task:
     source: str | None = None
     """AEB/AAID file with gold answers for this task (relative to the data folder)."""
 
-    def prompt_version(self, template: int = 0, constrained: bool = True) -> str:
-        """Changes whenever the wording, the constraint or the conversation format changes."""
+    def prompt_version(self, template: int = 0, constrained: bool = True,
+                       expected: bool = False) -> str:
+        """Changes whenever the wording, the constraint, the conversation format or the scoring
+        rule (`expected`: the expected value, not the greedy answer; see
+        `EngineConfig.expected_score`) changes."""
         constraint = self.answer.regex() if constrained else "<unconstrained>"
-        key = "\x1f".join([CONVERSATION, self.templates[template], constraint])
+        parts = [CONVERSATION, self.templates[template], constraint]
+        key = "\x1f".join(parts + (["expected value"] if expected else []))
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     @property

@@ -20,7 +20,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory, ray_local, tiny_model):
     out = tmp_path_factory.mktemp("calibration")
-    code = cli.main(["calibrate", "--output", str(out), "--tasks", "v_oc,ei_oc,e_c",
+    code = cli.main(["calibrate", "--output", str(out), "--tasks", "v_oc,ei_oc,e_c,v_reg",
                      "--model", str(tiny_model), *ENGINE])
     assert code == 0
     return out / "calibration.json"
@@ -36,6 +36,13 @@ def test_calibrate_fits_a_temperature_per_class_task_of_the_dev_sample(fitted, t
     assert {k: v["n"] for k, v in data["temperatures"].items()} == {
         "v_oc": 40, "ei_oc": 61, "e_c": 40}
     assert provenance["skipped"] == {}
+    # v_reg (40 dev rows) is scored both ways in one run; the file keeps the better rule
+    v_reg = provenance["scoring"]["v_reg"]
+    assert v_reg["n"] == 40 and set(v_reg["pearson"]) == {"greedy", "expected"}
+    assert all(-1 <= r <= 1 for r in v_reg["pearson"].values())
+    assert data["expected_score"] == (["v_reg"] if v_reg["better"] == "expected" else [])
+    assert v_reg["better"] == ("expected" if v_reg["pearson"]["expected"] >
+                               v_reg["pearson"]["greedy"] else "greedy")
     for name, entry in data["temperatures"].items():
         assert entry["prompt_version"] == TASKS[name].prompt_version()
         assert entry["temperature"] > 0
@@ -70,8 +77,11 @@ def test_annotate_applies_records_and_versions_the_calibration(fitted, tmp_path,
     """A run without calibration, then the same texts under new doc ids with the calibration
     file, then with the file changed: the later runs reuse the stored answers (no prompt sent)
     and calibrate the stored model confidence with their own file."""
-    changed = tmp_path / "changed.json"
     data = json.loads(fitted.read_text())
+    data["expected_score"] = []  # v_reg scored greedily here, so the later runs reuse it
+    fitted = tmp_path / "fitted.json"
+    fitted.write_text(json.dumps(data))
+    changed = tmp_path / "changed.json"
     data["temperatures"]["v_oc"]["temperature"] *= 1.5
     changed.write_text(json.dumps(data))
     sent = {}
@@ -122,7 +132,8 @@ def test_evaluate_reports_before_and_after_the_calibration(fitted, tmp_path, tin
                                                            capsys):
     out = tmp_path / "eval"
     code = cli.main(["evaluate", "--output", str(out), "--tasks", "v_oc,v_reg", "--limit", "30",
-                     "--model", str(tiny_model), "--calibration", str(fitted), *ENGINE])
+                     "--model", str(tiny_model), "--calibration", str(fitted),
+                     "--expected-score", "v_reg", *ENGINE])
     assert code == 0
     printed = capsys.readouterr().out
     tag = calibration.Calibration.from_json(fitted.read_text(), "f").tag
@@ -139,3 +150,14 @@ def test_evaluate_reports_before_and_after_the_calibration(fitted, tmp_path, tin
     report = (out / "report.md").read_text()
     assert f"| v_oc | 30 | {v_oc['before']['ece']:.4f} | {v_oc['before']['brier']:.4f} | " \
            f"{v_oc['after']['ece']:.4f} | {v_oc['after']['brier']:.4f} |" in report
+    # v_reg scored by its expected value: inside [0, 1], the greedy answer kept in raw_output,
+    # the confidence the probability within 0.1 of the answer
+    rows = table.AnnotationTable(str(out / "annotations")).read().to_pylist()
+    v_reg = [r for r in rows if r["task"] == "v_reg"]
+    assert len(v_reg) == 30 and {r["status"] for r in v_reg} == {"ok"}
+    assert {r["prompt_version"] for r in v_reg} == {TASKS["v_reg"].prompt_version(expected=True)}
+    assert TASKS["v_reg"].prompt_version(expected=True) != TASKS["v_reg"].prompt_version()
+    assert all(0 <= r["score"] <= 1 and 0 <= r["confidence"] <= 1 for r in v_reg)
+    assert any(r["score"] != float(r["raw_output"]) for r in v_reg)
+    spread = metrics["tasks"]["v_reg"]["confidence"]
+    assert spread["n"] == 30 and set(spread) == {"n", "confidence_error_spearman"}

@@ -94,7 +94,7 @@ def _answered(confidences, task="v_oc", version=PV):
         "text_sha256": [f"h{i}" for i in range(n)], "task": [task] * n,
         "target": pa.nulls(n, pa.string()), "prompt_version": [version] * n,
         "raw_output": ["1"] * n, "confidence": pa.array(confidences, pa.float64()),
-        "truncated": [False] * n, "error": pa.nulls(n, pa.string()),
+        "expected_score": pa.nulls(n, pa.float64()), "truncated": [False] * n, "error": pa.nulls(n, pa.string()),
         "finish_reason": ["stop"] * n, "text_status": ["ok"] * n})
 
 
@@ -132,7 +132,7 @@ def test_a_reused_answer_carries_the_models_own_confidence():
         "status": ["ok"] * 2,
         "annotated_at": pa.array([datetime.now(timezone.utc)] * 2,
                                  pa.timestamp("us", tz="UTC"))}), "old")
-    planned = stages.plan(pa.concat_tables([new, stored]), [request], 0, True)
+    planned = stages.plan(pa.concat_tables([new, stored]), [request], {"v_oc": version})
     got = dict(zip(planned["cached_output"].to_pylist(),
                    planned["cached_confidence"].to_pylist()))
     assert got == {"1": 0.6, "2": 0.4}

@@ -143,3 +143,37 @@ def test_every_string_the_constraint_admits_parses(name, data):
 def test_parsers_reject_answers_outside_the_schema(name, raw):
     with pytest.raises(ParseError):
         TASKS[name].answer.parse(raw)
+
+
+@pytest.mark.parametrize("name", ["v_reg", "emobank_v", "vader"])
+def test_expected_value_agrees_with_greedy_when_certain_and_stays_in_range(name):
+    """Regression.spread on constructed distributions: all mass on the answer's own leading
+    digit gives back the answer itself and confidence 1; any distribution gives a score in
+    the task's range and a confidence in [0, 1]."""
+    import numpy as np
+
+    answer = TASKS[name].answer
+    rng = np.random.default_rng(5)
+    for raw in [s for _, s in answer.grid()[::3]] + ["0.731" if answer.high == 1 else "3.25"]:
+        if not re.fullmatch(answer.regex(), raw):
+            continue
+        certain = {h: {raw[len(h)]: 1.0} if raw.startswith(h) and len(raw) > len(h)
+                   else dict.fromkeys("-0123456789", 0.1) for h in answer.heads()}
+        expected, near = answer.spread(raw, certain)
+        assert expected == pytest.approx(answer.parse(raw).score) and near == pytest.approx(1.0)
+        for _ in range(20):
+            branches = {h: {c: float(p) for c, p in zip("-0123456789", rng.random(11))}
+                        for h in answer.heads()}
+            expected, near = answer.spread(raw, branches)
+            assert answer.low <= expected <= answer.high and 0 <= near <= 1
+    assert answer.spread("0" if answer.low <= 0 else "1", {}) is None  # no distribution known
+
+
+def test_expected_value_of_a_known_distribution():
+    """On [0, 1]: P(leading 1) = 0.8, and 0.0 … 0.9 share 0.2 evenly: the expected value of
+    the answer 1.000 is 0.8 + 0.2 * 0.45, and 0.82 of the mass lies within 0.1 of it."""
+    answer = TASKS["v_reg"].answer
+    assert answer.heads() == ["", "0."]
+    branches = {"": {"0": 0.2, "1": 0.8, "-": 0.5}, "0.": {str(d): 0.1 for d in range(10)}}
+    assert answer.spread("1.000", branches) == (pytest.approx(0.89), pytest.approx(0.82))
+    assert TASKS["vader"].answer.heads() == ["", "-"]
