@@ -75,6 +75,16 @@ def _engine_flags(p: argparse.ArgumentParser, config_default: str | None) -> Non
                    help="show Ray's, Ray Data's and the engine's own logs and progress tables")
 
 
+def _gold_flags(p: argparse.ArgumentParser, output_help: str) -> None:
+    """Flags of the commands that run a model on AEB gold data (evaluate, calibrate)."""
+    _engine_flags(p, None)
+    p.add_argument("--data", help="folder of the AEB files (local or s3://; default: the copy "
+                   "shipped with emoray)")
+    p.add_argument("--output", help=output_help)
+    p.add_argument("--limit", type=int, help="at most N gold rows per task/target")
+    p.add_argument("--seed", type=int, help="seed of the --limit draw")
+
+
 def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
     _engine_flags(p, config_default)
     p.add_argument("--input", help="s3://bucket/prefix or local file/folder (Parquet/JSONL/CSV)")
@@ -400,24 +410,15 @@ def parser() -> argparse.ArgumentParser:
     a.set_defaults(fn=cmd_annotate)
     v = _command(sub, "evaluate", help="score a model on the AEB gold data through the "
                        "annotate pipeline (metrics.json, report.md, chart.png)")
-    _engine_flags(v, None)
-    v.add_argument("--data", help="folder of the AEB files (local or s3://; default: the copy "
-                   "shipped with emoray)")
-    v.add_argument("--output", help="folder for metrics.json, report.md, chart.png")
-    v.add_argument("--limit", type=int, help="at most N gold rows per task/target")
-    v.add_argument("--seed", type=int, help="seed of the --limit draw")
+    _gold_flags(v, "folder for metrics.json, report.md, chart.png")
     v.add_argument("--previous", help="metrics.json of an earlier evaluation to compare with")
     v.add_argument("--references", help="YAML of reference scores (default conf/references.yaml)")
     v.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     v.set_defaults(fn=cmd_evaluate)
     k = _command(sub, "calibrate", help="fit per-task temperatures on the AEB dev sample so "
                  "class tasks' confidences mean what they say (calibration.json)")
-    _engine_flags(k, None)
-    k.add_argument("--data", help="folder of the AEB files (local or s3://; default: the copy "
-                   "shipped with emoray); its aaid_dev_sample.jsonl is used")
-    k.add_argument("--output", help="folder for calibration.json (and the dev run's table)")
-    k.add_argument("--limit", type=int, help="at most N dev rows per task/target")
-    k.add_argument("--seed", type=int, help="seed of the --limit draw")
+    _gold_flags(k, "folder for calibration.json (and the dev run's table); only "
+                "aaid_dev_sample.jsonl of --data is used")
     k.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     k.set_defaults(fn=cmd_calibrate)
     n = _command(sub, "nightly", help="one night: quality gate, annotate, then enrich (Spark)")

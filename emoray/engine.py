@@ -8,6 +8,11 @@ best first token starts a multi-token class (`-` of `-1`, `-3`) takes one more s
 prefix-cached prompt. Picking the best token among those that continue a class, step by step,
 is what grammar-constrained greedy decoding does: same answers, same confidences, no grammar.
 
+A regression answer is generated greedily under its grammar; its confidence is the probability
+that its leading digit is within one of the one given (`Regression.spread`), read from the
+log-probabilities of the number tokens at the steps the answer took, plus one prefix-cached
+step for each branch it did not take (the `0.` of an answer `1.000` on [0, 1]).
+
 `Engine` is plain Python (usable in a script or a test); `EngineStage` wraps it as the Ray Data
 actor stage of the pipeline. vLLM's `LLM.generate` is used directly rather than a
 `ray.data.llm` processor: on the same prompts the processor ran at 0.73x bare generate here
@@ -391,13 +396,12 @@ class Engine:
         branches = {i: self._branches(tasks[i].answer, outputs[i]) for i in rows}
         extra = []
         for i in rows:
-            mine = self.fitter.count(prompts[i])
-            for head in tasks[i].answer.heads():
-                if head not in branches[i]:
-                    ids = self.fitter.count(prompts[i] + head)
-                    if ids[:len(mine)] == mine:
-                        extra.append((i, head, list(outputs[i].prompt_token_ids)
-                                      + ids[len(mine):]))
+            missing = [h for h in tasks[i].answer.heads() if h not in branches[i]]
+            mine = self.fitter.count(prompts[i]) if missing else []
+            for head in missing:
+                ids = self.fitter.count(prompts[i] + head)
+                if ids[:len(mine)] == mine:
+                    extra.append((i, head, list(outputs[i].prompt_token_ids) + ids[len(mine):]))
         if extra:
             params = self._scoring_params(list(self.number_tokens()))
             outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for _, _, ids in extra],
