@@ -100,18 +100,42 @@ class Regression:
         for [0, 1], 1 for [1, 5] and [-4, 4])."""
         return 10.0 ** round(math.log10((self.high - self.low) / 10))
 
-    def grid(self) -> list[tuple[float, str]]:
-        """The values in [low, high] at `place` steps, each with the leading characters an
-        answer in its step starts with (`0.7` for 0.7 to 0.799 on [0, 1])."""
-        decimals = max(0, -round(math.log10(self.place)))
-        steps = round((self.high - self.low) / self.place)
-        values = [round(self.low + i * self.place, decimals) + 0.0 for i in range(steps + 1)]
-        return [(v, f"{v:.{decimals}f}") for v in values]
+    def grid(self) -> list[str]:
+        """The answers' leading characters, one per `place`-wide bucket, in order, as the
+        constraint writes them: `0.0` … `0.9`, `1.0` on [0, 1]; `-4`, `-3` … `-0`, `0` … `4`
+        on [-4, 4] (`-3` holds -3.99 … -3, `-0` holds -0.99 … -0.01)."""
+        k = -round(math.log10(self.place))
+        if k < 0:
+            raise ValueError(f"no leading-digit grid for a range as wide as [{self.low}, "
+                             f"{self.high}]")
+        wholes = [(f"-{abs(w + 1)}" if w < 0 else f"{w}", False)
+                  for w in range(self.low, self.high)]
+        wholes += [(f"{self.high}", True)] if self.high >= 0 else []
+        wholes += [(f"-{abs(self.low)}", True)] if self.low < 0 else []
+        buckets = []
+        for whole, edge in wholes:
+            if k == 0:
+                buckets.append(whole)
+            else:
+                buckets += [f"{whole}.{d:0{k}d}" for d in ([0] if edge else range(10 ** k))]
+        return sorted(dict.fromkeys(buckets), key=self._middle)
+
+    def _middle(self, bucket: str) -> float:
+        """The middle of a bucket's values (a `-k` bucket lies below -k)."""
+        return float(bucket) + (-0.5 if bucket.startswith("-") else 0.5) * self.place
+
+    def bucket(self, raw: str) -> str | None:
+        """The grid bucket of answer `raw` (`0.7` for `0.731`, `1.0` for `1`), or None."""
+        text = raw.strip()
+        k = -round(math.log10(self.place))
+        whole, _, frac = text.partition(".")
+        lead = whole + (("." + (frac + "0" * k)[:k]) if k else "")
+        return lead if lead in self.grid() else None
 
     def _next(self) -> dict[str, set[str]]:
-        """For each start of a grid string, the characters that may follow it there."""
+        """For each start of a bucket string, the characters that may follow it there."""
         out: dict[str, set[str]] = {}
-        for _, s in self.grid():
+        for s in self.grid():
             for j in range(len(s)):
                 out.setdefault(s[:j], set()).add(s[j])
         return out
@@ -121,13 +145,13 @@ class Regression:
         digit): the probabilities `distribution` needs."""
         return sorted(h for h, chars in self._next().items() if len(chars) > 1)
 
-    def distribution(self, branches: dict[str, dict[str, float]]) -> dict[float, float] | None:
-        """Probability of each grid value from `branches` (for each of `heads()`, the model's
+    def distribution(self, branches: dict[str, dict[str, float]]) -> dict[str, float] | None:
+        """Probability of each grid bucket from `branches` (for each of `heads()`, the model's
         probability of each next character), renormalised at each head over the characters
-        a grid value continues with; None when a head is missing or has no probability."""
+        a bucket continues with; None when a head is missing or has no probability."""
         following = self._next()
         out = {}
-        for value, s in self.grid():
+        for s in self.grid():
             p = 1.0
             for j in range(len(s)):
                 options = following[s[:j]]
@@ -137,26 +161,27 @@ class Regression:
                     if not total:
                         return None
                     p *= probs.get(s[j], 0.0) / total
-            out[value] = p
+            out[s] = p
         return out
 
     def spread(self, raw: str, branches: dict[str, dict[str, float]]
                ) -> tuple[float, float] | None:
-        """(expected score, confidence) of answer `raw` from the grid `distribution`: the
-        probability-weighted score (each grid value keeps the answer's digits after the
-        leading place, so an answer given with certainty keeps its value), and the
-        probability within one place of the answer (±0.1 on [0, 1]). None when the
-        distribution is not known."""
-        dist = self.distribution(branches)
-        if dist is None:
+        """(expected score, confidence) of answer `raw` from the bucket `distribution`: the
+        probability-weighted score (each bucket keeps the answer's digits after the leading
+        place, so an answer given with certainty keeps its value; each value kept inside
+        [low, high]), and the probability of the answer's bucket and its two neighbours
+        (0.6 to 0.899 for an answer 0.731 on [0, 1]). None when the distribution or the
+        answer's bucket is not known."""
+        dist, own = self.distribution(branches), self.bucket(raw)
+        if dist is None or own is None:
             return None
-        score = self.parse(raw).score
-        sign = -1.0 if score < 0 else 1.0
-        step = math.floor(abs(score) / self.place + 1e-9) * self.place
-        rest = abs(score) - step
-        expected = sum(p * (v + (-rest if v < 0 else rest)) for v, p in dist.items())
-        near = sum(p for v, p in dist.items() if abs(v - sign * step) <= self.place * 1.0001)
-        return min(max(expected, self.low), self.high), near
+        rest = abs(self.parse(raw).score) - abs(float(own))
+        order = self.grid()
+        expected = sum(p * min(max(float(s) + (-rest if s.startswith("-") else rest),
+                                   self.low), self.high) for s, p in dist.items())
+        near = sum(p for s, p in dist.items()
+                   if abs(order.index(s) - order.index(own)) <= 1)
+        return expected, near
 
 
 @dataclass(frozen=True)

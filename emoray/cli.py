@@ -66,7 +66,8 @@ def _engine_flags(p: argparse.ArgumentParser, config_default: str | None) -> Non
     p.add_argument("--calibration", help="calibration file from `emoray calibrate` (local or "
                    "s3://): temperature-scales class tasks' confidences")
     p.add_argument("--expected-score", help="comma list of regression tasks scored by the "
-                   "expected value of the leading digit instead of the greedy answer")
+                   "expected value of the leading digit instead of the greedy answer ('none': "
+                   "all greedy, whatever the calibration file chose)")
     p.add_argument("--device", choices=["auto", "gpu", "cpu"])
     p.add_argument("--s3-endpoint-url")
     p.add_argument("--s3-region")
@@ -112,8 +113,9 @@ def job_config(args: argparse.Namespace, flags: dict[str, str] = OVERRIDES,
                **fixed) -> AnnotateConfig:
     overrides = {key: getattr(args, flag) for flag, key in flags.items()}
     overrides["tasks"] = args.tasks.split(",") if args.tasks else None
-    overrides["engine.expected_score"] = (args.expected_score.split(",")
-                                          if getattr(args, "expected_score", None) else None)
+    expected = getattr(args, "expected_score", None)
+    overrides["engine.expected_score"] = (None if expected is None else [] if expected == "none"
+                                          else expected.split(","))
     overrides["incremental"] = False if getattr(args, "full", False) else None
     overrides.update(fixed)
     return load_config(args.config, overrides)

@@ -90,8 +90,8 @@ class EngineConfig(_Strict):
         "docs/performance.md.")
     confidence: bool = Field(
         True, description="Fill `confidence`: for a class task the probability of the answer; "
-        "for a regression task the probability that the answer's leading digit (tenths on "
-        "[0, 1]) is within one of the one given.")
+        "for a regression task the probability of the answer's leading-digit bucket (tenths "
+        "on [0, 1]) and its two neighbours.")
     expected_score: list[str] = Field(
         default_factory=list, description="Regression tasks whose score is the expected value "
         "over the model's probabilities of the leading digit, instead of the greedy answer "

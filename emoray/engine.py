@@ -9,7 +9,7 @@ prefix-cached prompt. Picking the best token among those that continue a class, 
 is what grammar-constrained greedy decoding does: same answers, same confidences, no grammar.
 
 A regression answer is generated greedily under its grammar; its confidence is the probability
-that its leading digit is within one of the one given (`Regression.spread`), read from the
+of its leading-digit bucket and the two beside it (`Regression.spread`), read from the
 log-probabilities of the number tokens at the steps the answer took, plus one prefix-cached
 step for each branch it did not take (the `0.` of an answer `1.000` on [0, 1]).
 
@@ -216,10 +216,11 @@ class Engine:
         return self._params[task.name]
 
     def number_tokens(self) -> dict[int, str]:
-        """Token id → first character of the tokens written in a number's characters only and
-        starting with a digit or a sign: the alternatives at each digit of a regression answer
-        (`Regression.heads`). Only the one-character ones when there are more than vLLM
-        returns log-probabilities for in one request."""
+        """Token id → text of the tokens written in a number's characters only and starting
+        with a digit or a sign: the alternatives at each digit of a regression answer
+        (`Regression.heads`). When there are more than vLLM returns log-probabilities for in
+        one request (byte-level BPE vocabularies hold hundreds of `25`-like tokens), the
+        shortest ones; a longer token the model picked still counts (`_first_chars`)."""
         if self._numbers is None:
             from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
 
@@ -231,9 +232,8 @@ class Engine:
                     text = self.tokenizer.decode(anchor + [i])[len(base):]
                     if text and text[0] in NUMBER_START and set(text) <= NUMBER_CHARS:
                         found[i] = text
-            if len(found) > MAX_LOGPROB_TOKEN_IDS:
-                found = {i: t for i, t in found.items() if len(t) == 1}
-            self._numbers = {i: t[0] for i, t in sorted(found.items())}
+            kept = sorted(found, key=lambda i: (len(found[i]), i))[:MAX_LOGPROB_TOKEN_IDS]
+            self._numbers = {i: found[i] for i in sorted(kept)}
         return self._numbers
 
     def _scoring_params(self, tokens: list[int]):
@@ -369,17 +369,19 @@ class Engine:
             head = completion.text[:start]
             if head in heads:
                 branches[head] = self._first_chars(step)
-            start += len(step[token].decoded_token or "")
+            picked = step[token].decoded_token
+            start += len(picked if picked is not None else self.tokenizer.decode([token]))
         return branches
 
     def _first_chars(self, step) -> dict[str, float]:
-        """One step's log-probabilities of the number tokens, as probability per first
-        character."""
+        """One step's log-probabilities of the number tokens (those asked for, and the one
+        picked), as probability per first character."""
         probs: dict[str, float] = {}
         numbers = self.number_tokens()
         for i, lp in step.items():
-            if i in numbers:
-                probs[numbers[i]] = probs.get(numbers[i], 0.0) + math.exp(lp.logprob)
+            text = numbers.get(i) or lp.decoded_token or ""
+            if text and text[0] in NUMBER_START and set(text) <= NUMBER_CHARS:
+                probs[text[0]] = probs.get(text[0], 0.0) + math.exp(lp.logprob)
         return probs
 
     def _spreads(self, prompts: list[str], outputs, tasks: list[Task],

@@ -199,6 +199,9 @@ class Annotator:
             raise ConfigError(f"engine.expected_score lists {expected}, which are not regression "
                               "tasks; regression tasks: " + ", ".join(
                                   n for n, t in TASKS.items() if not t.answer.discrete))
+        if config.engine.expected_score and not config.engine.confidence:
+            raise ConfigError("engine.expected_score needs engine.confidence: the expected value "
+                              "comes from the same digit probabilities as the confidence")
         self.versions = {r.task.name: config.engine.prompt_version(r.task) for r in self.requests}
         self._warn_uncalibrated()
         check_fits(config.engine, local=local_engine)

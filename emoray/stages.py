@@ -96,6 +96,8 @@ def sends_prompt(text_status: str, cached_output: str | None) -> bool:
     return cached_output is None and text_status == "ok"
 
 
+DISCRETE = tuple(name for name, task in TASKS.items() if task.answer.discrete)
+
 REUSABLE = ("ok", "truncated", "parse_error")
 """Stored statuses whose answer a new row with the same text may reuse (greedy decoding gives
 the same answer again); `failed` rows are retried; text problems cost nothing to redo."""
@@ -153,9 +155,13 @@ def plan(batch: pa.Table, requests: list[TaskRequest], versions: dict[str, str],
         ["doc_id", "sha_key", "task_key"])
     todo = wanted.join(held, keys=["doc_id", "sha_key", "task_key"], join_type="left anti")
     reusable = old.filter(pc.is_in(old["status"], pa.array(REUSABLE)))
-    reusable = reusable.set_column(  # rows stored before raw_confidence existed: uncalibrated
-        reusable.schema.get_field_index("raw_confidence"), "raw_confidence",
-        pc.coalesce(reusable["raw_confidence"], reusable["confidence"]))
+    # a class answer stored before raw_confidence existed: its confidence was the model's own;
+    # a regression answer's then meant something else (its tokens' probability): none
+    reusable = reusable.set_column(
+        reusable.schema.get_field_index("raw_confidence"), "raw_confidence", pc.if_else(
+            pc.is_in(reusable["task"], pa.array(DISCRETE)),
+            pc.coalesce(reusable["raw_confidence"], reusable["confidence"]),
+            reusable["raw_confidence"]))
     latest = (reusable.sort_by([("annotated_at", "descending")])
               .group_by(["sha_key", "task_key"], use_threads=False)
               .aggregate([("raw_output", "first"), ("raw_confidence", "first"),

@@ -114,28 +114,30 @@ def test_parse_calibrates_the_models_own_confidence_and_keeps_it():
 
 
 def test_a_reused_answer_carries_the_models_own_confidence():
-    """The plan hands the engine stage the stored raw confidence (a table written before
-    raw_confidence existed: its confidence, which was then the model's own), so a later run
-    calibrates a reused answer with its own file."""
+    """The plan hands the engine stage the stored raw confidence. A class answer stored before
+    raw_confidence existed carries its confidence, which was then the model's own; a
+    regression answer's meant something else then (its tokens' probability), so none."""
     from datetime import datetime, timezone
 
     from emoray.tasks import resolve
 
-    request = resolve(["v_oc"])[0]
-    version = request.task.prompt_version()
+    requests = resolve(["v_oc", "v_reg"])
+    versions = {r.task.name: r.task.prompt_version() for r in requests}
     new = stages.normalize(pa.table({"id": ["a", "b"], "text": ["one", "two"]}), "id", "text")
     sha = new["text_sha256"].to_pylist()
     stored = stages.as_plan_input(pa.table({
-        "doc_id": ["old1", "old2"], "text_sha256": sha, "task": ["v_oc"] * 2,
-        "prompt_version": [version] * 2, "raw_output": ["1", "2"],
-        "confidence": [0.7, 0.4], "raw_confidence": pa.array([0.6, None], pa.float64()),
-        "status": ["ok"] * 2,
-        "annotated_at": pa.array([datetime.now(timezone.utc)] * 2,
+        "doc_id": ["old1", "old2", "old3", "old4"], "text_sha256": sha + sha,
+        "task": ["v_oc", "v_oc", "v_reg", "v_reg"],
+        "prompt_version": [versions["v_oc"]] * 2 + [versions["v_reg"]] * 2,
+        "raw_output": ["1", "2", "0.500", "0.250"], "confidence": [0.7, 0.4, 0.3, 0.2],
+        "raw_confidence": pa.array([0.6, None, 0.35, None], pa.float64()),
+        "status": ["ok"] * 4,
+        "annotated_at": pa.array([datetime.now(timezone.utc)] * 4,
                                  pa.timestamp("us", tz="UTC"))}), "old")
-    planned = stages.plan(pa.concat_tables([new, stored]), [request], {"v_oc": version})
+    planned = stages.plan(pa.concat_tables([new, stored]), requests, versions)
     got = dict(zip(planned["cached_output"].to_pylist(),
                    planned["cached_confidence"].to_pylist()))
-    assert got == {"1": 0.6, "2": 0.4}
+    assert got == {"1": 0.6, "2": 0.4, "0.500": 0.35, "0.250": None}
 
 
 def test_calibration_file_round_trip_version_and_refusals(tmp_path):

@@ -154,7 +154,7 @@ def test_expected_value_agrees_with_greedy_when_certain_and_stays_in_range(name)
 
     answer = TASKS[name].answer
     rng = np.random.default_rng(5)
-    for raw in [s for _, s in answer.grid()[::3]] + ["0.731" if answer.high == 1 else "3.25"]:
+    for raw in answer.grid()[::3] + ["0.731" if answer.high == 1 else "-0.25"]:
         if not re.fullmatch(answer.regex(), raw):
             continue
         certain = {h: {raw[len(h)]: 1.0} if raw.startswith(h) and len(raw) > len(h)
@@ -171,9 +171,20 @@ def test_expected_value_agrees_with_greedy_when_certain_and_stays_in_range(name)
 
 def test_expected_value_of_a_known_distribution():
     """On [0, 1]: P(leading 1) = 0.8, and 0.0 … 0.9 share 0.2 evenly: the expected value of
-    the answer 1.000 is 0.8 + 0.2 * 0.45, and 0.82 of the mass lies within 0.1 of it."""
+    the answer 1.000 is 0.8 + 0.2 * 0.45, and its bucket and the one below hold 0.82. An
+    answer's digits past the leading place stay inside the range (0.29 in the 1.0 bucket
+    counts as 1.0). On [-4, 4] the answers -0.99 … -0.01 have a bucket of their own."""
     answer = TASKS["v_reg"].answer
     assert answer.heads() == ["", "0."]
     branches = {"": {"0": 0.2, "1": 0.8, "-": 0.5}, "0.": {str(d): 0.1 for d in range(10)}}
     assert answer.spread("1.000", branches) == (pytest.approx(0.89), pytest.approx(0.82))
-    assert TASKS["vader"].answer.heads() == ["", "-"]
+    assert answer.spread("1", branches) == (pytest.approx(0.89), pytest.approx(0.82))
+    assert answer.spread("0.29", {"": {"0": 0.7, "1": 0.3}, "0.": {"2": 1.0}}) == (
+        pytest.approx(0.7 * 0.29 + 0.3), pytest.approx(0.7))
+    vader = TASKS["vader"].answer
+    assert vader.grid() == ["-4", "-3", "-2", "-1", "-0", "0", "1", "2", "3", "4"]
+    assert vader.heads() == ["", "-"]
+    certain = vader.spread("-0.5", {"": {"-": 1.0}, "-": {"0": 1.0}})
+    assert certain == (pytest.approx(-0.5), pytest.approx(1.0))
+    assert vader.spread("-1.25", {"": {"-": 0.5, "1": 0.5}, "-": {"1": 0.5, "2": 0.5}}) == (
+        pytest.approx(-0.25), pytest.approx(0.5))
