@@ -88,8 +88,7 @@ class EngineSides:
 
     def bare(self, n: int, task_names: list[str]) -> dict:
         pairs = _pairs(n, task_names)
-        template = self.engine.config.template
-        prompts = [task.prompt(text, target, template) for task, text, target in pairs]
+        prompts = [self.engine.fitter.prompt(task, text, target) for task, text, target in pairs]
         params = [self.engine.sampling_params(task) for task, _, _ in pairs]
         t0 = time.perf_counter()
         outputs = self.engine.llm.generate(prompts, params, use_tqdm=False)
@@ -334,7 +333,8 @@ def table_bench(engine: EngineConfig, new_rows: int, stored_sizes: list[int],
     from emoray import table
 
     requests = resolve(tasks)
-    model = resolve_model(engine.model).identity
+    spec = resolve_model(engine.model)
+    model = spec.identity
     src = f"{root}/table-in"
     fs, path = io.filesystem_for(src, S3Config())
     with fs.open_output_stream(f"{path}/part-0.parquet") as out:
@@ -348,7 +348,8 @@ def table_bench(engine: EngineConfig, new_rows: int, stored_sizes: list[int],
         for start in range(0, stored, chunk_rows):
             r = requests[(start // chunk_rows) % len(requests)]
             writer.commit_chunk(_stored_rows(min(chunk_rows, stored - start), r.task.name, model,
-                                             engine.prompt_version(r.task), start), start // chunk_rows)
+                                             engine.prompt_version(r.task, spec.prompt_format),
+                                             start), start // chunk_rows)
         fill_s = time.perf_counter() - t0
         summary = build_annotator(AnnotateConfig(input=src, output=annotations.uri, tasks=tasks,
                                                  engine=engine)).run()

@@ -104,11 +104,12 @@ class EngineConfig(_Strict):
     template: int = Field(0, ge=0, description="Which paraphrase of each task's instruction "
                           "to use (0 = canonical).")
 
-    def prompt_version(self, task) -> str:
-        """A task's (`emoray.tasks.Task`) prompt version under these settings: its wording,
-        constraint and scoring rule."""
+    def prompt_version(self, task, wrapper: str) -> str:
+        """A task's (`emoray.tasks.Task`) prompt version under these settings and the model's
+        conversation format (`ModelSpec.prompt_format`): its wording, constraint and scoring
+        rule."""
         return task.prompt_version(self.template, self.constrained,
-                                   task.name in self.expected_score)
+                                   task.name in self.expected_score, wrapper)
 
 
 class EvaluateConfig(_Strict):

@@ -189,7 +189,7 @@ class Engine:
         self._params: dict[object, object] = {}
         self._candidates: dict[str, Candidates | None] = {}
         self._numbers: dict[int, str] | None = None
-        self.fitter = PromptFitter(self.config, self.tokenizer)
+        self.fitter = PromptFitter(self.config, self.tokenizer, self.model.prompt_format)
 
     def variant(self, **settings) -> Engine:
         """This engine (the same vLLM instance) with other decoding settings, e.g.
@@ -264,7 +264,7 @@ class Engine:
             if (self.config.constrained and self.config.constraint == "logprobs"
                     and task.answer.candidates()):
                 target = task.targets[0] if task.targets else None
-                head = task.prompt("x", target, self.config.template)
+                head = self.fitter.prompt(task, "x", target)
                 head_ids = self.fitter.count(head)
                 paths = {}
                 for c in task.answer.candidates():

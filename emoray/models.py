@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emoray.config import ConfigError
+from emoray.tasks import CONVERSATION
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class ModelSpec:
     decoder_only: bool = True
     digest: str | None = None
     """A local checkpoint's content digest (`checkpoint_digest`); None for catalog models."""
+    prompt_format: str = CONVERSATION
+    """How the model was trained to see an instruction (`{instruction}` is replaced by it);
+    evidence per family in docs/models.md."""
 
     @property
     def identity(self) -> str:

@@ -202,7 +202,8 @@ class Annotator:
         if config.engine.expected_score and not config.engine.confidence:
             raise ConfigError("engine.expected_score needs engine.confidence: the expected value "
                               "comes from the same digit probabilities as the confidence")
-        self.versions = {r.task.name: config.engine.prompt_version(r.task) for r in self.requests}
+        self.versions = {r.task.name: config.engine.prompt_version(r.task, self.model.prompt_format)
+                         for r in self.requests}
         self._warn_uncalibrated()
         check_fits(config.engine, local=local_engine)
         self.in_fs, in_path = io.filesystem_for(config.input, config.s3)
@@ -323,7 +324,8 @@ class Annotator:
 
         stats = ray.remote(RunStats).options(num_cpus=0).remote()
         try:
-            fitter = PromptFitter(self.config.engine, load_tokenizer(self.model.source))
+            fitter = PromptFitter(self.config.engine, load_tokenizer(self.model.source),
+                                  self.model.prompt_format)
         except Exception as e:  # a hub id without hub access: counts still, tokens not
             fitter, note = None, f"prompt tokens not counted: no tokenizer for {e}"
         else:

@@ -8,7 +8,7 @@ with the checkpoint's tokenizer and no engine.
 from __future__ import annotations
 
 from emoray.config import EngineConfig
-from emoray.tasks import Task
+from emoray.tasks import CONVERSATION, Task
 
 
 def load_tokenizer(source: str):
@@ -19,12 +19,18 @@ def load_tokenizer(source: str):
 
 
 class PromptFitter:
-    """Builds each prompt and cuts texts too long for `max_model_len`."""
+    """Builds each prompt in the model's conversation format (`wrapper`,
+    `ModelSpec.prompt_format`) and cuts texts too long for `max_model_len`."""
 
-    def __init__(self, config: EngineConfig, tokenizer):
+    def __init__(self, config: EngineConfig, tokenizer, wrapper: str = CONVERSATION):
         self.config = config
         self.tokenizer = tokenizer
+        self.wrapper = wrapper
         self._overhead: dict[tuple[str, str | None], int] = {}
+
+    def prompt(self, task: Task, text: str, target: str | None) -> str:
+        """The whole prompt for `text`, uncut."""
+        return task.prompt(text, target, self.config.template, self.wrapper)
 
     def count(self, text: str, special: bool = True) -> list[int]:
         """Token ids of `text` (with the model's special tokens, as the engine sends it)."""
@@ -33,20 +39,19 @@ class PromptFitter:
     def fit(self, task: Task, text: str, target: str | None) -> tuple[str, bool]:
         """The prompt for `text`, cut so prompt plus answer fit the context; (prompt, truncated).
         Only texts that could be too long are tokenized: a token holds at least one byte."""
-        template = self.config.template
         key = (task.name, target)
         if key not in self._overhead:
-            self._overhead[key] = len(self.count(task.prompt("", target, template)))
+            self._overhead[key] = len(self.count(self.prompt(task, "", target)))
         budget = self.config.max_model_len - task.max_tokens - self._overhead[key] - 2
         if len(text.encode("utf-8")) <= budget:
-            return task.prompt(text, target, template), False
+            return self.prompt(task, text, target), False
         ids = self.count(text, special=False)
         if len(ids) <= budget:
-            return task.prompt(text, target, template), False
+            return self.prompt(task, text, target), False
         limit = self.config.max_model_len - task.max_tokens
         keep = max(budget, 0)
         while True:
-            prompt = task.prompt(self.tokenizer.decode(ids[:keep]), target, template)
+            prompt = self.prompt(task, self.tokenizer.decode(ids[:keep]), target)
             if len(self.count(prompt)) <= limit or keep == 0:
                 return prompt, True
             keep = max(keep - 8, 0)

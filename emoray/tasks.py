@@ -38,12 +38,12 @@ class Task:
     """AEB/AAID file with gold answers for this task (relative to the data folder)."""
 
     def prompt_version(self, template: int = 0, constrained: bool = True,
-                       expected: bool = False) -> str:
-        """Changes whenever the wording, the constraint, the conversation format or the scoring
-        rule (`expected`: the expected value, not the greedy answer; see
-        `EngineConfig.expected_score`) changes."""
+                       expected: bool = False, wrapper: str = CONVERSATION) -> str:
+        """Changes whenever the wording, the constraint, the model's conversation format
+        (`wrapper`, `ModelSpec.prompt_format`) or the scoring rule (`expected`: the expected
+        value, not the greedy answer; see `EngineConfig.expected_score`) changes."""
         constraint = self.answer.regex() if constrained else "<unconstrained>"
-        parts = [CONVERSATION, self.templates[template], constraint]
+        parts = [wrapper, self.templates[template], constraint]
         key = "\x1f".join(parts + (["expected value"] if expected else []))
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
@@ -61,8 +61,11 @@ class Task:
             out = out.replace("{target}", target)
         return out.replace("{text}", text)
 
-    def prompt(self, text: str, target: str | None = None, template: int = 0) -> str:
-        return CONVERSATION.replace("{instruction}", self.instruction(text, target, template))
+    def prompt(self, text: str, target: str | None = None, template: int = 0,
+               wrapper: str = CONVERSATION) -> str:
+        """The instruction inside the model's conversation format (`{instruction}` in
+        `wrapper`)."""
+        return wrapper.replace("{instruction}", self.instruction(text, target, template))
 
     def match(self, instruction: str) -> tuple[str, str | None, int] | None:
         """Split an instruction written with one of this task's templates back into

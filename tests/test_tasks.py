@@ -9,6 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emoray.answers import ParseError
+from emoray.config import EngineConfig
+from emoray.models import EMOLLMS
+from emoray.prompting import PromptFitter
 from emoray.tasks import CONVERSATION, TASKS, resolve
 
 AEB_FILES = {
@@ -94,6 +97,32 @@ def test_prompt_uses_training_conversation_format():
     assert prompt.startswith("Human: \nTask: ")
     assert prompt.endswith(" Tweet: I love it Intensity Score: \n\nAssistant: \n")
     assert CONVERSATION == "Human: \n{instruction}\n\nAssistant: \n"
+
+
+@pytest.mark.parametrize("model", sorted(EMOLLMS))
+def test_each_model_family_gets_its_training_wrapper_around_the_exact_aeb_instruction(
+        aeb_dir, model):
+    """Per catalog model: every AAID instruction, split into text and target and rebuilt by
+    the prompt fitter the engine uses, comes back verbatim inside that model's conversation
+    format, which is the training builder's for every EmoLLMs family (docs/models.md)."""
+    spec = EMOLLMS[model]
+    assert spec.prompt_format == "Human: \n{instruction}\n\nAssistant: \n"
+    fitter = PromptFitter(EngineConfig(), tokenizer=None, wrapper=spec.prompt_format)
+    rows = aaid_rows(aeb_dir)
+    for instruction, _ in rows:
+        name, (text, target, template) = match_one(instruction, AAID_TASKS)
+        fitter.config = EngineConfig(template=template)
+        assert fitter.prompt(TASKS[name], text, target) == \
+            f"Human: \n{instruction}\n\nAssistant: \n"
+    assert len(rows) == 1237
+
+
+def test_another_conversation_format_is_another_prompt_version():
+    task = TASKS["v_reg"]
+    other = "<s>[INST] {instruction} [/INST]"
+    assert EngineConfig().prompt_version(task, CONVERSATION) == task.prompt_version()
+    assert EngineConfig().prompt_version(task, other) != task.prompt_version()
+    assert task.prompt("hi", wrapper=other) == f"<s>[INST] {task.instruction('hi')} [/INST]"
 
 
 def test_text_with_braces_is_not_formatted():
