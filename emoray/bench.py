@@ -7,13 +7,15 @@ engine is excluded: rate = (rows_large - rows_small) / (time_large - time_small)
 - engine: `emoray.engine.Engine.generate` (prompt building, constraint, scoring, results) in
   batches of `batch_size`;
 - unconstrained: the same engine with `constrained=False` (the cost of the constraint);
+- no_confidence: the same engine with `confidence=False` (the cost of confidences: for
+  regression tasks, the leading digit's distribution);
 - pipeline: the whole Ray Data job, reading Parquet from S3 and committing the table;
 - noop: the whole job with the engine replaced by `NoopEngine` (prompts built, no model):
   the per-row cost of everything around the model.
 
 Each side runs once untimed on `WARM_UP` rows first, so both timed runs start warm.
 
-bare, engine and unconstrained share one engine in one Ray actor; the pipeline sides start
+bare, engine, unconstrained and no_confidence share one engine in one Ray actor; the pipeline sides start
 their own, as a real run does. All run the same model, settings, prompts and constraints, one
 after the other on the same machine.
 """
@@ -34,7 +36,7 @@ from emoray.pipeline import Annotator, build_annotator
 from emoray.sample import sample_texts
 from emoray.tasks import Task, resolve
 
-SIDES = ("bare", "engine", "unconstrained", "pipeline", "noop")
+SIDES = ("bare", "engine", "unconstrained", "no_confidence", "pipeline", "noop")
 WARM_UP = 64
 """Rows of the untimed run before each side's timed ones (imports, worker start, grammars)."""
 
@@ -98,8 +100,8 @@ class EngineSides:
                 "output_tokens": sum(len(o.outputs[0].token_ids) for o in outputs)}
 
     def generate(self, n: int, task_names: list[str], batch_size: int,
-                 constrained: bool = True) -> dict:
-        engine = self.engine.variant(constrained=constrained)
+                 constrained: bool = True, confidence: bool = True) -> dict:
+        engine = self.engine.variant(constrained=constrained, confidence=confidence)
         pairs = _pairs(n, task_names)
         t0 = time.perf_counter()
         results: list[Generation] = []
@@ -147,13 +149,15 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
     import ray
 
     runs: dict[str, list[dict]] = {}
-    if {"bare", "engine", "unconstrained"} & set(sides):
+    if {"bare", "engine", "unconstrained", "no_confidence"} & set(sides):
         actor = ray.remote(EngineSides).options(**engine_resources(engine)).remote(engine)
         ray.get(actor.generate.remote(WARM_UP, tasks, batch_size))
         ray.get(actor.generate.remote(WARM_UP, tasks, batch_size, False))
         calls = {"bare": lambda n: actor.bare.remote(n, tasks),
                  "engine": lambda n: actor.generate.remote(n, tasks, batch_size),
-                 "unconstrained": lambda n: actor.generate.remote(n, tasks, batch_size, False)}
+                 "unconstrained": lambda n: actor.generate.remote(n, tasks, batch_size, False),
+                 "no_confidence": lambda n: actor.generate.remote(n, tasks, batch_size, True,
+                                                                  False)}
         for side in (s for s in calls if s in sides):
             runs[side] = [ray.get(calls[side](n)) for n in sizes]
         ray.kill(actor)
@@ -171,7 +175,8 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
     for name, (a, b) in {"pipeline_over_bare": ("pipeline", "bare"),
                          "engine_over_bare": ("engine", "bare"),
                          "pipeline_over_engine": ("pipeline", "engine"),
-                         "constrained_over_unconstrained": ("engine", "unconstrained")}.items():
+                         "constrained_over_unconstrained": ("engine", "unconstrained"),
+                         "confidence_on_over_off": ("engine", "no_confidence")}.items():
         if a in rates and b in rates:
             x, y = rates[a]["rows_per_s"], rates[b]["rows_per_s"]
             ratios[name] = round(x / y, 3) if x and y else None

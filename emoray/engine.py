@@ -189,6 +189,7 @@ class Engine:
         self._params: dict[object, object] = {}
         self._candidates: dict[str, Candidates | None] = {}
         self._numbers: dict[int, str] | None = None
+        self._heads: dict[tuple, list[int] | None] = {}
         self.fitter = PromptFitter(self.config, self.tokenizer, self.model.prompt_format)
 
     def variant(self, **settings) -> Engine:
@@ -291,23 +292,24 @@ class Engine:
         generation with the reason, the others still run."""
         prompts, cut = zip(*(self.fit(t, x, g) for t, x, g in zip(tasks, texts, targets)))
         try:
-            return self._run(list(prompts), list(tasks), list(cut))
+            return self._run(list(prompts), list(tasks), list(targets), list(cut))
         except Exception:  # isolate the rejected request(s); each row gets its own outcome
-            return [self._one(p, t, c) for p, t, c in zip(prompts, tasks, cut)]
+            return [self._one(p, t, g, c) for p, t, g, c in zip(prompts, tasks, targets, cut)]
 
-    def _one(self, prompt: str, task: Task, cut: bool) -> Generation:
+    def _one(self, prompt: str, task: Task, target: str | None, cut: bool) -> Generation:
         try:
-            return self._run([prompt], [task], [cut])[0]
+            return self._run([prompt], [task], [target], [cut])[0]
         except Exception as e:  # the engine's own error, kept on the row
             return Generation(None, truncated=cut, error=f"{type(e).__name__}: {e}")
 
-    def _run(self, prompts: list[str], tasks: list[Task], cut: list[bool]) -> list[Generation]:
+    def _run(self, prompts: list[str], tasks: list[Task], targets: list[str | None],
+             cut: list[bool]) -> list[Generation]:
         outputs = self.llm.generate(prompts, [self.sampling_params(t) for t in tasks],
                                     use_tqdm=False)
         results = [None if self.candidates(t) else self._result(o, c)
                    for o, t, c in zip(outputs, tasks, cut)]
         if self.config.confidence:
-            self._spreads(prompts, outputs, tasks, results)
+            self._spreads(targets, outputs, tasks, results)
         scored = [i for i, r in enumerate(results) if r is None]
         if scored:
             picks = self._pick([outputs[i] for i in scored], [tasks[i] for i in scored])
@@ -384,7 +386,18 @@ class Engine:
                 probs[text[0]] = probs.get(text[0], 0.0) + math.exp(lp.logprob)
         return probs
 
-    def _spreads(self, prompts: list[str], outputs, tasks: list[Task],
+    def _head_tokens(self, task: Task, target: str | None, head: str) -> list[int] | None:
+        """The tokens an answer start `head` adds after the task's prompt (the same for every
+        text: the prompt ends with the task's fixed suffix), or None when it merges with the
+        prompt's last token."""
+        key = (task.name, target, head)
+        if key not in self._heads:
+            prompt = self.fitter.prompt(task, "x", target)
+            mine, ids = self.fitter.count(prompt), self.fitter.count(prompt + head)
+            self._heads[key] = ids[len(mine):] if ids[:len(mine)] == mine else None
+        return self._heads[key]
+
+    def _spreads(self, targets: list[str | None], outputs, tasks: list[Task],
                  results: list[Generation]) -> None:
         """Regression answers' confidence (and expected score, for `expected_score` tasks)
         from `Regression.spread`: the heads the greedy answer did not pass through take one
@@ -398,12 +411,10 @@ class Engine:
         branches = {i: self._branches(tasks[i].answer, outputs[i]) for i in rows}
         extra = []
         for i in rows:
-            missing = [h for h in tasks[i].answer.heads() if h not in branches[i]]
-            mine = self.fitter.count(prompts[i]) if missing else []
-            for head in missing:
-                ids = self.fitter.count(prompts[i] + head)
-                if ids[:len(mine)] == mine:
-                    extra.append((i, head, list(outputs[i].prompt_token_ids) + ids[len(mine):]))
+            for head in tasks[i].answer.heads():
+                ids = self._head_tokens(tasks[i], targets[i], head)
+                if head not in branches[i] and ids is not None:
+                    extra.append((i, head, list(outputs[i].prompt_token_ids) + ids))
         if extra:
             params = self._scoring_params(list(self.number_tokens()))
             outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for _, _, ids in extra],
