@@ -455,7 +455,8 @@ def parser() -> argparse.ArgumentParser:
                    help="throughput: two sizes, rates are the slope between; nightly: one size")
     b.add_argument("--tasks", default="v_reg", help="comma list of task requests")
     b.add_argument("--sides", default="bare,engine,unconstrained,pipeline,noop",
-                   help="which sides to run (see emoray/bench.py)")
+                   help="which sides to run (see emoray/bench.py; also no_confidence: the "
+                   "engine without confidences)")
     b.add_argument("--constraint", choices=["grammar", "regex", "choice", "logprobs", "none"],
                    help="answer constraint (engine.constraint; none: unconstrained)")
     b.add_argument("--prefix-caching", choices=["on", "off"])

@@ -24,7 +24,7 @@ def test_bench_prints_every_side_at_both_sizes(tmp_path, tiny_model):
                                   "enable_prefix_caching": True, "block_size": None,
                                   "batch_size": 32,
                                   "concurrency": 1}
-    sides = ["bare", "engine", "unconstrained", "no_confidence", "pipeline", "noop"]
+    sides = ["bare", "engine", "unconstrained", "pipeline", "noop"]  # the default sides
     assert list(result["runs"]) == sides
     for side in sides:
         assert [r["rows"] for r in result["runs"][side]] == [60, 180], side
