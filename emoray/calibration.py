@@ -10,8 +10,8 @@ a grammar, so one rule calibrates every class task, and a stored answer reused b
 is calibrated with that run's file at no engine cost.
 
 Temperature scaling (Guo et al. 2017) is scikit-learn's (`CalibratedClassifierCV`,
-`method="temperature"`, imported only where a fit runs, fitted on answers the model already gave through a pass-through
-estimator); the per-label precision/recall curve is scikit-learn's. ECE and Brier's score are
+`method="temperature"`, imported only where a fit runs, fitted on answers the model already
+gave through a pass-through estimator); the per-label precision/recall curve is scikit-learn's. ECE and Brier's score are
 written here (scikit-learn has only the binned curve, and a Brier loss that scores only the
 positive class of a two-class task).
 """
@@ -68,9 +68,10 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def scale(confidence, temperature: float) -> np.ndarray:
-    """The chosen answer's probability p after temperature T, against the rest:
-    p^(1/T) / (p^(1/T) + (1 - p)^(1/T)); T > 1 pulls it towards 1/2, T < 1 away."""
+def scale(confidence, temperature) -> np.ndarray:
+    """The chosen answer's probability p after temperature T (a number, or one per row as an
+    (n, 1) array), against the rest: p^(1/T) / (p^(1/T) + (1 - p)^(1/T)); T > 1 pulls it
+    towards 1/2, T < 1 away."""
     p = np.clip(np.asarray(confidence, dtype=float), 1e-12, 1 - 1e-12)
     return apply_temperature(np.column_stack([1 - p, p]), temperature)[:, 1]
 
@@ -267,9 +268,14 @@ def calibrate_rows(calibration: Calibration | None, tasks: list[str],
     """(confidence, calibration) per row from the model's own confidence: scaled with
     `calibration`'s temperature for the row's task and prompt version, or left as it is and
     marked UNCALIBRATED; a row without a confidence gets neither."""
-    out_conf, out_tag = [], []
-    for task, version, conf in zip(tasks, prompt_versions, confidences):
-        t = calibration.temperature(task, version) if calibration and conf is not None else None
-        out_conf.append(conf if t is None else float(scale([conf], t)[0]))
-        out_tag.append(None if conf is None else UNCALIBRATED if t is None else calibration.tag)
+    temps = [calibration.temperature(task, version) if calibration and conf is not None else None
+             for task, version, conf in zip(tasks, prompt_versions, confidences)]
+    scaled = [i for i, t in enumerate(temps) if t is not None]
+    out_conf = list(confidences)
+    if scaled:  # one vectorised scale for the batch: this runs on every parsed row
+        values = scale([confidences[i] for i in scaled], np.array([[temps[i]] for i in scaled]))
+        for i, v in zip(scaled, values.tolist()):
+            out_conf[i] = v
+    out_tag = [None if c is None else UNCALIBRATED if t is None else calibration.tag
+               for c, t in zip(confidences, temps)]
     return out_conf, out_tag

@@ -436,7 +436,8 @@ class Annotator:
         table.write_report(self.table, {
             **summary.as_dict(), "model": self.model.identity, "model_source": self.model.source,
             "tasks": [r.key for r in self.requests], "input": self.config.input,
-            "calibration": self._calibration_tag(), "chunks": writer.chunks - writer.first_chunk, "bad_files": self.bad_files,
+            "calibration": self._calibration_tag(), "chunks": writer.chunks - writer.first_chunk,
+            "bad_files": self.bad_files,
             "engine_starts": counts.get("engine_starts", 0), "gate": gate,
             "label_report": labels.write_label_report(self.out_fs, self.out_root, self.run_id,
                                                       self.model.identity, label_stats)})
