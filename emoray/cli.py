@@ -361,8 +361,7 @@ def cmd_models(args) -> int:
     from emoray.models import EMOLLMS
 
     for m in EMOLLMS.values():
-        note = "" if m.decoder_only else "  (encoder-decoder: not servable by vLLM, refused)"
-        print(f"{m.name:20} {m.source:30} {m.architecture}{note}")
+        print(f"{m.name:20} {m.source:30} {m.architecture:27} {m.engine} engine")
     return EXIT_OK
 
 
@@ -389,7 +388,8 @@ EXAMPLES = {
     "table": ["emoray table history ./affect --limit 10",
               "emoray table vacuum s3://lake/affect/ --retain-hours 168"],
     "tiny-model": ["emoray tiny-model .emoray/tiny-model",
-                   "emoray tiny-model .emoray/tiny-opt --arch opt"],
+                   "emoray tiny-model .emoray/tiny-opt --arch opt",
+                   "emoray tiny-model .emoray/tiny-t5 --arch t5"],
     "tasks": ["emoray tasks"],
     "models": ["emoray models"],
 }
@@ -512,11 +512,15 @@ def parser() -> argparse.ArgumentParser:
     tb.add_argument("--s3-endpoint-url")
     tb.add_argument("--json", action="store_true")
     tb.set_defaults(fn=cmd_table)
-    t = _command(sub, "tiny-model", help="build a random-weight checkpoint (LLaMA, OPT or BLOOM): "
-                       "the tiny test model, or LLaMA-2-7B's shape for GPU benchmarks")
-    t.add_argument("--shape", choices=["tiny", "llama-2-7b"], default="tiny")
-    t.add_argument("--arch", choices=["llama", "opt", "bloom"], default="llama",
-                   help="architecture (the EmoLLMs' decoder-only ones)")
+    from emoray.tiny_model import ARCHS, SHAPES
+
+    t = _command(sub, "tiny-model", help="build a random-weight checkpoint (LLaMA, OPT, BLOOM, T5 "
+                       "or BART): the tiny test model, or a real model's shape for GPU benchmarks")
+    t.add_argument("--shape", choices=list(SHAPES), default="tiny",
+                   help="tiny, or the shape of LLaMA-2-7B / T5-large (with --arch t5)")
+    t.add_argument("--arch", choices=list(ARCHS), default="llama",
+                   help="architecture: the EmoLLMs' decoder-only ones (vLLM engine) or "
+                   "encoder-decoder t5 and bart (Transformers engine)")
     t.add_argument("dir")
     t.set_defaults(fn=cmd_tiny_model)
     _command(sub, "tasks", help="list the task catalog").set_defaults(fn=cmd_tasks)

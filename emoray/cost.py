@@ -21,7 +21,9 @@ H100_BF16_FLOPS = 989e12
 PREFILL_EFFICIENCY = 0.5
 CATALOG_PARAMS = {"7b": 6.74e9, "13b": 13.0e9, "large": None}
 """Parameters by the size in an EmoLLMs name (LLaMA-2 7B/13B; OPT-13B and BLOOM-7B1 are within a
-few percent). The encoder-decoder "large" models are not served, so they have no figure."""
+few percent). "large" names two sizes (T5-large 0.74 B, BART-large 0.41 B) served by the
+Transformers engine, which the prefill rule above does not describe: no estimate for them
+unless `cost.tokens_per_s` gives a measured rate."""
 
 
 def parameters(model: ModelSpec) -> float | None:

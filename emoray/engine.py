@@ -81,6 +81,37 @@ def _grammar(regex: str) -> str:
 
 NUMBER_START, NUMBER_CHARS = set("0123456789-"), set("0123456789-.")
 
+def number_vocabulary(tokenizer, inside: bool = True) -> dict[int, str]:
+    """Token id → text of the tokens written in a number's characters only and starting with a
+    digit or a sign: the alternatives at each digit of a regression answer (`Regression.heads`).
+    `inside`: as each reads after another token (mid-answer); else as it reads at the start of
+    a decoded sequence (SentencePiece drops a leading `▁` there)."""
+    anchor = tokenizer.encode("a", add_special_tokens=False)[-1:] if inside else []
+    base = tokenizer.decode(anchor)
+    found = {}
+    for token, i in tokenizer.get_vocab().items():
+        if any(c.isdigit() or c == "-" for c in token):
+            text = tokenizer.decode(anchor + [i])[len(base):]
+            if text and text[0] in NUMBER_START and set(text) <= NUMBER_CHARS:
+                found[i] = text
+    return found
+
+
+def walk(candidates: Candidates, step) -> tuple[str, float, int]:
+    """Grammar-constrained greedy decoding over a class task's candidate paths: at each prefix
+    the most probable next token among those continuing a candidate (`step(prefix)`: token →
+    log-probability), its probability renormalised over them. Returns (answer,
+    log-probability, tokens)."""
+    prefix, score = (), 0.0
+    while prefix not in candidates.paths:
+        logprobs = step(prefix)
+        options = {t: logprobs[t] for t in candidates.next_tokens(prefix)}
+        token = max(options, key=options.get)
+        score += options[token] - _logsumexp(options.values())
+        prefix += (token,)
+    return candidates.paths[prefix], score, len(prefix)
+
+
 GIB = 1 << 30
 AUTO_KV_SHARE, AUTO_KV_MAX = 0.25, 4 * GIB
 """A CPU engine's KV cache when unset: this share of the available memory, at most this much.
@@ -119,8 +150,13 @@ def check_fits(config: EngineConfig, local: bool = True) -> None:
     from emoray.config import ConfigError
 
     model = resolve_model(config.model)
+    if not model.decoder_only and config.tensor_parallel_size > 1:
+        raise ConfigError(
+            f"model {model.name} runs on the Transformers engine, one device per actor: set "
+            "--tensor-parallel-size 1 (engine.tensor_parallel_size) and scale with "
+            "--concurrency")
     config_file = Path(model.source) / "config.json"
-    if config_file.is_file():
+    if config_file.is_file() and model.decoder_only:  # an encoder's limit cuts prompts instead
         checkpoint = json.loads(config_file.read_text())
         limit = checkpoint.get("max_position_embeddings")
         if limit and (checkpoint.get("rope_scaling") or {}).get("factor"):
@@ -132,7 +168,7 @@ def check_fits(config: EngineConfig, local: bool = True) -> None:
     if config.device != "cpu" or not local:
         return
     available = psutil.virtual_memory().available
-    kv = cpu_kv_cache_bytes(config, available)
+    kv = cpu_kv_cache_bytes(config, available) if model.decoder_only else 0
     if kv is None:
         kv = int(config.gpu_memory_utilization * psutil.virtual_memory().total)
     weights = sum(f.stat().st_size for f in weight_files(model.source))
@@ -190,7 +226,8 @@ class Engine:
         self._candidates: dict[str, Candidates | None] = {}
         self._numbers: dict[int, str] | None = None
         self._heads: dict[tuple, list[int] | None] = {}
-        self.fitter = PromptFitter(self.config, self.tokenizer, self.model.prompt_format)
+        self.fitter = PromptFitter(self.config, self.tokenizer, self.model.prompt_format,
+                                   self.model.encoder_limit)
 
     def variant(self, **settings) -> Engine:
         """This engine (the same vLLM instance) with other decoding settings, e.g.
@@ -217,22 +254,14 @@ class Engine:
         return self._params[task.name]
 
     def number_tokens(self) -> dict[int, str]:
-        """Token id → text of the tokens written in a number's characters only and starting
-        with a digit or a sign: the alternatives at each digit of a regression answer
-        (`Regression.heads`). When there are more than vLLM returns log-probabilities for in
-        one request (byte-level BPE vocabularies hold hundreds of `25`-like tokens), the
-        shortest ones; a longer token the model picked still counts (`_first_chars`)."""
+        """The number tokens (`number_vocabulary`) vLLM returns log-probabilities of: all, or
+        when there are more than it takes in one request (byte-level BPE vocabularies hold
+        hundreds of `25`-like tokens), the shortest ones; a longer token the model picked
+        still counts (`_first_chars`)."""
         if self._numbers is None:
             from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
 
-            anchor = self.tokenizer.encode("a", add_special_tokens=False)[-1:]
-            base = self.tokenizer.decode(anchor)
-            found = {}
-            for token, i in self.tokenizer.get_vocab().items():
-                if any(c.isdigit() or c == "-" for c in token):
-                    text = self.tokenizer.decode(anchor + [i])[len(base):]
-                    if text and text[0] in NUMBER_START and set(text) <= NUMBER_CHARS:
-                        found[i] = text
+            found = number_vocabulary(self.tokenizer)
             kept = sorted(found, key=lambda i: (len(found[i]), i))[:MAX_LOGPROB_TOKEN_IDS]
             self._numbers = {i: found[i] for i in sorted(kept)}
         return self._numbers
@@ -445,7 +474,8 @@ def engine_resources(config: EngineConfig) -> dict:
 
 
 class EngineStage:
-    """Ray Data actor stage: adds the model's answer to each prompt row.
+    """Ray Data actor stage: adds the model's answer to each prompt row, from `engine_class`
+    (`Engine`, vLLM; or `seq2seq.Seq2SeqEngine`, Transformers: same interface).
 
     Needs the plan's columns (`stages.NEEDS["engine"]`); rows whose `text_status` is not ok or
     that carry a `cached_output` (an answer stored for the same text) send no prompt.

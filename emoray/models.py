@@ -1,8 +1,8 @@
 """The EmoLLMs model catalog: names users may give, where the weights live, and which engine
-can serve them.
+serves them, read from the checkpoint's own config.json (its architecture), never its name.
 
-vLLM serves decoder-only models only (it dropped encoder-decoder models in PR #24907), so the
-T5 and BART EmoLLMs are known here but refused with a message naming the supported ones.
+vLLM serves the decoder-only models (LLaMA-2, OPT, BLOOM); it dropped encoder-decoder models
+(PR #24907), so T5 and BART run on the Transformers engine (`emoray.seq2seq`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,20 @@ class ModelSpec:
     """Hugging Face repo id or local path handed to the engine."""
     architecture: str
     decoder_only: bool = True
+    """False for an encoder-decoder, which the Transformers engine serves instead of vLLM."""
     digest: str | None = None
     """A local checkpoint's content digest (`checkpoint_digest`); None for catalog models."""
     prompt_format: str = CONVERSATION
     """How the model was trained to see an instruction (`{instruction}` is replaced by it);
     evidence per family in docs/models.md."""
+    encoder_limit: int | None = None
+    """An encoder-decoder's input limit in tokens (its position count): longer prompts are cut
+    (status truncated); the answer is the decoder's and takes none of it."""
+
+    @property
+    def engine(self) -> str:
+        """Which engine serves it: `vllm` (decoder-only) or `transformers` (encoder-decoder)."""
+        return "vllm" if self.decoder_only else "transformers"
 
     @property
     def identity(self) -> str:
@@ -55,8 +64,10 @@ EMOLLMS: dict[str, ModelSpec] = {
         ModelSpec("Emollama-chat-13b", "lzw1008/Emollama-chat-13b", "LlamaForCausalLM"),
         ModelSpec("Emoopt-13b", "lzw1008/Emoopt-13b", "OPTForCausalLM"),
         ModelSpec("Emobloom-7b", "lzw1008/Emobloom-7b", "BloomForCausalLM"),
-        ModelSpec("Emot5-large", "lzw1008/Emot5-large", "T5ForConditionalGeneration", False),
-        ModelSpec("Emobart-large", "lzw1008/Emobart-large", "BartForConditionalGeneration", False),
+        ModelSpec("Emot5-large", "lzw1008/Emot5-large", "T5ForConditionalGeneration", False,
+                  encoder_limit=512),
+        ModelSpec("Emobart-large", "lzw1008/Emobart-large", "BartForConditionalGeneration",
+                  False, encoder_limit=1024),
     ]
 }
 
@@ -93,10 +104,19 @@ def checkpoint_digest(folder: Path) -> str:
 
 
 def _supported() -> str:
-    return ", ".join(m.name for m in EMOLLMS.values() if m.decoder_only)
+    return ", ".join(m.name for m in EMOLLMS.values())
 
 
 SERVED = {m.architecture for m in EMOLLMS.values() if m.decoder_only}
+SEQ2SEQ = {m.architecture for m in EMOLLMS.values() if not m.decoder_only}
+"""Encoder-decoder architectures the Transformers engine serves: those of the EmoLLMs. Another
+one would need its own decoder-start rule and tests; refused until then."""
+
+
+def encoder_limit(config: dict) -> int | None:
+    """An encoder-decoder checkpoint's input positions (T5: `n_positions`, relative positions
+    trained at that length; BART: `max_position_embeddings`)."""
+    return config.get("n_positions") or config.get("max_position_embeddings")
 
 
 def _vllm_serves(architecture: str) -> bool:
@@ -113,11 +133,6 @@ def resolve_model(model: str) -> ModelSpec:
     checkpoint folder to a spec; anything else is an error that lists what is known."""
     for spec in EMOLLMS.values():
         if model in (spec.name, spec.source):
-            if not spec.decoder_only:
-                raise ConfigError(
-                    f"model {spec.name} is an encoder-decoder ({spec.architecture}), which vLLM "
-                    f"no longer serves; use one of the decoder-only EmoLLMs: {_supported()}"
-                )
             return spec
     path = Path(model).expanduser()
     if path.is_dir():
@@ -126,15 +141,15 @@ def resolve_model(model: str) -> ModelSpec:
             raise ConfigError(f"model folder {path} has no config.json: not a checkpoint")
         config = json.loads(config_file.read_text())
         architecture = (config.get("architectures") or ["unknown"])[0]
-        if config.get("is_encoder_decoder"):
-            raise ConfigError(
-                f"model folder {path} holds an encoder-decoder ({architecture}), which vLLM "
-                f"no longer serves; use a decoder-only checkpoint such as {_supported()}"
-            )
-        if architecture not in SERVED and not _vllm_serves(architecture):
+        if architecture in SEQ2SEQ:
+            return ModelSpec(path.name, str(path.resolve()), architecture, False,
+                             digest=checkpoint_digest(path), encoder_limit=encoder_limit(config))
+        if (config.get("is_encoder_decoder") or architecture not in SERVED
+                and not _vllm_serves(architecture)):
             raise ConfigError(
                 f"model folder {path} holds a {architecture}, which no emoray engine serves; "
-                f"use a checkpoint of {', '.join(sorted(SERVED))} (the EmoLLMs: {_supported()})")
+                f"use a checkpoint of {', '.join(sorted(SERVED | SEQ2SEQ))} (the EmoLLMs: "
+                f"{_supported()})")
         return ModelSpec(path.name, str(path.resolve()), architecture,
                          digest=checkpoint_digest(path))
     raise ConfigError(

@@ -31,11 +31,14 @@ from emoray.config import AnnotateConfig, ConfigError
 from emoray.engine import Engine, EngineStage, EngineStartError, check_fits, engine_resources
 from emoray.lock import TableLock
 from emoray.models import resolve_model
+from emoray.seq2seq import Seq2SeqEngine
 from emoray.cost import device_of, devices_per_engine
 from emoray.progress import Progress
 from emoray.tasks import TASKS, resolve
 
 
+ENGINES = {"vllm": Engine, "transformers": Seq2SeqEngine}
+"""The engine class per `ModelSpec.engine`, chosen from the checkpoint's architecture."""
 MATCH_LIMIT = 200_000
 """Most distinct input texts whose hashes filter the stored read; a larger night reads every
 held row of the model (the filter, shipped to every read task, would cost more than it saves)."""
@@ -179,15 +182,15 @@ def render_dry_run(d: dict) -> str:
 class Annotator:
     """A validated annotation job. Construction fails fast on bad input; `run()` does the work."""
 
-    def __init__(self, config: AnnotateConfig, engine_class: type[Engine] = Engine,
+    def __init__(self, config: AnnotateConfig, engine_class: type | None = None,
                  local_engine: bool = True):
         config.require("input", "output")
         io.check_apart(config.input, config.output)
         io.require_credentials(config.input, config.output)
         self.config = config
-        self.engine_class = engine_class
         self.requests = resolve(config.tasks)
         self.model = resolve_model(config.engine.model)
+        self.engine_class = engine_class or ENGINES[self.model.engine]
         self.calibration = (calibration.load(config.calibration, config.s3, self.model)
                             if config.calibration else None)
         if self.calibration:
@@ -325,7 +328,7 @@ class Annotator:
         stats = ray.remote(RunStats).options(num_cpus=0).remote()
         try:
             fitter = PromptFitter(self.config.engine, load_tokenizer(self.model.source),
-                                  self.model.prompt_format)
+                                  self.model.prompt_format, self.model.encoder_limit)
         except Exception as e:  # a hub id without hub access: counts still, tokens not
             fitter, note = None, f"prompt tokens not counted: no tokenizer for {e}"
         else:

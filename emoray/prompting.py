@@ -20,13 +20,23 @@ def load_tokenizer(source: str):
 
 class PromptFitter:
     """Builds each prompt in the model's conversation format (`wrapper`,
-    `ModelSpec.prompt_format`) and cuts texts too long for `max_model_len`."""
+    `ModelSpec.prompt_format`) and cuts texts too long for `max_model_len` (with an
+    `encoder_limit`, an encoder-decoder's: the prompt alone must fit the smaller of the two)."""
 
-    def __init__(self, config: EngineConfig, tokenizer, wrapper: str = CONVERSATION):
+    def __init__(self, config: EngineConfig, tokenizer, wrapper: str = CONVERSATION,
+                 encoder_limit: int | None = None):
         self.config = config
         self.tokenizer = tokenizer
         self.wrapper = wrapper
+        self.encoder_limit = encoder_limit
         self._overhead: dict[tuple[str, str | None], int] = {}
+
+    def limit(self, task: Task) -> int:
+        """Tokens a prompt may take: the context less the task's answer (decoder-only), or the
+        encoder's input, whose answer the decoder holds (encoder-decoder)."""
+        if self.encoder_limit:
+            return min(self.config.max_model_len, self.encoder_limit)
+        return self.config.max_model_len - task.max_tokens
 
     def prompt(self, task: Task, text: str, target: str | None) -> str:
         """The whole prompt for `text`, uncut."""
@@ -42,13 +52,13 @@ class PromptFitter:
         key = (task.name, target)
         if key not in self._overhead:
             self._overhead[key] = len(self.count(self.prompt(task, "", target)))
-        budget = self.config.max_model_len - task.max_tokens - self._overhead[key] - 2
+        limit = self.limit(task)
+        budget = limit - self._overhead[key] - 2
         if len(text.encode("utf-8")) <= budget:
             return self.prompt(task, text, target), False
         ids = self.count(text, special=False)
         if len(ids) <= budget:
             return self.prompt(task, text, target), False
-        limit = self.config.max_model_len - task.max_tokens
         keep = max(budget, 0)
         while True:
             prompt = self.prompt(task, self.tokenizer.decode(ids[:keep]), target)

@@ -1,5 +1,5 @@
-"""Build the tiny checkpoints that tests, the demo and CPU benchmarks run on (LLaMA by default;
-OPT and BLOOM, the other decoder-only EmoLLMs architectures).
+"""Build the tiny checkpoints that tests, the demo and CPU benchmarks run on: LLaMA by default;
+OPT and BLOOM, the other decoder-only EmoLLMs architectures; T5 and BART, the encoder-decoders.
 
 Its tokenizer is a byte-level BPE trained on the task templates and the sample texts shipped with
 emoray; its weights are random (seeded), so its labels mean nothing. It goes through exactly the
@@ -20,9 +20,10 @@ SPECIALS = ["<unk>", "<s>", "</s>"]
 SHAPES = {
     "tiny": {"vocab_size": 4096, "layers": 2, "hidden": 128, "intermediate": 256},
     "llama-2-7b": {"vocab_size": 32000, "layers": 32, "hidden": 4096, "intermediate": 11008},
+    "t5-large": {"vocab_size": 32128, "layers": 24, "hidden": 1024, "intermediate": 4096},
 }
-"""Checkpoint shapes: the test model, and LLaMA-2-7B's (Emollama-7b's FLOPs per token) for GPU
-benchmarks. The tokenizer is trained on the same small corpus either way; the embedding
+"""Checkpoint shapes: the test model, and LLaMA-2-7B's (Emollama-7b's FLOPs per token) or
+T5-large's (Emot5-large's, with `--arch t5`) for GPU benchmarks. The tokenizer is trained on the same small corpus either way; the embedding
 matrix is padded to the shape's vocabulary size."""
 
 
@@ -60,9 +61,43 @@ def _bloom(vocab, layers, hidden, intermediate, positions, bos, eos):
         bos_token_id=bos, eos_token_id=eos, pad_token_id=eos, torch_dtype="bfloat16"))
 
 
-ARCHS = {"llama": _llama, "opt": _opt, "bloom": _bloom}
-"""Decoder-only architectures of the EmoLLMs (LLaMA-2, OPT, BLOOM), built tiny and random.
-BLOOM uses ALiBi, so it has no position limit; OPT learns its positions."""
+def _t5(vocab, layers, hidden, intermediate, positions, bos, eos):
+    """T5 as Emot5-large: 512 encoder positions, the decoder starts from the pad token."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    return T5ForConditionalGeneration(T5Config(
+        vocab_size=vocab, d_model=hidden, d_kv=64, d_ff=intermediate, num_layers=layers,
+        num_decoder_layers=layers, num_heads=hidden // 64, n_positions=min(positions, 512),
+        pad_token_id=PAD, eos_token_id=eos, decoder_start_token_id=PAD,
+        torch_dtype="bfloat16"))
+
+
+def _bart(vocab, layers, hidden, intermediate, positions, bos, eos):
+    """BART as Emobart-large: 1024 positions, the decoder starts from `</s>` then a forced
+    `<s>`, and a generation config asking for 4 beams (which emoray overrides: greedy)."""
+    from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
+
+    model = BartForConditionalGeneration(BartConfig(
+        vocab_size=vocab, d_model=hidden, encoder_layers=layers, decoder_layers=layers,
+        encoder_attention_heads=hidden // 64, decoder_attention_heads=hidden // 64,
+        encoder_ffn_dim=intermediate, decoder_ffn_dim=intermediate,
+        max_position_embeddings=min(positions, 1024), pad_token_id=PAD, bos_token_id=bos,
+        eos_token_id=eos, decoder_start_token_id=eos, torch_dtype="bfloat16"))
+    model.generation_config = GenerationConfig(
+        num_beams=4, no_repeat_ngram_size=3, early_stopping=True, bos_token_id=bos,
+        eos_token_id=eos, pad_token_id=PAD, decoder_start_token_id=eos, forced_bos_token_id=bos,
+        forced_eos_token_id=eos)
+    return model
+
+
+PAD = 0
+"""The encoder-decoders' pad token: `<unk>`, since the shared tokenizer has no `<pad>` (adding
+one would change every tiny checkpoint's vocabulary)."""
+
+ARCHS = {"llama": _llama, "opt": _opt, "bloom": _bloom, "t5": _t5, "bart": _bart}
+"""The EmoLLMs architectures, built tiny and random: decoder-only LLaMA-2, OPT, BLOOM (ALiBi, so
+no position limit; OPT learns its positions), and encoder-decoder T5 and BART."""
+ENCODER_DECODER = {"t5", "bart"}
 
 
 def build_tiny_model(out: str | Path, shape: str = "tiny", max_positions: int = 4096,
@@ -87,6 +122,7 @@ def build_tiny_model(out: str | Path, shape: str = "tiny", max_positions: int = 
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
         model_max_length=max_positions,
+        **({"pad_token": SPECIALS[PAD]} if arch in ENCODER_DECODER else {}),
     )
     fast.save_pretrained(out)
 

@@ -10,6 +10,7 @@ import pytest
 from emoray import cli, stages
 from emoray.config import AnnotateConfig, ConfigError, EngineConfig, load_config
 from emoray.io import InputError
+from emoray.models import resolve_model
 from emoray.pipeline import build_annotator
 from emoray.table import SCHEMA
 
@@ -71,11 +72,11 @@ def test_unknown_model(text_folder):
 
 
 @pytest.mark.parametrize("name", ["Emot5-large", "lzw1008/Emobart-large"])
-def test_encoder_decoder_models_refused_with_supported_list(text_folder, name):
-    with pytest.raises(ValueError, match="encoder-decoder .* no longer serves; use one of the "
-                                         "decoder-only EmoLLMs: Emollama-7b"):
-        build_annotator(AnnotateConfig(input=str(text_folder), output="/tmp/x",
-                                       engine=EngineConfig(model=name)))
+def test_encoder_decoder_models_go_to_the_transformers_engine(name):
+    spec = resolve_model(name)
+    assert (spec.engine, spec.decoder_only) == ("transformers", False)
+    assert spec.encoder_limit == {"T5": 512, "Bart": 1024}[spec.architecture[:-len(
+        "ForConditionalGeneration")]]
 
 
 def test_cli_exit_codes_and_messages(text_folder, tmp_path, capsys):
@@ -84,9 +85,9 @@ def test_cli_exit_codes_and_messages(text_folder, tmp_path, capsys):
     assert code == cli.EXIT_INPUT
     assert "does not exist" in capsys.readouterr().err
     code = cli.main(["annotate", "--input", str(text_folder), "--output", str(tmp_path),
-                     "--model", "Emot5-large"])
+                     "--model", "Emollama-70b"])
     assert code == cli.EXIT_CONFIG
-    assert "encoder-decoder" in capsys.readouterr().err
+    assert "unknown model 'Emollama-70b'" in capsys.readouterr().err
     code = cli.main(["annotate", "--input", str(text_folder), "--output", str(tmp_path),
                      "--batch-size", "0"])
     assert code == cli.EXIT_CONFIG

@@ -95,4 +95,6 @@ def test_tasks_and_models_listings(capsys):
     assert all(name in listing for name in TASKS)
     assert cli.main(["models"]) == 0
     listing = capsys.readouterr().out
-    assert "Emollama-chat-7b" in listing and "encoder-decoder" in listing
+    assert "Emollama-chat-7b" in listing
+    assert "Emot5-large          lzw1008/Emot5-large            T5ForConditionalGeneration  " \
+           "transformers engine" in listing

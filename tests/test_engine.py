@@ -50,3 +50,54 @@ def test_unconstrained_answers_are_free_text(engine):
     task = TASKS["v_oc"]
     out = engine.variant(constrained=False).generate([task] * 4, bench_texts(4), [None] * 4)
     assert {g.output_tokens for g in out} == {task.max_tokens}
+
+
+@pytest.fixture(scope="module")
+def seq2seq(tmp_path_factory):
+    """The Transformers engine on a tiny T5 (built here: 2 s)."""
+    from emoray.seq2seq import Seq2SeqEngine
+    from emoray.tiny_model import build_tiny_model
+
+    model = build_tiny_model(tmp_path_factory.mktemp("t5") / "tiny-t5", arch="t5")
+    return Seq2SeqEngine(EngineConfig(model=str(model), device="cpu", max_model_len=1024))
+
+
+@pytest.mark.parametrize("name", ["v_oc", "ei_oc", "sst5"])
+def test_seq2seq_scoring_gives_the_grammars_answers(seq2seq, name):
+    """Class tasks scored from one teacher-forced decoder pass pick and score what greedy
+    decoding under the grammar does."""
+    task = TASKS[name]
+    texts = bench_texts(24)
+    target = task.targets[0] if task.targets else None
+    answers = {}
+    for method in ("grammar", "logprobs"):
+        out = seq2seq.variant(constraint=method).generate([task] * 24, texts, [target] * 24)
+        assert all(g.error is None and 0 < g.confidence <= 1 for g in out), method
+        answers[method] = [(g.raw_output, round(g.confidence, 4)) for g in out]
+    assert seq2seq.variant(constraint="logprobs").candidates(task) is not None
+    assert answers["logprobs"] == answers["grammar"]
+    assert {a for a, _ in answers["logprobs"]} <= set(task.answer.candidates())
+
+
+def test_vllm_and_transformers_engines_agree_on_statuses_and_types(engine, seq2seq):
+    """Same prompts and task set (one text longer than both contexts): the same status per
+    row and the same typed answer fields; values differ (different random models)."""
+    texts = bench_texts(10) + ["so very sad " * 1500]
+    rows = [(TASKS[n], t, g) for n, g in [("v_reg", None), ("v_oc", None), ("e_c", None),
+                                           ("ei_reg", "joy")] for t in texts]
+    seen = {}
+    for name, e in (("vllm", engine), ("transformers", seq2seq)):
+        out = e.generate(*map(list, zip(*rows)))
+        seen[name] = []
+        for (task, _, _), g in zip(rows, out):
+            parsed = task.answer.parse(g.raw_output)
+            fields = tuple(f for f in ("score", "label", "labels")
+                           if getattr(parsed, f) is not None)
+            seen[name].append((task.name, "truncated" if g.truncated else "ok", fields,
+                               g.error, g.confidence is not None))
+    assert seen["vllm"] == seen["transformers"]
+    statuses = [s for _, s, _, _, _ in seen["transformers"]]
+    assert statuses.count("truncated") == 4 and statuses.count("ok") == 40
+    assert {(n, f) for n, _, f, _, _ in seen["vllm"]} == {
+        ("v_reg", ("score",)), ("v_oc", ("score", "label")), ("e_c", ("labels",)),
+        ("ei_reg", ("score",))}

@@ -1,5 +1,6 @@
-"""The decoder-only EmoLLMs architectures (LLaMA, OPT, BLOOM) through the real vLLM engine, the
-model identity recorded in the table, and the checkpoints refused before Ray starts."""
+"""The EmoLLMs architectures end to end: decoder-only LLaMA, OPT, BLOOM through the real vLLM
+engine, encoder-decoder T5 and BART through the Transformers engine (chosen from config.json);
+the model identity recorded in the table; the checkpoints refused before Ray starts."""
 
 import json
 import shutil
@@ -29,11 +30,18 @@ def texts(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("arch", ["opt", "bloom"])
-def test_opt_and_bloom_annotate_and_evaluate(arch, texts, ray_local, tmp_path, capsys):
+ARCHITECTURES = {"opt": "OPTForCausalLM", "bloom": "BloomForCausalLM",
+                 "t5": "T5ForConditionalGeneration", "bart": "BartForConditionalGeneration"}
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_each_architecture_annotates_and_evaluates(arch, texts, ray_local, tmp_path, capsys):
+    """(The tiny LLaMA's runs are the rest of the suite.)"""
     model = build_tiny_model(tmp_path / f"tiny-{arch}", arch=arch)
     assert json.loads((model / "config.json").read_text())["architectures"] == [
-        {"opt": "OPTForCausalLM", "bloom": "BloomForCausalLM"}[arch]]
+        ARCHITECTURES[arch]]
+    assert resolve_model(str(model)).engine == ("transformers" if arch in ("t5", "bart")
+                                                else "vllm")
     out = tmp_path / "affect"
     code = cli.main(["annotate", "--input", str(texts), "--output", str(out), "--tasks",
                      TASK_SET, "--model", str(model), *ENGINE, "--json"])
@@ -92,12 +100,19 @@ def test_checkpoints_no_engine_serves_are_refused_before_ray(tmp_path, texts, ca
     odd = tmp_path / "odd"
     odd.mkdir()
     (odd / "config.json").write_text(json.dumps({"architectures": ["FooForSequenceMagic"]}))
+    pegasus = tmp_path / "pegasus"
+    pegasus.mkdir()
+    (pegasus / "config.json").write_text(json.dumps(
+        {"architectures": ["PegasusForConditionalGeneration"], "is_encoder_decoder": True}))
     empty = tmp_path / "empty"
     empty.mkdir()
+    served = ("BartForConditionalGeneration, BloomForCausalLM, LlamaForCausalLM, "
+              "OPTForCausalLM, T5ForConditionalGeneration (the EmoLLMs: Emollama-7b,")
     for folder, first in [
             (odd, f"emoray: model folder {odd} holds a FooForSequenceMagic, which no emoray "
-                  "engine serves; use a checkpoint of BloomForCausalLM, LlamaForCausalLM, "
-                  "OPTForCausalLM (the EmoLLMs: Emollama-7b,"),
+                  f"engine serves; use a checkpoint of {served}"),
+            (pegasus, f"emoray: model folder {pegasus} holds a PegasusForConditionalGeneration, "
+                      f"which no emoray engine serves; use a checkpoint of {served}"),
             (empty, f"emoray: model folder {empty} has no config.json: not a checkpoint")]:
         code = cli.main(["annotate", "--input", str(texts), "--output", str(tmp_path / "o"),
                          "--model", str(folder)])
