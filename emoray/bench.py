@@ -11,7 +11,10 @@ engine is excluded: rate = (rows_large - rows_small) / (time_large - time_small)
   regression tasks, the leading digit's distribution);
 - pipeline: the whole Ray Data job, reading Parquet from S3 and committing the table;
 - noop: the whole job with the engine replaced by `NoopEngine` (prompts built, no model):
-  the per-row cost of everything around the model.
+  the per-row cost of everything around the model;
+- transformers (opt-in): `emoray.seq2seq.Seq2SeqEngine.generate` on each encoder-decoder
+  checkpoint of `seq2seq_models` (default: a tiny T5 and a tiny BART), batched as the engine
+  side, one side `transformers:<folder>` per checkpoint, each in its own Ray actor.
 
 Each side runs once untimed on `WARM_UP` rows first, so both timed runs start warm.
 
@@ -33,10 +36,11 @@ from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.engine import Engine, Generation, engine_resources
 from emoray.models import resolve_model
 from emoray.pipeline import Annotator, build_annotator
+from emoray.seq2seq import Seq2SeqEngine
 from emoray.sample import sample_texts
 from emoray.tasks import Task, resolve
 
-SIDES = ("bare", "engine", "unconstrained", "no_confidence", "pipeline", "noop")
+SIDES = ("bare", "engine", "unconstrained", "no_confidence", "pipeline", "noop", "transformers")
 WARM_UP = 64
 """Rows of the untimed run before each side's timed ones (imports, worker start, grammars)."""
 
@@ -83,10 +87,11 @@ class NoopEngine(Engine):
 
 
 class EngineSides:
-    """Ray actor holding one engine; times the bare, engine and unconstrained sides."""
+    """Ray actor holding one engine; times the bare (vLLM only), engine, unconstrained and
+    no_confidence sides."""
 
-    def __init__(self, engine: EngineConfig):
-        self.engine = Engine(engine)
+    def __init__(self, engine: EngineConfig, engine_class: type = Engine):
+        self.engine = engine_class(engine)
 
     def bare(self, n: int, task_names: list[str]) -> dict:
         pairs = _pairs(n, task_names)
@@ -141,9 +146,34 @@ def _pipeline(config: AnnotateConfig, n: int, engine_class: type[Engine]) -> dic
             "prompt_tokens": summary.prompt_tokens, "output_tokens": summary.output_tokens}
 
 
+def _seq2seq_sides(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str],
+                   batch_size: int, models: list[str]) -> dict[str, list[dict]]:
+    """The engine side on each encoder-decoder checkpoint (default: tiny T5 and BART built in
+    a temporary folder), with the engine settings under test."""
+    import tempfile
+
+    import ray
+
+    from emoray.tiny_model import build_tiny_model
+
+    runs = {}
+    with tempfile.TemporaryDirectory() as folder:
+        models = models or [str(build_tiny_model(f"{folder}/tiny-{arch}", arch=arch))
+                            for arch in ("t5", "bart")]
+        for model in models:
+            config = engine.model_copy(update={"model": model})
+            actor = ray.remote(EngineSides).options(**engine_resources(config)).remote(
+                config, Seq2SeqEngine)
+            ray.get(actor.generate.remote(WARM_UP, tasks, batch_size))
+            runs[f"transformers:{resolve_model(model).name}"] = [
+                ray.get(actor.generate.remote(n, tasks, batch_size)) for n in sizes]
+            ray.kill(actor)
+    return runs
+
+
 def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], root: str,
               batch_size: int = 1024, concurrency: int = 1,
-              sides: tuple[str, ...] = SIDES) -> dict:
+              sides: tuple[str, ...] = SIDES, seq2seq_models: tuple[str, ...] = ()) -> dict:
     """Run the chosen sides at both sizes; `root` is where the pipeline sides read and write
     (s3://… on the local endpoint, or a folder)."""
     import ray
@@ -161,6 +191,8 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
         for side in (s for s in calls if s in sides):
             runs[side] = [ray.get(calls[side](n)) for n in sizes]
         ray.kill(actor)
+    if "transformers" in sides:
+        runs.update(_seq2seq_sides(engine, sizes, tasks, batch_size, seq2seq_models))
     for side, engine_class in (("pipeline", Engine), ("noop", NoopEngine)):
         if side in sides:
             runs[side] = [_pipeline(AnnotateConfig(
@@ -180,6 +212,9 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
         if a in rates and b in rates:
             x, y = rates[a]["rows_per_s"], rates[b]["rows_per_s"]
             ratios[name] = round(x / y, 3) if x and y else None
+    for side in (s for s in rates if s.startswith("transformers:") and "engine" in rates):
+        x, y = rates[side]["rows_per_s"], rates["engine"]["rows_per_s"]
+        ratios[f"{side.split(':', 1)[1]}_over_engine"] = round(x / y, 3) if x and y else None
     if "noop" in rates:
         rate = rates["noop"]["rows_per_s"]
         ratios["noop_us_per_row"] = round(1e6 / rate, 1) if rate else None
@@ -204,16 +239,16 @@ def _fmt(value: float | None) -> str:
 def render(result: dict) -> str:
     settings = ", ".join(f"{k} {v}" for k, v in result["settings"].items())
     lines = [f"model {result['model']}  tasks {','.join(result['tasks'])}", settings,
-             f"{'side':14} {'rows':>8} {'seconds':>9} {'prompt tok':>11} {'gen tok':>8}"]
+             f"{'side':24} {'rows':>8} {'seconds':>9} {'prompt tok':>11} {'gen tok':>8}"]
     for side, runs in result["runs"].items():
         for r in runs:
-            lines.append(f"{side:14} {r['rows']:8d} {r['s']:9.2f} {r['prompt_tokens']:11d} "
+            lines.append(f"{side:24} {r['rows']:8d} {r['s']:9.2f} {r['prompt_tokens']:11d} "
                          f"{r['output_tokens']:8d}")
     small, large = result["sizes"]
     lines += [f"steady state (slope {small}->{large} input rows):",
-              f"{'side':14} {'rows/s':>9} {'prompt tok/s':>13} {'gen tok/s':>10}"]
+              f"{'side':24} {'rows/s':>9} {'prompt tok/s':>13} {'gen tok/s':>10}"]
     for side, r in result["rates"].items():
-        lines.append(f"{side:14} {_fmt(r['rows_per_s']):>9} {_fmt(r['prompt_tokens_per_s']):>13} "
+        lines.append(f"{side:24} {_fmt(r['rows_per_s']):>9} {_fmt(r['prompt_tokens_per_s']):>13} "
                      f"{_fmt(r['output_tokens_per_s']):>10}")
     lines += [f"{name:32} {_fmt(value)}" for name, value in result["ratios"].items()]
     if any(r["rows_per_s"] is None for r in result["rates"].values()):
@@ -225,7 +260,7 @@ def render(result: dict) -> str:
 
 def main_bench(scenario: str, engine: EngineConfig, sizes: tuple[int, int], tasks: list[str],
                batch_size: int, commit_rows: int, as_json: bool, concurrency: int = 1,
-               sides: tuple[str, ...] = SIDES) -> None:
+               sides: tuple[str, ...] = SIDES, seq2seq_models: tuple[str, ...] = ()) -> None:
     """Run a scenario against S3 on 127.0.0.1 and local Ray, and print its figures."""
     from emoray.runtime import start_ray
     from emoray.s3local import local_s3
@@ -248,7 +283,7 @@ def main_bench(scenario: str, engine: EngineConfig, sizes: tuple[int, int], task
             print(json.dumps(result, indent=None if as_json else 2))
             return
         result = run_bench(engine, sizes, tasks, "s3://emoray-bench", batch_size, concurrency,
-                           sides)
+                           sides, seq2seq_models)
     print(json.dumps(result) if as_json else render(result))
 
 

@@ -239,10 +239,13 @@ def cmd_bench(args) -> int:
     if not (args.model or args.config):  # the tiny model on this machine's CPU
         overrides.update({"engine.device": args.device or "cpu",
                           "engine.gpu_memory_utilization": args.gpu_memory_utilization or 0.1})
-    config = load_config(args.config, {**overrides, "batch_size": args.batch_size,
-                                       "concurrency": args.concurrency}, model=BenchConfig)
+    config = load_config(args.config, {
+        **overrides, "batch_size": args.batch_size, "concurrency": args.concurrency,
+        "seq2seq_models": args.seq2seq_models.split(",") if args.seq2seq_models else None},
+        model=BenchConfig)
     main_bench(args.scenario, config.engine, sizes, args.tasks.split(","), config.batch_size,
-               args.commit_rows, args.json, config.concurrency, sides)
+               args.commit_rows, args.json, config.concurrency, sides,
+               tuple(config.seq2seq_models))
     return EXIT_OK
 
 
@@ -456,7 +459,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--tasks", default="v_reg", help="comma list of task requests")
     b.add_argument("--sides", default="bare,engine,unconstrained,pipeline,noop",
                    help="which sides to run (see emoray/bench.py; also no_confidence: the "
-                   "engine without confidences)")
+                   "engine without confidences; transformers: the Transformers engine on "
+                   "--seq2seq-models)")
+    b.add_argument("--seq2seq-models", help="transformers side: comma list of encoder-decoder "
+                   "checkpoint folders (default: a tiny T5 and a tiny BART built for the run)")
     b.add_argument("--constraint", choices=["grammar", "regex", "choice", "logprobs", "none"],
                    help="answer constraint (engine.constraint; none: unconstrained)")
     b.add_argument("--prefix-caching", choices=["on", "off"])

@@ -261,6 +261,10 @@ class BenchConfig(BaseModel):
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine under test.")
     concurrency: int = Field(1, ge=1, description="Engine actors of the pipeline sides.")
     batch_size: int = Field(1024, ge=1, description="Prompts per engine call.")
+    seq2seq_models: list[str] = Field(
+        default_factory=list, description="Encoder-decoder checkpoints (local folders) the "
+        "`transformers` side runs on the same prompts through the Transformers engine; empty: "
+        "a tiny T5 and a tiny BART built for the run.")
 
 
 class RunsConfig(BaseModel):

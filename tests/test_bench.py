@@ -45,3 +45,20 @@ def test_bench_rejects_unknown_side(tmp_path):
     from emoray.cli import main
 
     assert main(["bench", "--sides", "bare,turbo", "--rows", "10,20"]) == 2
+
+
+def test_transformers_side_times_tiny_t5_and_bart_on_the_same_prompts(ray_local, tiny_model,
+                                                                        tmp_path):
+    from emoray.bench import run_bench
+    from emoray.config import EngineConfig
+
+    result = run_bench(EngineConfig(model=str(tiny_model), device="cpu", max_model_len=1024),
+                       (30, 90), ["v_oc", "v_reg"], str(tmp_path), batch_size=32,
+                       sides=("transformers",))
+    assert list(result["runs"]) == ["transformers:tiny-t5", "transformers:tiny-bart"]
+    for side, runs in result["runs"].items():
+        assert [r["rows"] for r in runs] == [60, 180], side
+        assert [r["parsed"] for r in runs] == [60, 180], side
+    t5, bart = (result["runs"][s] for s in result["runs"])
+    assert [r["prompt_tokens"] for r in t5] == [r["prompt_tokens"] for r in bart]
+    assert result["parse_rate"] == 1.0 and result["ratios"] == {}
