@@ -393,7 +393,8 @@ class Annotator:
         stats = ray.remote(RunStats).options(num_cpus=0, name=f"emoray-stats-{self.run_id}").remote()
         writer = table.ChunkWriter(self.table, self.run_id, self.config.commit_rows, lineage={
             "model": self.model.identity, "tasks": ",".join(r.key for r in self.requests),
-            "input": self.config.input, "engine": "vllm", "calibration": self._calibration_tag()})
+            "input": self.config.input, "engine": self.model.engine,
+            "calibration": self._calibration_tag()})
         label_stats = labels.LabelStats()
         with Progress(lambda: ray.get(stats.get.remote(), timeout=10),
                       self.config.progress_interval_s) as progress:

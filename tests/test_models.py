@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
 from emoray import cli, table
 from emoray.models import resolve_model
@@ -52,6 +53,8 @@ def test_each_architecture_annotates_and_evaluates(arch, texts, ray_local, tmp_p
     rows = table.AnnotationTable(str(out)).read()
     assert rows.num_rows == N_TEXTS * 7
     assert set(rows["model"].to_pylist()) == {resolve_model(str(model)).identity}
+    runs = [h for h in DeltaTable(str(out)).history() if h.get("run_id")]
+    assert [h["engine"] for h in runs] == [resolve_model(str(model)).engine]
     v_oc = rows.filter(pc.equal(rows["task"], "v_oc"))
     assert set(v_oc["label"].to_pylist()) <= set(TASKS["v_oc"].answer.classes.values())
     e_c = rows.filter(pc.equal(rows["task"], "e_c"))
