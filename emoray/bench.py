@@ -4,7 +4,7 @@ Sides (each at two sizes; a rate is the slope between them, so the fixed start-u
 engine is excluded: rate = (rows_large - rows_small) / (time_large - time_small)):
 
 - bare: one `vllm.LLM.generate` call over prebuilt prompts with the engine's sampling params;
-- engine: `emoray.engine.Engine.generate` (prompt building, constraint, scoring, results) in
+- engine: `emoray.vllm_engine.Engine.generate` (prompt building, constraint, scoring, results) in
   batches of `batch_size`;
 - unconstrained: the same engine with `constrained=False` (the cost of the constraint);
 - no_confidence: the same engine with `confidence=False` (the cost of confidences: for
@@ -33,12 +33,14 @@ import pyarrow.parquet as pq
 
 from emoray import io
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
-from emoray.engine import Engine, Generation, engine_resources
+from emoray.engine_stage import engine_resources
 from emoray.models import resolve_model
 from emoray.pipeline import Annotator, build_annotator
-from emoray.seq2seq import Seq2SeqEngine
 from emoray.sample import sample_texts
+from emoray.scoring import Generation
+from emoray.seq2seq import Seq2SeqEngine
 from emoray.tasks import Task, resolve
+from emoray.vllm_engine import Engine
 
 SIDES = ("bare", "engine", "unconstrained", "no_confidence", "pipeline", "noop", "transformers")
 WARM_UP = 64
@@ -81,7 +83,7 @@ class NoopEngine(Engine):
     def generate(self, tasks, texts, targets) -> list[Generation]:
         out = []
         for task, text, target in zip(tasks, texts, targets):
-            _, cut = self.fit(task, text, target)
+            _, cut = self.fitter.cut_to_fit(task, text, target)
             out.append(Generation(_answer(task), 1.0, cut, None, "stop", 0, 1))
         return out
 

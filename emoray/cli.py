@@ -17,7 +17,13 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from emoray.config import AnnotateConfig, BenchConfig, ConfigError, RunsConfig, load_config
+from emoray.config import (
+    AnnotateConfig,
+    BenchConfig,
+    ConfigError,
+    RunsConfig,
+    load_config,
+)
 from emoray.runtime import start_ray
 
 (EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INPUT, EXIT_LOCKED, EXIT_GATE, EXIT_PARTIAL,
@@ -535,7 +541,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from emoray.engine import EngineStartError
+    from emoray.engine_stage import EngineStartError
     from emoray.enrich import EnrichError
     from emoray.gate import GateError
     from emoray.io import InputError

@@ -16,6 +16,7 @@ join onto one row per doc_id).
 from __future__ import annotations
 
 import time
+
 from emoray import io, table
 from emoray.config import EnrichConfig, S3Config
 from emoray.tasks import TASKS

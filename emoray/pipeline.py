@@ -28,14 +28,19 @@ import pyarrow.fs as pafs
 
 from emoray import calibration, cost, io, labels, stages, table
 from emoray.config import AnnotateConfig, ConfigError
-from emoray.engine import Engine, EngineStage, EngineStartError, check_fits, engine_resources
+from emoray.cost import device_of, devices_per_engine
+from emoray.engine_stage import (
+    EngineStage,
+    EngineStartError,
+    check_fits,
+    engine_resources,
+)
 from emoray.lock import TableLock
 from emoray.models import resolve_model
-from emoray.seq2seq import Seq2SeqEngine
-from emoray.cost import device_of, devices_per_engine
 from emoray.progress import Progress
+from emoray.seq2seq import Seq2SeqEngine
 from emoray.tasks import TASKS, resolve
-
+from emoray.vllm_engine import Engine
 
 ENGINES = {"vllm": Engine, "transformers": Seq2SeqEngine}
 """The engine class per `ModelSpec.engine`, chosen from the checkpoint's architecture."""

@@ -42,34 +42,34 @@ class PromptFitter:
         """The whole prompt for `text`, uncut."""
         return task.prompt(text, target, self.config.template, self.wrapper)
 
-    def count(self, text: str, special: bool = True) -> list[int]:
+    def token_ids(self, text: str, special: bool = True) -> list[int]:
         """Token ids of `text` (with the model's special tokens, as the engine sends it)."""
         return self.tokenizer(text, add_special_tokens=special)["input_ids"]
 
-    def fit(self, task: Task, text: str, target: str | None) -> tuple[str, bool]:
+    def cut_to_fit(self, task: Task, text: str, target: str | None) -> tuple[str, bool]:
         """The prompt for `text`, cut so prompt plus answer fit the context; (prompt, truncated).
         Only texts that could be too long are tokenized: a token holds at least one byte."""
         key = (task.name, target)
         if key not in self._overhead:
-            self._overhead[key] = len(self.count(self.prompt(task, "", target)))
+            self._overhead[key] = len(self.token_ids(self.prompt(task, "", target)))
         limit = self.limit(task)
         budget = limit - self._overhead[key] - 2
         if len(text.encode("utf-8")) <= budget:
             return self.prompt(task, text, target), False
-        ids = self.count(text, special=False)
+        ids = self.token_ids(text, special=False)
         if len(ids) <= budget:
             return self.prompt(task, text, target), False
         keep = max(budget, 0)
         while True:
             prompt = self.prompt(task, self.tokenizer.decode(ids[:keep]), target)
-            if len(self.count(prompt)) <= limit or keep == 0:
+            if len(self.token_ids(prompt)) <= limit or keep == 0:
                 return prompt, True
             keep = max(keep - 8, 0)
 
     def prompt_tokens(self, tasks: list[Task], texts: list[str], targets: list[str | None]
                       ) -> list[int]:
         """Tokens of each fitted prompt, as the engine reports them (`prompt_tokens`)."""
-        prompts = [self.fit(t, x, g)[0] for t, x, g in zip(tasks, texts, targets)]
+        prompts = [self.cut_to_fit(t, x, g)[0] for t, x, g in zip(tasks, texts, targets)]
         if not prompts:
             return []
         return [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=True)["input_ids"]]

@@ -24,9 +24,9 @@ import math
 
 from emoray.answers import ParseError, Regression
 from emoray.config import EngineConfig
-from emoray.engine import Candidates, Generation, number_vocabulary, walk
 from emoray.models import resolve_model
 from emoray.prompting import PromptFitter
+from emoray.scoring import Candidates, Generation, number_vocabulary, walk
 from emoray.tasks import Task
 
 BATCH_TOKENS, BATCH_ROWS = 16384, 256
@@ -106,7 +106,7 @@ class Seq2SeqEngine:
                  ) -> list[Generation]:
         """Answer each (task, text, target); a batch that fails is retried row by row, so a
         row the model cannot take gets its own error and the others still run."""
-        fitted = [self.fitter.fit(t, x, g) for t, x, g in zip(tasks, texts, targets)]
+        fitted = [self.fitter.cut_to_fit(t, x, g) for t, x, g in zip(tasks, texts, targets)]
         ids = self.tokenizer([p for p, _ in fitted], add_special_tokens=True)["input_ids"]
         results: list[Generation | None] = [None] * len(tasks)
         groups: dict[str, list[int]] = {}

@@ -9,9 +9,20 @@ import pytest
 from sklearn.metrics import f1_score
 
 from emoray import stages
-from emoray.calibration import (UNCALIBRATED, Calibration, CalibrationError, apply_temperature,
-                                brier, ece, fit_scale, fit_temperature, fit_thresholds, load,
-                                save, scale)
+from emoray.calibration import (
+    UNCALIBRATED,
+    Calibration,
+    CalibrationError,
+    apply_temperature,
+    brier,
+    ece,
+    fit_scale,
+    fit_temperature,
+    fit_thresholds,
+    load,
+    save,
+    scale,
+)
 from emoray.config import S3Config
 from emoray.models import ModelSpec
 

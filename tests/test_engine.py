@@ -12,7 +12,7 @@ from emoray.tasks import TASKS
 
 @pytest.fixture(scope="module")
 def engine(tiny_model):
-    from emoray.engine import Engine
+    from emoray.vllm_engine import Engine
 
     engine = Engine(EngineConfig(model=str(tiny_model), device="cpu",
                                  gpu_memory_utilization=0.1, max_model_len=1024))

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from emoray import cli, table
-from emoray.enrich import EnrichConfig, EnrichError, enrich, s3a_conf, spark_conf
 from emoray.config import S3Config
+from emoray.enrich import EnrichConfig, EnrichError, enrich, s3a_conf, spark_conf
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
 

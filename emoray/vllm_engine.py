@@ -1,4 +1,4 @@
-"""The inference engine: vLLM offline inference over task prompts, greedy, constrained to each
+"""The vLLM engine: offline inference over task prompts, greedy, constrained to each
 task's answer (`EngineConfig.constraint`), with the smallest max_tokens a task needs and prefix
 caching on.
 
@@ -13,8 +13,8 @@ of its leading-digit bucket and the two beside it (`Regression.spread`), read fr
 log-probabilities of the number tokens at the steps the answer took, plus one prefix-cached
 step for each branch it did not take (the `0.` of an answer `1.000` on [0, 1]).
 
-`Engine` is plain Python (usable in a script or a test); `EngineStage` wraps it as the Ray Data
-actor stage of the pipeline. vLLM's `LLM.generate` is used directly rather than a
+`Engine` is plain Python (usable in a script or a test); `engine_stage.EngineStage` runs it as
+the Ray Data actor stage of the pipeline. vLLM's `LLM.generate` is used directly rather than a
 `ray.data.llm` processor: on the same prompts the processor ran at 0.73x bare generate here
 (docs/performance.md), and direct use keeps per-task structured outputs, log-probabilities and our
 truncation rule in one place.
@@ -26,48 +26,21 @@ import copy
 import functools
 import math
 import sys
-import time
-from dataclasses import dataclass, replace
-
-import pyarrow as pa
+from dataclasses import replace
 
 from emoray.answers import ParseError, Regression
 from emoray.config import EngineConfig
-from emoray.models import resolve_model, weight_files
+from emoray.models import resolve_model
 from emoray.prompting import PromptFitter
-from emoray.stages import require, sends_prompt
-from emoray.tasks import TASKS, Task
-
-
-@dataclass(frozen=True)
-class Generation:
-    raw_output: str | None
-    confidence: float | None = None
-    truncated: bool = False
-    error: str | None = None
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    expected: float | None = None
-    """A regression answer's expected value (`Regression.spread`), when its task is scored so
-    (`EngineConfig.expected_score`)."""
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """A class task's candidate answers as token paths, in the context they follow."""
-
-    paths: dict[tuple[int, ...], str]
-
-    def next_tokens(self, prefix: tuple[int, ...]) -> list[int]:
-        n = len(prefix)
-        return sorted({p[n] for p in self.paths if len(p) > n and p[:n] == prefix})
-
-
-def _logsumexp(values) -> float:
-    values = list(values)
-    top = max(values)
-    return top + math.log(sum(math.exp(v - top) for v in values))
+from emoray.scoring import (
+    NUMBER_CHARS,
+    NUMBER_START,
+    Candidates,
+    Generation,
+    logsumexp,
+    number_vocabulary,
+)
+from emoray.tasks import Task
 
 
 @functools.cache
@@ -79,48 +52,11 @@ def _grammar(regex: str) -> str:
     return str(xgrammar.Grammar.from_regex(regex))
 
 
-NUMBER_START, NUMBER_CHARS = set("0123456789-"), set("0123456789-.")
-
-def number_vocabulary(tokenizer, inside: bool = True) -> dict[int, str]:
-    """Token id → text of the tokens written in a number's characters only and starting with a
-    digit or a sign: the alternatives at each digit of a regression answer (`Regression.heads`).
-    `inside`: as each reads after another token (mid-answer); else as it reads at the start of
-    a decoded sequence (SentencePiece drops a leading `▁` there)."""
-    anchor = tokenizer.encode("a", add_special_tokens=False)[-1:] if inside else []
-    base = tokenizer.decode(anchor)
-    found = {}
-    for token, i in tokenizer.get_vocab().items():
-        if any(c.isdigit() or c == "-" for c in token):
-            text = tokenizer.decode(anchor + [i])[len(base):]
-            if text and text[0] in NUMBER_START and set(text) <= NUMBER_CHARS:
-                found[i] = text
-    return found
-
-
-def walk(candidates: Candidates, step) -> tuple[str, float, int]:
-    """Grammar-constrained greedy decoding over a class task's candidate paths: at each prefix
-    the most probable next token among those continuing a candidate (`step(prefix)`: token →
-    log-probability), its probability renormalised over them. Returns (answer,
-    log-probability, tokens)."""
-    prefix, score = (), 0.0
-    while prefix not in candidates.paths:
-        logprobs = step(prefix)
-        options = {t: logprobs[t] for t in candidates.next_tokens(prefix)}
-        token = max(options, key=options.get)
-        score += options[token] - _logsumexp(options.values())
-        prefix += (token,)
-    return candidates.paths[prefix], score, len(prefix)
-
-
 GIB = 1 << 30
 AUTO_KV_SHARE, AUTO_KV_MAX = 0.25, 4 * GIB
 """A CPU engine's KV cache when unset: this share of the available memory, at most this much.
 vLLM's own CPU rule (gpu_memory_utilization times the whole node, which must all be free at
 start) fails on any machine where other processes hold more than (1 - share) of it."""
-
-
-class EngineStartError(RuntimeError):
-    """The engine could not start (or would not fit); the message says which setting to change."""
 
 
 def cpu_kv_cache_bytes(config: EngineConfig, available: int | None = None) -> int | None:
@@ -135,63 +71,6 @@ def cpu_kv_cache_bytes(config: EngineConfig, available: int | None = None) -> in
 
         available = psutil.virtual_memory().available
     return int(min(available * AUTO_KV_SHARE, AUTO_KV_MAX))
-
-
-def check_fits(config: EngineConfig, local: bool = True) -> None:
-    """Before any engine starts: the context length is one the checkpoint has, and (`local`:
-    the engine runs on this machine, not on a cluster's worker) a CPU engine's weights plus
-    KV cache fit the memory available here. Raises EngineStartError / ConfigError naming the
-    setting to change."""
-    import json
-    from pathlib import Path
-
-    import psutil
-
-    from emoray.config import ConfigError
-
-    model = resolve_model(config.model)
-    if not model.decoder_only and config.tensor_parallel_size > 1:
-        raise ConfigError(
-            f"model {model.name} runs on the Transformers engine, one device per actor: set "
-            "--tensor-parallel-size 1 (engine.tensor_parallel_size) and scale with "
-            "--concurrency")
-    config_file = Path(model.source) / "config.json"
-    if config_file.is_file() and model.decoder_only:  # an encoder's limit cuts prompts instead
-        checkpoint = json.loads(config_file.read_text())
-        limit = checkpoint.get("max_position_embeddings")
-        if limit and (checkpoint.get("rope_scaling") or {}).get("factor"):
-            limit = int(limit * checkpoint["rope_scaling"]["factor"])
-        if limit and config.max_model_len > limit:
-            raise ConfigError(
-                f"engine.max_model_len {config.max_model_len} is longer than model {model.name} "
-                f"was built for ({limit} positions): set --max-model-len {limit} or less")
-    if config.device != "cpu" or not local:
-        return
-    available = psutil.virtual_memory().available
-    kv = cpu_kv_cache_bytes(config, available) if model.decoder_only else 0
-    if kv is None:
-        kv = int(config.gpu_memory_utilization * psutil.virtual_memory().total)
-    weights = sum(f.stat().st_size for f in weight_files(model.source))
-    if weights + kv > available:
-        raise EngineStartError(
-            f"the CPU engine would not fit in memory: model {model.name} needs "
-            f"{weights / GIB:.1f} GiB of weights plus {kv / GIB:.1f} GiB of KV cache, and this "
-            f"machine has {available / GIB:.1f} GiB available. Lower the KV cache "
-            "(--kv-cache-gib, profile key engine.kv_cache_gib; or leave both it and "
-            "--gpu-memory-utilization unset to size it to the machine), free memory, or use a "
-            "smaller model.")
-
-
-def start_failure(config: EngineConfig, error: BaseException) -> str:
-    """One paragraph for an engine that failed to start: what, where, which settings."""
-    import socket
-
-    cause = str(error).strip().splitlines()
-    reason = f"{type(error).__name__}: {cause[-1] if cause else ''}"
-    return (f"the {config.device} engine for model {config.model} failed to start on "
-            f"{socket.gethostname()} ({reason}). Check the engine settings: --device, "
-            "--max-model-len, --gpu-memory-utilization (GPUs), --kv-cache-gib (CPUs), "
-            "--tensor-parallel-size; run again with --verbose to see the engine's own log.")
 
 
 class Engine:
@@ -295,10 +174,10 @@ class Engine:
                     and task.answer.candidates()):
                 target = task.targets[0] if task.targets else None
                 head = self.fitter.prompt(task, "x", target)
-                head_ids = self.fitter.count(head)
+                head_ids = self.fitter.token_ids(head)
                 paths = {}
                 for c in task.answer.candidates():
-                    ids = self.fitter.count(head + c)
+                    ids = self.fitter.token_ids(head + c)
                     if ids[:len(head_ids)] != head_ids:
                         print(f"emoray: class {c!r} of task {task.name} merges with the prompt's "
                               "last token; constraining that task by grammar instead",
@@ -312,14 +191,11 @@ class Engine:
                 self._candidates[task.name] = Candidates(paths)
         return self._candidates[task.name]
 
-    def fit(self, task: Task, text: str, target: str | None) -> tuple[str, bool]:
-        return self.fitter.fit(task, text, target)
-
     def generate(self, tasks: list[Task], texts: list[str], targets: list[str | None]
                  ) -> list[Generation]:
         """Answer each (task, text, target); a request the engine rejects becomes a failed
         generation with the reason, the others still run."""
-        prompts, cut = zip(*(self.fit(t, x, g) for t, x, g in zip(tasks, texts, targets)))
+        prompts, cut = zip(*(self.fitter.cut_to_fit(t, x, g) for t, x, g in zip(tasks, texts, targets)))
         try:
             return self._run(list(prompts), list(tasks), list(targets), list(cut))
         except Exception:  # isolate the rejected request(s); each row gets its own outcome
@@ -365,7 +241,7 @@ class Engine:
                 candidates = self.candidates(tasks[row])
                 options = {t: logprobs[t].logprob for t in candidates.next_tokens(prefix)}
                 token = max(options, key=options.get)
-                score += options[token] - _logsumexp(options.values())
+                score += options[token] - logsumexp(options.values())
                 path = prefix + (token,)
                 if path in candidates.paths:
                     picks[row] = (candidates.paths[path], score, len(path))
@@ -422,7 +298,7 @@ class Engine:
         key = (task.name, target, head)
         if key not in self._heads:
             prompt = self.fitter.prompt(task, "x", target)
-            mine, ids = self.fitter.count(prompt), self.fitter.count(prompt + head)
+            mine, ids = self.fitter.token_ids(prompt), self.fitter.token_ids(prompt + head)
             self._heads[key] = ids[len(mine):] if ids[:len(mine)] == mine else None
         return self._heads[key]
 
@@ -459,98 +335,3 @@ class Engine:
                 else None
             results[i] = replace(results[i], confidence=spread[1] if spread else None,
                                  expected=expected)
-
-
-def engine_resources(config: EngineConfig) -> dict:
-    """Ray resources of one engine actor: its GPUs (tensor parallel size), or one CPU."""
-    import ray
-
-    device = config.device
-    if device == "auto":
-        device = "gpu" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
-    if device == "gpu":
-        return {"num_gpus": config.tensor_parallel_size}
-    return {"num_cpus": 1}
-
-
-class EngineStage:
-    """Ray Data actor stage: adds the model's answer to each prompt row, from `engine_class`
-    (`Engine`, vLLM; or `seq2seq.Seq2SeqEngine`, Transformers: same interface).
-
-    Needs the plan's columns (`stages.NEEDS["engine"]`); rows whose `text_status` is not ok or
-    that carry a `cached_output` (an answer stored for the same text) send no prompt.
-    Adds `raw_output`, `confidence`, `truncated`, `error`, `finish_reason`, `prompt_tokens`,
-    `output_tokens`, `expected_score`.
-    Resources: one GPU per tensor-parallel rank on GPU clusters, one CPU otherwise.
-    """
-
-    def __init__(self, config: EngineConfig, stats=None, engine_class: type[Engine] = Engine):
-        self.config = config
-        self.stats = stats
-        self.engine_class = engine_class
-        self._engine: Engine | None = None
-        if stats is not None:
-            stats.actor_started.remote(time.time())
-
-    @property
-    def engine(self) -> Engine:
-        """Started on the first prompt, so a run with nothing new starts no engine."""
-        if self._engine is None:
-            try:
-                self._engine = self.engine_class(self.config)
-            except Exception as e:
-                message = start_failure(self.config, e)
-                if self.stats is not None:  # exception causes do not survive Ray's pickling
-                    import ray
-
-                    ray.get(self.stats.engine_failed.remote(message))
-                raise EngineStartError(message) from e
-            if self.stats is not None:
-                self.stats.add.remote(engine_starts=1)
-        return self._engine
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        require(batch, "engine")
-        rows = batch.select(["text", "task", "target", "text_status", "cached_output",
-                             "cached_confidence", "cached_score", "cached_status"]).to_pydict()
-        results: list[Generation] = [Generation(None)] * batch.num_rows
-        todo, reused = [], 0
-        for i, (text_status, cached) in enumerate(zip(rows["text_status"], rows["cached_output"])):
-            if cached is not None:
-                expected = rows["task"][i] in self.config.expected_score
-                results[i] = Generation(cached, rows["cached_confidence"][i],
-                                        rows["cached_status"][i] == "truncated",
-                                        expected=rows["cached_score"][i] if expected else None)
-                reused += 1
-            elif sends_prompt(text_status, cached):
-                todo.append(i)
-        if todo:
-            engine = self.engine
-            if self.stats is not None:
-                self.stats.mark.remote("first_prompt")
-            done = engine.generate(
-                [TASKS[rows["task"][i]] for i in todo],
-                [rows["text"][i] for i in todo],
-                [rows["target"][i] for i in todo],
-            )
-            for i, g in zip(todo, done):
-                results[i] = g
-        if self.stats is not None:
-            self.stats.add.remote(
-                prompts=len(todo), reused=reused,
-                prompt_tokens=sum(g.prompt_tokens for g in results),
-                output_tokens=sum(g.output_tokens for g in results),
-            )
-        columns = {
-            "raw_output": pa.array([g.raw_output for g in results], pa.string()),
-            "confidence": pa.array([g.confidence for g in results], pa.float64()),
-            "truncated": pa.array([g.truncated for g in results], pa.bool_()),
-            "error": pa.array([g.error for g in results], pa.string()),
-            "finish_reason": pa.array([g.finish_reason for g in results], pa.string()),
-            "prompt_tokens": pa.array([g.prompt_tokens for g in results], pa.int64()),
-            "output_tokens": pa.array([g.output_tokens for g in results], pa.int64()),
-            "expected_score": pa.array([g.expected for g in results], pa.float64()),
-        }
-        for name, values in columns.items():
-            batch = batch.append_column(name, values)
-        return batch

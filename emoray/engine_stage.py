@@ -1,0 +1,173 @@
+"""Engines in the pipeline: the checks before one starts (context length, memory), the message
+when one fails to start, the Ray resources of one engine actor, and `EngineStage`, the Ray
+Data actor stage that answers prompt rows with either engine (`vllm_engine.Engine` or
+`seq2seq.Seq2SeqEngine`, chosen by the pipeline from the checkpoint)."""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+
+from emoray.config import EngineConfig
+from emoray.models import resolve_model, weight_files
+from emoray.scoring import Generation
+from emoray.stages import require, sends_prompt
+from emoray.tasks import TASKS
+from emoray.vllm_engine import GIB, Engine, cpu_kv_cache_bytes
+
+
+class EngineStartError(RuntimeError):
+    """The engine could not start (or would not fit); the message says which setting to change."""
+
+
+def check_fits(config: EngineConfig, local: bool = True) -> None:
+    """Before any engine starts: the context length is one the checkpoint has, and (`local`:
+    the engine runs on this machine, not on a cluster's worker) a CPU engine's weights plus
+    KV cache fit the memory available here. Raises EngineStartError / ConfigError naming the
+    setting to change."""
+    import json
+    from pathlib import Path
+
+    import psutil
+
+    from emoray.config import ConfigError
+
+    model = resolve_model(config.model)
+    if not model.decoder_only and config.tensor_parallel_size > 1:
+        raise ConfigError(
+            f"model {model.name} runs on the Transformers engine, one device per actor: set "
+            "--tensor-parallel-size 1 (engine.tensor_parallel_size) and scale with "
+            "--concurrency")
+    config_file = Path(model.source) / "config.json"
+    if config_file.is_file() and model.decoder_only:  # an encoder's limit cuts prompts instead
+        checkpoint = json.loads(config_file.read_text())
+        limit = checkpoint.get("max_position_embeddings")
+        if limit and (checkpoint.get("rope_scaling") or {}).get("factor"):
+            limit = int(limit * checkpoint["rope_scaling"]["factor"])
+        if limit and config.max_model_len > limit:
+            raise ConfigError(
+                f"engine.max_model_len {config.max_model_len} is longer than model {model.name} "
+                f"was built for ({limit} positions): set --max-model-len {limit} or less")
+    if config.device != "cpu" or not local:
+        return
+    available = psutil.virtual_memory().available
+    kv = cpu_kv_cache_bytes(config, available) if model.decoder_only else 0
+    if kv is None:
+        kv = int(config.gpu_memory_utilization * psutil.virtual_memory().total)
+    weights = sum(f.stat().st_size for f in weight_files(model.source))
+    if weights + kv > available:
+        raise EngineStartError(
+            f"the CPU engine would not fit in memory: model {model.name} needs "
+            f"{weights / GIB:.1f} GiB of weights plus {kv / GIB:.1f} GiB of KV cache, and this "
+            f"machine has {available / GIB:.1f} GiB available. Lower the KV cache "
+            "(--kv-cache-gib, profile key engine.kv_cache_gib; or leave both it and "
+            "--gpu-memory-utilization unset to size it to the machine), free memory, or use a "
+            "smaller model.")
+
+
+def start_failure(config: EngineConfig, error: BaseException) -> str:
+    """One paragraph for an engine that failed to start: what, where, which settings."""
+    import socket
+
+    cause = str(error).strip().splitlines()
+    reason = f"{type(error).__name__}: {cause[-1] if cause else ''}"
+    return (f"the {config.device} engine for model {config.model} failed to start on "
+            f"{socket.gethostname()} ({reason}). Check the engine settings: --device, "
+            "--max-model-len, --gpu-memory-utilization (GPUs), --kv-cache-gib (CPUs), "
+            "--tensor-parallel-size; run again with --verbose to see the engine's own log.")
+
+
+def engine_resources(config: EngineConfig) -> dict:
+    """Ray resources of one engine actor: its GPUs (tensor parallel size), or one CPU."""
+    import ray
+
+    device = config.device
+    if device == "auto":
+        device = "gpu" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+    if device == "gpu":
+        return {"num_gpus": config.tensor_parallel_size}
+    return {"num_cpus": 1}
+
+
+class EngineStage:
+    """Ray Data actor stage: adds the model's answer to each prompt row, from `engine_class`
+    (`Engine`, vLLM; or `seq2seq.Seq2SeqEngine`, Transformers: same interface).
+
+    Needs the plan's columns (`stages.NEEDS["engine"]`); rows whose `text_status` is not ok or
+    that carry a `cached_output` (an answer stored for the same text) send no prompt.
+    Adds `raw_output`, `confidence`, `truncated`, `error`, `finish_reason`, `prompt_tokens`,
+    `output_tokens`, `expected_score`.
+    Resources: one GPU per tensor-parallel rank on GPU clusters, one CPU otherwise.
+    """
+
+    def __init__(self, config: EngineConfig, stats=None, engine_class: type[Engine] = Engine):
+        self.config = config
+        self.stats = stats
+        self.engine_class = engine_class
+        self._engine: Engine | None = None
+        if stats is not None:
+            stats.actor_started.remote(time.time())
+
+    @property
+    def engine(self) -> Engine:
+        """Started on the first prompt, so a run with nothing new starts no engine."""
+        if self._engine is None:
+            try:
+                self._engine = self.engine_class(self.config)
+            except Exception as e:
+                message = start_failure(self.config, e)
+                if self.stats is not None:  # exception causes do not survive Ray's pickling
+                    import ray
+
+                    ray.get(self.stats.engine_failed.remote(message))
+                raise EngineStartError(message) from e
+            if self.stats is not None:
+                self.stats.add.remote(engine_starts=1)
+        return self._engine
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        require(batch, "engine")
+        rows = batch.select(["text", "task", "target", "text_status", "cached_output",
+                             "cached_confidence", "cached_score", "cached_status"]).to_pydict()
+        results: list[Generation] = [Generation(None)] * batch.num_rows
+        todo, reused = [], 0
+        for i, (text_status, cached) in enumerate(zip(rows["text_status"], rows["cached_output"])):
+            if cached is not None:
+                expected = rows["task"][i] in self.config.expected_score
+                results[i] = Generation(cached, rows["cached_confidence"][i],
+                                        rows["cached_status"][i] == "truncated",
+                                        expected=rows["cached_score"][i] if expected else None)
+                reused += 1
+            elif sends_prompt(text_status, cached):
+                todo.append(i)
+        if todo:
+            engine = self.engine
+            if self.stats is not None:
+                self.stats.mark.remote("first_prompt")
+            done = engine.generate(
+                [TASKS[rows["task"][i]] for i in todo],
+                [rows["text"][i] for i in todo],
+                [rows["target"][i] for i in todo],
+            )
+            for i, g in zip(todo, done):
+                results[i] = g
+        if self.stats is not None:
+            self.stats.add.remote(
+                prompts=len(todo), reused=reused,
+                prompt_tokens=sum(g.prompt_tokens for g in results),
+                output_tokens=sum(g.output_tokens for g in results),
+            )
+        columns = {
+            "raw_output": pa.array([g.raw_output for g in results], pa.string()),
+            "confidence": pa.array([g.confidence for g in results], pa.float64()),
+            "truncated": pa.array([g.truncated for g in results], pa.bool_()),
+            "error": pa.array([g.error for g in results], pa.string()),
+            "finish_reason": pa.array([g.finish_reason for g in results], pa.string()),
+            "prompt_tokens": pa.array([g.prompt_tokens for g in results], pa.int64()),
+            "output_tokens": pa.array([g.output_tokens for g in results], pa.int64()),
+            "expected_score": pa.array([g.expected for g in results], pa.float64()),
+        }
+        for name, values in columns.items():
+            batch = batch.append_column(name, values)
+        return batch
