@@ -10,7 +10,7 @@ an error naming the file and row: the benchmark must be read whole or not at all
 from __future__ import annotations
 
 import csv
-import io as _io
+import io
 import json
 import posixpath
 from importlib import resources
@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from emoray import io
+from emoray import locations
 from emoray.answers import ParseError
 from emoray.config import S3Config
 from emoray.tasks import TASKS
@@ -55,7 +55,7 @@ def files_for(task_names: list[str], aaid_files: tuple[str, ...] = AAID_FILES) -
 def _rows(text: str, name: str) -> list[tuple[str, str]]:
     """(instruction, answer) pairs of one file's content."""
     if name.endswith(".csv"):
-        return [(r["Instruction"], r["Answer"]) for r in csv.DictReader(_io.StringIO(text))]
+        return [(r["Instruction"], r["Answer"]) for r in csv.DictReader(io.StringIO(text))]
     out = []
     for line in text.splitlines():
         if not line.strip():
@@ -77,13 +77,13 @@ def extract_file(text: str, name: str) -> pa.Table:
     for i, (instruction, answer) in enumerate(_rows(text, name)):
         hit = next(((t, m) for t in candidates if (m := t.match(instruction))), None)
         if hit is None:
-            raise io.InputError(f"{name} row {i}: no task template matches the instruction "
+            raise locations.InputError(f"{name} row {i}: no task template matches the instruction "
                                 f"{instruction[:80]!r}...")
         task, (body, target, template) = hit
         try:
             task.answer.parse(answer)
         except ParseError as e:
-            raise io.InputError(f"{name} row {i}: gold answer does not parse: {e}") from None
+            raise locations.InputError(f"{name} row {i}: gold answer does not parse: {e}") from None
         key = f"{task.name}:{target}" if target else task.name
         for col, value in zip(cols, [f"{name}#{i}", body, key, answer, name, i, template]):
             cols[col].append(value)
@@ -96,7 +96,7 @@ def extract(data: str | None, s3: S3Config, requests: list[str],
     `data` (local or s3://; None: the copy shipped with emoray), reading of the AAID samples
     those in `aaid_files`."""
     data = data or shipped()
-    fs, root = io.filesystem_for(data, s3)
+    fs, root = locations.filesystem_for(data, s3)
     tables = []
     for name in files_for(list(dict.fromkeys(k.partition(":")[0] for k in requests)),
                           aaid_files):
@@ -105,7 +105,7 @@ def extract(data: str | None, s3: S3Config, requests: list[str],
             with fs.open_input_stream(path) as fh:
                 content = fh.read().decode("utf-8")
         except (FileNotFoundError, OSError) as e:
-            raise io.InputError(f"benchmark file {name} not found in {data} ({e}); point "
+            raise locations.InputError(f"benchmark file {name} not found in {data} ({e}); point "
                                 "--data at an AEB folder, or leave it unset for the copy "
                                 "shipped with emoray") from None
         tables.append(extract_file(content, name))

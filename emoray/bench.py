@@ -31,7 +31,7 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from emoray import io
+from emoray import locations
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.engine_stage import engine_resources
 from emoray.models import resolve_model
@@ -136,7 +136,7 @@ def _slope(small: dict, large: dict, key: str = "rows") -> float | None:
 
 
 def _pipeline(config: AnnotateConfig, n: int, engine_class: type[Engine]) -> dict:
-    fs, path = io.filesystem_for(config.input, config.s3)
+    fs, path = locations.filesystem_for(config.input, config.s3)
     fs.create_dir(path, recursive=True)
     with fs.open_output_stream(f"{path}/part-0.parquet") as out:
         pq.write_table(pa.table({"id": [str(i) for i in range(n)], "text": bench_texts(n)}), out)
@@ -301,7 +301,7 @@ def nightly_bench(engine: EngineConfig, rows: int, tasks: list[str], root: str,
     from emoray import table
 
     src = f"{root}/nightly-in"
-    fs, path = io.filesystem_for(src, S3Config())
+    fs, path = locations.filesystem_for(src, S3Config())
     fs.create_dir(path, recursive=True)
     with fs.open_output_stream(f"{path}/part-0.parquet") as out:
         pq.write_table(pa.table({"id": [str(i) for i in range(rows)],
@@ -378,7 +378,7 @@ def table_bench(engine: EngineConfig, new_rows: int, stored_sizes: list[int],
     spec = resolve_model(engine.model)
     model = spec.identity
     src = f"{root}/table-in"
-    fs, path = io.filesystem_for(src, S3Config())
+    fs, path = locations.filesystem_for(src, S3Config())
     with fs.open_output_stream(f"{path}/part-0.parquet") as out:
         pq.write_table(pa.table({"id": [f"n{i}" for i in range(new_rows)],
                                  "text": bench_texts(new_rows)}), out)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emoray import io
+from emoray import locations
 from emoray.config import ConfigError, EngineConfig, S3Config
 
 ECE_BINS = 15
@@ -240,7 +240,7 @@ def load(path: str, s3: S3Config, model) -> Calibration:
     `ModelSpec`: the same checkpoint under any folder name counts)."""
     import pyarrow as pa
 
-    fs, where = io.filesystem_for(path, s3)
+    fs, where = locations.filesystem_for(path, s3)
     try:
         with fs.open_input_stream(where) as f:
             text = f.read().decode("utf-8")
@@ -257,7 +257,7 @@ def load(path: str, s3: S3Config, model) -> Calibration:
 
 
 def save(calibration: Calibration, path: str, s3: S3Config) -> None:
-    fs, where = io.filesystem_for(path, s3)
+    fs, where = locations.filesystem_for(path, s3)
     with fs.open_output_stream(where) as f:
         f.write(calibration.to_json().encode())
 

@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     from emoray.engine_stage import EngineStartError
     from emoray.enrich import EnrichError
     from emoray.gate import GateError
-    from emoray.io import InputError
+    from emoray.locations import InputError
     from emoray.lock import LockedError
     from emoray.nightly import PartialFailure
     from emoray.pipeline import IncompleteRunError

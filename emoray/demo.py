@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from emoray import io, table
+from emoray import locations, table
 from emoray.config import AnnotateConfig
 from emoray.pipeline import build_annotator, render_dry_run
 from emoray.runtime import start_ray
@@ -39,7 +39,7 @@ def tiny_model() -> Path:
 
 def upload_sample(config: AnnotateConfig) -> int:
     rows = sample_texts()
-    fs, path = io.filesystem_for(config.input, config.s3)
+    fs, path = locations.filesystem_for(config.input, config.s3)
     fs.create_dir(path, recursive=True)
     data = pa.table({"id": [i for i, _ in rows], "text": [t for _, t in rows]})
     with fs.open_output_stream(f"{path}/sample.parquet") as out:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from emoray import io, table
+from emoray import locations, table
 from emoray.config import EnrichConfig, S3Config
 from emoray.tasks import TASKS
 
@@ -173,7 +173,7 @@ def read_downstream(spark, config: EnrichConfig):
     fmt = config.format
     if fmt == "auto":
         name = config.downstream.rstrip("/").lower()
-        fmt = next((f for ext, f in io.EXTENSIONS.items() if name.endswith(ext)), "parquet")
+        fmt = next((f for ext, f in locations.EXTENSIONS.items() if name.endswith(ext)), "parquet")
     try:
         if fmt == "parquet":
             return spark.read.parquet(path)

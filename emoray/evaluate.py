@@ -13,7 +13,7 @@ the same rows (always the most frequent gold answer; its Pearson r is 0.0 by def
 
 from __future__ import annotations
 
-import io as _io
+import io
 import json
 import posixpath
 from collections import Counter
@@ -25,7 +25,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
 
-from emoray import aeb, calibration, io, table
+from emoray import aeb, calibration, locations, table
 from emoray.answers import Parsed
 from emoray.config import AnnotateConfig, ConfigError, GateConfig
 from emoray.metrics import score
@@ -49,7 +49,7 @@ def annotate_gold(config: AnnotateConfig, gold: pa.Table, out: str) -> tuple[pa.
     committed rows and its summary."""
     from emoray.pipeline import build_annotator
 
-    fs, root = io.filesystem_for(out, config.s3)
+    fs, root = locations.filesystem_for(out, config.s3)
     fs.create_dir(_join(root, "gold"), recursive=True)
     with fs.open_output_stream(_join(root, "gold", "gold.parquet")) as f:
         pq.write_table(gold.select(["id", "text", "request"]), f)
@@ -176,12 +176,12 @@ def load_references(path: str | None) -> list[dict]:
 def _previous(path: str | None, config: AnnotateConfig) -> dict | None:
     if not path:
         return None
-    fs, p = io.filesystem_for(path, config.s3)
+    fs, p = locations.filesystem_for(path, config.s3)
     try:
         with fs.open_input_stream(p) as f:
             return json.loads(f.read())
     except (FileNotFoundError, OSError) as e:
-        raise io.InputError(f"previous metrics {path} cannot be read: {e}") from None
+        raise locations.InputError(f"previous metrics {path} cannot be read: {e}") from None
 
 
 def render_markdown(result: dict) -> str:
@@ -271,7 +271,7 @@ def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
@@ -335,7 +335,7 @@ def render_reliability(result: dict) -> bytes | None:
 
 
 def write_outputs(config: AnnotateConfig, out: str, result: dict) -> list[str]:
-    fs, root = io.filesystem_for(out, config.s3)
+    fs, root = locations.filesystem_for(out, config.s3)
     written = []
     reliability = render_reliability(result)
     for name, data in [("metrics.json", json.dumps(result, indent=2).encode()),

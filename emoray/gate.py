@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from emoray import aeb, io
+from emoray import aeb, locations
 from emoray.config import AnnotateConfig, GateConfig
 from emoray.tasks import resolve
 
@@ -33,15 +33,15 @@ def default_canary() -> str:
 
 def read_gold(uri: str, config: AnnotateConfig) -> pa.Table:
     """Gold rows (id, text, request, gold) from a JSONL or Parquet file."""
-    fs, path = io.filesystem_for(uri, config.s3)
+    fs, path = locations.filesystem_for(uri, config.s3)
     try:
         with fs.open_input_file(path) as f:
             data = pq.read_table(f) if path.endswith(".parquet") else pajson.read_json(f)
     except (FileNotFoundError, OSError, pa.ArrowInvalid) as e:
-        raise io.InputError(f"canary {uri} cannot be read: {e}") from None
+        raise locations.InputError(f"canary {uri} cannot be read: {e}") from None
     missing = [c for c in ("id", "text", "request", "gold") if c not in data.column_names]
     if missing:
-        raise io.InputError(f"canary {uri} lacks columns {missing}; write it with "
+        raise locations.InputError(f"canary {uri} lacks columns {missing}; write it with "
                             "`emoray canary`")
     return data.select(["id", "text", "request", "gold"]).cast(
         pa.schema([(c, pa.string()) for c in ("id", "text", "request", "gold")]))
@@ -51,7 +51,7 @@ def write_canary(data: str, out: str, requests: list[str], limit: int, seed: int
                  config: AnnotateConfig) -> int:
     """Draw `limit` gold rows per request from the AEB folder `data` into JSONL `out`."""
     gold = aeb.sample(aeb.extract(data, config.s3, requests), limit, seed)
-    fs, path = io.filesystem_for(out, config.s3)
+    fs, path = locations.filesystem_for(out, config.s3)
     lines = [json.dumps(r, ensure_ascii=False)
              for r in gold.select(["id", "text", "request", "gold"]).to_pylist()]
     with fs.open_output_stream(path) as f:
@@ -100,7 +100,7 @@ def run_gate(config: AnnotateConfig, run_id: str) -> dict:
               "ungated_requests": ungated, "thresholds": gate.thresholds,
               "min_parse_rate": gate.min_parse_rate, "canary_rows": gold.num_rows,
               "evaluation": out}
-    fs, root = io.filesystem_for(out, config.s3)
+    fs, root = locations.filesystem_for(out, config.s3)
     with fs.open_output_stream(posixpath.join(root, "gate.json")) as f:
         f.write(json.dumps(report, indent=2).encode())
     if failures:

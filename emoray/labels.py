@@ -9,7 +9,7 @@ the report costs nothing noticeable beside the write.
 
 from __future__ import annotations
 
-import io as _io
+import io
 import json
 import posixpath
 from collections import Counter
@@ -158,7 +158,7 @@ def render_chart(run_id: str, model: str, summary: dict) -> bytes:
         ax.tick_params(axis="y", labelsize=7)
     fig.suptitle(f"run {run_id} ({model}): label distributions", fontsize=10)
     fig.tight_layout()
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return buf.getvalue()

@@ -14,7 +14,7 @@ import posixpath
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from emoray import io, table
+from emoray import locations, table
 from emoray.config import S3Config
 
 
@@ -28,7 +28,7 @@ def migrate(old: str, new: str, s3: S3Config | None = None) -> dict:
     """Copy the committed rows of the marker-layout table `old` into the Delta table `new`;
     returns counts (committed chunks and rows found, rows copied, files left behind)."""
     s3 = s3 or S3Config()
-    fs, root = io.filesystem_for(old, s3)
+    fs, root = locations.filesystem_for(old, s3)
     markers = legacy_chunks(fs, root)
     if not markers:
         raise table.TableError(f"{old} holds no commit markers ({table.LEGACY_COMMITS}/): not an "

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from emoray import calibration, cost, io, labels, stages, table
+from emoray import calibration, cost, labels, locations, stages, table
 from emoray.config import AnnotateConfig, ConfigError
 from emoray.cost import device_of, devices_per_engine
 from emoray.engine_stage import (
@@ -190,8 +190,8 @@ class Annotator:
     def __init__(self, config: AnnotateConfig, engine_class: type | None = None,
                  local_engine: bool = True):
         config.require("input", "output")
-        io.check_apart(config.input, config.output)
-        io.require_credentials(config.input, config.output)
+        locations.check_apart(config.input, config.output)
+        locations.require_credentials(config.input, config.output)
         self.config = config
         self.requests = resolve(config.tasks)
         self.model = resolve_model(config.engine.model)
@@ -214,22 +214,22 @@ class Annotator:
                          for r in self.requests}
         self._warn_uncalibrated()
         check_fits(config.engine, local=local_engine)
-        self.in_fs, in_path = io.filesystem_for(config.input, config.s3)
-        found = io.list_inputs(config.input, self.in_fs, in_path, config.format)
+        self.in_fs, in_path = locations.filesystem_for(config.input, config.s3)
+        found = locations.list_inputs(config.input, self.in_fs, in_path, config.format)
         columns = {"id": config.id_column, "text": config.text_column}
         if config.task_column:
             columns["task"] = config.task_column
-        self.inputs, self.bad_files = io.screen_files(self.in_fs, found, columns,
+        self.inputs, self.bad_files = locations.screen_files(self.in_fs, found, columns,
                                                       config.on_bad_file)
         if config.task_column:
-            io.check_values(self.in_fs, self.inputs, config.task_column,
+            locations.check_values(self.in_fs, self.inputs, config.task_column,
                             [r.key for r in self.requests])
-        self.out_fs, self.out_root = io.filesystem_for(config.output, config.s3)
+        self.out_fs, self.out_root = locations.filesystem_for(config.output, config.s3)
         try:
             if isinstance(self.out_fs, pafs.LocalFileSystem):  # S3 has no folders to create
                 self.out_fs.create_dir(self.out_root, recursive=True)
         except OSError as e:
-            raise io.InputError(f"cannot write to output {config.output}: {e}") from None
+            raise locations.InputError(f"cannot write to output {config.output}: {e}") from None
         self.table = table.AnnotationTable(config.output, config.s3)
         self.table.check_layout()
         self.run_id = config.run_id or (
@@ -256,7 +256,7 @@ class Annotator:
                            fn_kwargs={"id_column": cfg.id_column, "text_column": cfg.text_column,
                                       "task_column": cfg.task_column,
                                       "n_requests": len(self.requests), "stats": stats})
-            for ds in io.read_inputs(self.in_fs, self.inputs, cfg.id_column, cfg.text_column,
+            for ds in locations.read_inputs(self.in_fs, self.inputs, cfg.id_column, cfg.text_column,
                                      cfg.task_column)
         ]
 
@@ -393,7 +393,7 @@ class Annotator:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         if self.bad_files and self.config.on_bad_file == "quarantine":
-            io.quarantine(self.in_fs, list(self.bad_files), self.out_fs,
+            locations.quarantine(self.in_fs, list(self.bad_files), self.out_fs,
                           f"{self.out_root}/_quarantine/{self.run_id}")
         stats = ray.remote(RunStats).options(num_cpus=0, name=f"emoray-stats-{self.run_id}").remote()
         writer = table.ChunkWriter(self.table, self.run_id, self.config.commit_rows, lineage={

@@ -1,7 +1,7 @@
 """The CPU stages of the annotation pipeline, each a vectorised function over an Arrow batch.
 
 Every stage names the columns it needs (`NEEDS`) and checks them on entry (`require`); the input
-columns are checked by `emoray.io.screen_files` on the driver before anything runs, and the
+columns are checked by `emoray.locations.screen_files` on the driver before anything runs, and the
 engine starts only on the first prompt, so a broken chain fails before any GPU work. None of
 these stages does GPU work; they run as Ray tasks that Ray Data fuses with their neighbours.
 """

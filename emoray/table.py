@@ -32,7 +32,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from emoray.config import S3Config
-from emoray.io import filesystem_for
+from emoray.locations import filesystem_for
 
 SCHEMA = pa.schema([
     pa.field("doc_id", pa.string(), nullable=False),

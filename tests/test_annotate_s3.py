@@ -9,7 +9,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from emoray import io, table
+from emoray import locations, table
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.models import resolve_model
 from emoray.pipeline import build_annotator
@@ -35,7 +35,7 @@ N_SAMPLE = 24
 @pytest.fixture(scope="module")
 def s3_run(s3_endpoint, ray_local, tiny_model):
     """Upload one dataset as three files (Parquet with integer ids, JSONL, CSV) and annotate it."""
-    fs, root = io.filesystem_for("s3://emoray-test/lake", S3Config())
+    fs, root = locations.filesystem_for("s3://emoray-test/lake", S3Config())
     sample = sample_texts()[:N_SAMPLE]
     with fs.open_output_stream(f"{root}/part-a.parquet") as out:
         pq.write_table(pa.table({"id": list(range(8)), "text": [t for _, t in sample[:8]]}), out)
@@ -53,7 +53,7 @@ def s3_run(s3_endpoint, ray_local, tiny_model):
     )
     annotator = build_annotator(config)
     summary = annotator.run()
-    out_fs, out_root = io.filesystem_for(config.output, config.s3)
+    out_fs, out_root = locations.filesystem_for(config.output, config.s3)
     rows = table.AnnotationTable(config.output).read()
     return summary, rows, out_fs, out_root
 

@@ -9,7 +9,7 @@ import pytest
 
 from emoray import cli, stages
 from emoray.config import AnnotateConfig, ConfigError, EngineConfig, load_config
-from emoray.io import InputError
+from emoray.locations import InputError
 from emoray.models import resolve_model
 from emoray.pipeline import build_annotator
 from emoray.table import SCHEMA

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from emoray import cli, io, table
+from emoray import cli, locations, table
 from emoray.config import EnrichConfig, S3Config
 from emoray.enrich import committed_annotations
 from emoray.faults import EXIT_CODE
@@ -27,7 +27,7 @@ KEYS = ["doc_id", "task", "target", "model", "prompt_version"]
 
 
 def put_input(uri: str, start: int, n: int) -> None:
-    fs, path = io.filesystem_for(uri, S3Config())
+    fs, path = locations.filesystem_for(uri, S3Config())
     with fs.open_output_stream(path) as out:
         pq.write_table(pa.table({"id": [f"c{i}" for i in range(start, start + n)],
                                  "text": TEXTS[start:start + n]}), out)

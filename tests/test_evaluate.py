@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from emoray import cli, io, table
+from emoray import cli, locations, table
 from emoray.config import S3Config
 from tests.conftest import REPO
 
@@ -15,7 +15,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def upload(local_dir, uri, names):
-    fs, root = io.filesystem_for(uri, S3Config())
+    fs, root = locations.filesystem_for(uri, S3Config())
     fs.create_dir(root, recursive=True)
     for name in names:
         with fs.open_output_stream(f"{root}/{name}") as f:

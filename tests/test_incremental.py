@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
-from emoray import cli, io, table
+from emoray import cli, locations, table
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.pipeline import build_annotator
 from emoray.sample import sample_texts
@@ -24,7 +24,7 @@ TEXTS = [t for _, t in sample_texts()]
 
 
 def put_parquet(uri, ids, texts):
-    fs, path = io.filesystem_for(uri, S3Config())
+    fs, path = locations.filesystem_for(uri, S3Config())
     with fs.open_output_stream(path) as out:
         pq.write_table(pa.table({"id": ids, "text": texts}), out)
 
@@ -139,7 +139,7 @@ def test_bad_rows_become_statuses_and_a_corrupt_file_is_quarantined(
     good = 396
     put_parquet(f"{src}/good.parquet", [f"g{i}" for i in range(good)], TEXTS[:good])
     put_parquet(f"{src}/awkward.parquet", ["empty", "null", "huge"], ["", None, "joy " * 25_000])
-    fs, path = io.filesystem_for(src, S3Config())
+    fs, path = locations.filesystem_for(src, S3Config())
     with fs.open_output_stream(f"{path}/latin1.csv") as f:
         f.write(b"id,text\nbad-utf8,caf\xe9 cr\xe8me \xff\n")
     with fs.open_output_stream(f"{path}/corrupt.parquet") as f:
@@ -158,6 +158,6 @@ def test_bad_rows_become_statuses_and_a_corrupt_file_is_quarantined(
                   if r["run_id"] == summary.run_id)
     [(bad_path, reason)] = report["bad_files"].items()
     assert bad_path.endswith("bad/in/corrupt.parquet") and "cannot read parquet file" in reason
-    out_fs, out_root = io.filesystem_for(out, S3Config())
+    out_fs, out_root = locations.filesystem_for(out, S3Config())
     quarantined = out_fs.get_file_info(pafs.FileSelector(f"{out_root}/_quarantine/{summary.run_id}"))
     assert [i.base_name for i in quarantined] == ["emoray-test__bad__in__corrupt.parquet"]

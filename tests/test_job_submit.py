@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from emoray import io, table
+from emoray import locations, table
 from emoray.config import S3Config
 from tests.conftest import REPO
 
@@ -75,7 +75,7 @@ def ray_job(env, address, *args) -> str:
 
 def test_annotate_job_submitted_to_a_ray_head_succeeds(ray_head, tiny_model):
     address, env = ray_head
-    fs, root = io.filesystem_for("s3://emoray-test/job-submit/in/", S3Config())
+    fs, root = locations.filesystem_for("s3://emoray-test/job-submit/in/", S3Config())
     fs.create_dir(root, recursive=True)
     with fs.open_output_stream(f"{root}/texts.parquet") as f:
         pq.write_table(pa.table({"id": [f"t{i}" for i in range(25)],

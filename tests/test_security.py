@@ -10,7 +10,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import yaml
 
-from emoray import cli, io, table
+from emoray import cli, locations, table
 from emoray.config import S3Config, load_config
 from emoray.s3local import LOCAL_ENV
 from tests.conftest import REPO
@@ -32,7 +32,7 @@ def test_no_credential_value_in_output_reports_commits_tables_or_logs(
 
     assert all(os.environ[k] == LOCAL_ENV[k] for k in ("AWS_ACCESS_KEY_ID",
                                                        "AWS_SECRET_ACCESS_KEY"))
-    fs, root = io.filesystem_for("s3://emoray-test/secrets", S3Config())
+    fs, root = locations.filesystem_for("s3://emoray-test/secrets", S3Config())
     with fs.open_output_stream(f"{root}/in/t.parquet") as out:
         pq.write_table(pa.table({"id": ["a", "b"], "text": ["so happy", "so sad"]}), out)
     engine = ["--model", str(tiny_model), "--device", "cpu", "--max-model-len", "512",
