@@ -1,0 +1,58 @@
+"""Typed configuration: the profiles in conf/ load, environment variables and flags override in
+that order, and every error names its key (and where the value came from)."""
+
+import pytest
+
+from emoray.config import AnnotateConfig, ConfigError, load_config
+from tests.conftest import REPO
+
+
+def test_profiles_load():
+    local = load_config(REPO / "conf" / "local.yaml", environ={})
+    cluster = load_config(REPO / "conf" / "cluster.yaml", environ={})
+    assert isinstance(local, AnnotateConfig) and local.engine.device == "cpu"
+    assert cluster.engine.device == "gpu" and cluster.engine.model == "Emollama-chat-7b"
+
+
+def test_environment_overrides_profile_and_flags_override_environment():
+    env = {"EMORAY_CONCURRENCY": "8", "EMORAY_ENGINE__MODEL": "Emollama-chat-13b",
+           "EMORAY_TASKS": "[v_reg, e_c]", "EMORAY_GATE__ENABLED": "false",
+           "EMORAY_AEB_DIR": "/not/a/setting", "PATH": "/bin"}
+    config = load_config(REPO / "conf" / "cluster.yaml", {"concurrency": 3}, environ=env)
+    assert config.concurrency == 3
+    assert config.engine.model == "Emollama-chat-13b" and config.tasks == ["v_reg", "e_c"]
+    assert config.gate.enabled is False
+    assert config.engine.device == "gpu"
+
+
+@pytest.mark.parametrize("profile,env,message", [
+    ("concurency: 3\n", {}, r"concurency: unknown key; did you mean 'concurrency'\?"),
+    ("engine: {modle: x}\n", {}, r"engine\.modle: unknown key; did you mean 'model'\?"),
+    ("", {"EMORAY_CONCURENCY": "3"},
+     r"environment variable EMORAY_CONCURENCY names no setting \('concurency'\)"),
+    ("", {"EMORAY_ENGINE__MODLE": "x"},
+     r"environment variable EMORAY_ENGINE__MODLE names no setting \('engine\.modle'\)"),
+    ("concurrency: many\n", {}, r"concurrency: Input should be a valid integer"),
+    ("", {"EMORAY_BATCH_SIZE": "big"}, r"batch_size: Input should be a valid integer.*"
+     r"\(from environment variable EMORAY_BATCH_SIZE\)"),
+    ("engine: {gpu_memory_utilization: 2}\n", {},
+     r"engine\.gpu_memory_utilization: Input should be less than or equal to 1"),
+    ("gate: {thresholds: {v_reg: {pearson: high}}}\n", {},
+     r"gate\.thresholds\.v_reg\.pearson: Input should be a valid number"),
+])
+def test_config_errors_name_the_key(tmp_path, profile, env, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(profile)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ=env)
+
+
+def test_missing_required_settings_are_named(tmp_path, capsys):
+    from emoray import cli
+    from emoray.enrich import EnrichConfig
+
+    assert cli.main(["annotate", "--tasks", "v_reg"]) == cli.EXIT_CONFIG
+    assert "missing required setting(s): input (flag --input or profile key input), output" \
+        in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"downstream: Field required"):
+        load_config(None, {"output": "x"}, model=EnrichConfig)
