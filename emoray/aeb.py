@@ -77,13 +77,15 @@ def extract_file(text: str, name: str) -> pa.Table:
     for i, (instruction, answer) in enumerate(_rows(text, name)):
         hit = next(((t, m) for t in candidates if (m := t.match(instruction))), None)
         if hit is None:
-            raise locations.InputError(f"{name} row {i}: no task template matches the instruction "
-                                f"{instruction[:80]!r}...")
+            raise locations.InputError(
+                f"{name} row {i}: no task template matches the instruction "
+                f"{instruction[:80]!r}...")
         task, (body, target, template) = hit
         try:
             task.answer.parse(answer)
         except ParseError as e:
-            raise locations.InputError(f"{name} row {i}: gold answer does not parse: {e}") from None
+            raise locations.InputError(
+                f"{name} row {i}: gold answer does not parse: {e}") from None
         key = f"{task.name}:{target}" if target else task.name
         for col, value in zip(cols, [f"{name}#{i}", body, key, answer, name, i, template]):
             cols[col].append(value)
@@ -105,9 +107,9 @@ def extract(data: str | None, s3: S3Config, requests: list[str],
             with fs.open_input_stream(path) as fh:
                 content = fh.read().decode("utf-8")
         except (FileNotFoundError, OSError) as e:
-            raise locations.InputError(f"benchmark file {name} not found in {data} ({e}); point "
-                                "--data at an AEB folder, or leave it unset for the copy "
-                                "shipped with emoray") from None
+            raise locations.InputError(
+                f"benchmark file {name} not found in {data} ({e}); point --data at an AEB "
+                "folder, or leave it unset for the copy shipped with emoray") from None
         tables.append(extract_file(content, name))
     gold = pa.concat_tables(tables) if tables else GOLD_SCHEMA.empty_table()
     return gold.filter(pc.is_in(gold["request"], pa.array(requests, pa.string())))

@@ -42,7 +42,7 @@ def read_gold(uri: str, config: AnnotateConfig) -> pa.Table:
     missing = [c for c in ("id", "text", "request", "gold") if c not in data.column_names]
     if missing:
         raise locations.InputError(f"canary {uri} lacks columns {missing}; write it with "
-                            "`emoray canary`")
+                                   "`emoray canary`")
     return data.select(["id", "text", "request", "gold"]).cast(
         pa.schema([(c, pa.string()) for c in ("id", "text", "request", "gold")]))
 

@@ -220,10 +220,10 @@ class Annotator:
         if config.task_column:
             columns["task"] = config.task_column
         self.inputs, self.bad_files = locations.screen_files(self.in_fs, found, columns,
-                                                      config.on_bad_file)
+                                                             config.on_bad_file)
         if config.task_column:
             locations.check_values(self.in_fs, self.inputs, config.task_column,
-                            [r.key for r in self.requests])
+                                   [r.key for r in self.requests])
         self.out_fs, self.out_root = locations.filesystem_for(config.output, config.s3)
         try:
             if isinstance(self.out_fs, pafs.LocalFileSystem):  # S3 has no folders to create
@@ -256,8 +256,8 @@ class Annotator:
                            fn_kwargs={"id_column": cfg.id_column, "text_column": cfg.text_column,
                                       "task_column": cfg.task_column,
                                       "n_requests": len(self.requests), "stats": stats})
-            for ds in locations.read_inputs(self.in_fs, self.inputs, cfg.id_column, cfg.text_column,
-                                     cfg.task_column)
+            for ds in locations.read_inputs(self.in_fs, self.inputs, cfg.id_column,
+                                            cfg.text_column, cfg.task_column)
         ]
 
     def _stored(self):
@@ -394,7 +394,7 @@ class Annotator:
         t0 = time.perf_counter()
         if self.bad_files and self.config.on_bad_file == "quarantine":
             locations.quarantine(self.in_fs, list(self.bad_files), self.out_fs,
-                          f"{self.out_root}/_quarantine/{self.run_id}")
+                                 f"{self.out_root}/_quarantine/{self.run_id}")
         stats = ray.remote(RunStats).options(num_cpus=0, name=f"emoray-stats-{self.run_id}").remote()
         writer = table.ChunkWriter(self.table, self.run_id, self.config.commit_rows, lineage={
             "model": self.model.identity, "tasks": ",".join(r.key for r in self.requests),
