@@ -145,7 +145,9 @@ def _pipeline(config: AnnotateConfig, n: int, engine_class: type[Engine]) -> dic
     return {"rows": summary.rows_out, "s": time.perf_counter() - t0,
             "parsed": summary.status_counts.get("ok", 0)
             + summary.status_counts.get("truncated", 0),
-            "prompt_tokens": summary.prompt_tokens, "output_tokens": summary.output_tokens}
+            "prompt_tokens": summary.prompt_tokens, "output_tokens": summary.output_tokens,
+            "first_prompt_s": summary.first_prompt_s,
+            "engine_idle_share": summary.engine_idle_share}
 
 
 def _seq2seq_sides(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str],
@@ -253,6 +255,12 @@ def render(result: dict) -> str:
         lines.append(f"{side:24} {_fmt(r['rows_per_s']):>9} {_fmt(r['prompt_tokens_per_s']):>13} "
                      f"{_fmt(r['output_tokens_per_s']):>10}")
     lines += [f"{name:32} {_fmt(value)}" for name, value in result["ratios"].items()]
+    for side in ("pipeline", "noop"):
+        for r in result["runs"].get(side, []):
+            share = r["engine_idle_share"]
+            lines.append(f"{side} at {r['rows']} rows: first prompt {r['first_prompt_s']} s "
+                         "after start, engine idle share "
+                         + ("n/a" if share is None else f"{share:.1%}"))
     if any(r["rows_per_s"] is None for r in result["rates"].values()):
         lines.append("n/a: the larger run was not slower; per-row cost below the noise of fixed "
                      "costs at these sizes (try larger --rows)")

@@ -6,6 +6,7 @@ Data actor stage that answers prompt rows with either engine (`vllm_engine.Engin
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
@@ -90,6 +91,34 @@ def engine_resources(config: EngineConfig) -> dict:
     return {"num_cpus": 1}
 
 
+@dataclass
+class EngineClock:
+    """One engine actor's time line (epoch seconds): when it came up, when its model was
+    loaded, its first prompt, and the seconds it spent answering (inside `generate`)."""
+
+    started: float
+    loaded: float | None = None
+    first_prompt: float | None = None
+    busy_s: float = 0.0
+
+    def report(self, end: float) -> dict:
+        """Seconds from actor start to model loaded and to first prompt; busy and idle (from
+        loaded to `end`, the run's end, when not answering) and the idle share."""
+        held = end - self.loaded if self.loaded is not None else 0.0
+        idle = max(held - self.busy_s, 0.0)
+        since = (lambda t: round(t - self.started, 2) if t is not None else None)
+        return {"load_s": since(self.loaded), "first_prompt_s": since(self.first_prompt),
+                "busy_s": round(self.busy_s, 2), "idle_s": round(idle, 2),
+                "idle_share": round(idle / held, 4) if held > 0 else None}
+
+
+def idle_share(reports: list[dict]) -> float | None:
+    """Idle seconds over loaded seconds, all engine actors together."""
+    idle = sum(r["idle_s"] for r in reports if r["idle_share"] is not None)
+    busy = sum(r["busy_s"] for r in reports if r["idle_share"] is not None)
+    return round(idle / (idle + busy), 4) if idle + busy > 0 else None
+
+
 class EngineStage:
     """Ray Data actor stage: adds the model's answer to each prompt row, from `engine_class`
     (`Engine`, vLLM; or `seq2seq.Seq2SeqEngine`, Transformers: same interface).
@@ -106,8 +135,10 @@ class EngineStage:
         self.stats = stats
         self.engine_class = engine_class
         self._engine: Engine | None = None
+        self.clock = EngineClock(time.time())
+        self.name = f"engine-{id(self):x}-{int(self.clock.started * 1e6) % 10**6:06d}"
         if stats is not None:
-            stats.actor_started.remote(time.time())
+            stats.actor_started.remote(self.clock.started)
 
     @property
     def engine(self) -> Engine:
@@ -122,6 +153,7 @@ class EngineStage:
 
                     ray.get(self.stats.engine_failed.remote(message))
                 raise EngineStartError(message) from e
+            self.clock.loaded = time.time()
             if self.stats is not None:
                 self.stats.add.remote(engine_starts=1)
         return self._engine
@@ -145,14 +177,18 @@ class EngineStage:
             engine = self.engine
             if self.stats is not None:
                 self.stats.mark.remote("first_prompt")
+            t0 = time.time()
+            self.clock.first_prompt = self.clock.first_prompt or t0
             done = engine.generate(
                 [TASKS[rows["task"][i]] for i in todo],
                 [rows["text"][i] for i in todo],
                 [rows["target"][i] for i in todo],
             )
+            self.clock.busy_s += time.time() - t0
             for i, g in zip(todo, done):
                 results[i] = g
         if self.stats is not None:
+            self.stats.engine_clock.remote(self.name, asdict(self.clock))
             self.stats.add.remote(
                 prompts=len(todo), reused=reused,
                 prompt_tokens=sum(g.prompt_tokens for g in results),

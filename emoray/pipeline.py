@@ -29,12 +29,8 @@ import pyarrow.fs as pafs
 from emoray import calibration, cost, labels, locations, stages, table
 from emoray.config import AnnotateConfig, ConfigError
 from emoray.cost import device_of, devices_per_engine
-from emoray.engine_stage import (
-    EngineStage,
-    EngineStartError,
-    check_fits,
-    engine_resources,
-)
+from emoray.engine_stage import (EngineClock, EngineStage, EngineStartError, check_fits,
+                                 engine_resources, idle_share)
 from emoray.lock import TableLock
 from emoray.models import resolve_model
 from emoray.progress import Progress
@@ -66,6 +62,7 @@ class RunStats:
         self.first: dict[str, float] = {}
         self.failed: str | None = None
         self.starts: list[float] = []
+        self.clocks: dict[str, dict] = {}
 
     def actor_started(self, at: float) -> None:
         """An engine actor came up (it holds its devices from now to the end of the run)."""
@@ -73,6 +70,13 @@ class RunStats:
 
     def actor_starts(self) -> list[float]:
         return list(self.starts)
+
+    def engine_clock(self, actor: str, clock: dict) -> None:
+        """An engine actor's latest time line (`engine_stage.EngineClock`), replacing its last."""
+        self.clocks[actor] = clock
+
+    def engine_clocks(self) -> dict[str, dict]:
+        return dict(self.clocks)
 
     def engine_failed(self, message: str) -> None:
         """An engine could not start (`engine.start_failure`); the first one is kept."""
@@ -113,6 +117,10 @@ class RunSummary:
     first_prompt_s: float | None = None
     usage: dict | None = None
     """Device-seconds the engine actors held, and their cost (`emoray.cost.usage`)."""
+    engine_actors: list[dict] | None = None
+    """Per engine actor that answered: seconds to model loaded and to first prompt, busy,
+    idle, idle share (`engine_stage.EngineClock.report`)."""
+    engine_idle_share: float | None = None
     status: str = "ok"
 
     @property
@@ -140,7 +148,16 @@ class RunSummary:
             f"  rows per status  {statuses}",
             f"  wall time        {self.wall_s:.1f} s ({self.rows_per_s:.1f} rows/s)",
             f"  tokens           {self.prompt_tokens} prompt, {self.output_tokens} generated",
-        ] + ([render_usage(self.usage)] if self.usage else []))
+        ] + ([render_usage(self.usage)] if self.usage else [])
+            + [render_engine_actor(r) for r in self.engine_actors or []])
+
+
+def render_engine_actor(r: dict) -> str:
+    """One engine actor's time line: the GPU-never-waits figures."""
+    share = "-" if r["idle_share"] is None else f"{r['idle_share']:.1%}"
+    return (f"  engine actor     model loaded {r['load_s']} s after start, first prompt at "
+            f"{r['first_prompt_s']} s; busy {r['busy_s']} s, idle {r['idle_s']} s "
+            f"(idle share {share})")
 
 
 def render_usage(usage: dict) -> str:
@@ -423,8 +440,10 @@ class Annotator:
         counts = ray.get(stats.get.remote())
         first_prompt = ray.get(stats.marks.remote()).get("first_prompt")
         starts = ray.get(stats.actor_starts.remote())
+        clocks = ray.get(stats.engine_clocks.remote())
         ray.kill(stats)
         end, resources = time.time(), self.resources()
+        engines = [EngineClock(**c).report(end) for _, c in sorted(clocks.items())]
         usage = {**cost.usage(sum(end - t for t in starts) * devices_per_engine(resources),
                               writer.rows, self.config.cost),
                  "device": device_of(resources), "engines": len(starts)}
@@ -438,7 +457,7 @@ class Annotator:
             output_tokens=counts.get("output_tokens", 0), started_at=started.isoformat(),
             first_prompt_s=(round(first_prompt - started.timestamp(), 2)
                             if first_prompt is not None else None),
-            usage=usage,
+            usage=usage, engine_actors=engines, engine_idle_share=idle_share(engines),
         )
         expected = counts.get("pairs", 0) - summary.already_held
         summary.status = "ok" if summary.rows_out == expected else "incomplete"

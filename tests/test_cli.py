@@ -9,6 +9,7 @@ import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from emoray import cli, table
 from emoray.tasks import TASKS
@@ -43,6 +44,10 @@ def test_annotate_local_folder_of_three_formats(tmp_path, ray_local, tiny_model,
     assert summary["prompt_tokens"] == plan["prompt_tokens"] > 0
     assert summary["usage"]["engines"] == 1 and summary["usage"]["device"] == "cpu"
     assert 0 < summary["usage"]["engine_s"] <= summary["wall_s"]
+    (actor,) = summary["engine_actors"]  # its time line: loaded, first prompt, busy, idle
+    assert 0 < actor["load_s"] <= actor["first_prompt_s"] < summary["wall_s"]
+    assert actor["busy_s"] > 0 and actor["idle_s"] >= 0 and 0 <= actor["idle_share"] < 1
+    assert summary["engine_idle_share"] == pytest.approx(actor["idle_share"], abs=1e-3)
     assert summary["rows_in"] == 7 and summary["rows_out"] == 7 * 6
     assert summary["status_counts"] == {"ok": 6 * 6, "empty_text": 6}
     assert summary["prompts_sent"] == 6 * 6
