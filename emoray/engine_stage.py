@@ -130,19 +130,29 @@ class EngineStage:
     Resources: one GPU per tensor-parallel rank on GPU clusters, one CPU otherwise.
     """
 
-    def __init__(self, config: EngineConfig, stats=None, engine_class: type[Engine] = Engine):
+    def __init__(self, config: EngineConfig, stats=None, engine_class: type[Engine] = Engine,
+                 eager: bool = False):
         self.config = config
         self.stats = stats
         self.engine_class = engine_class
         self._engine: Engine | None = None
+        self._failed: EngineStartError | None = None
         self.clock = EngineClock(time.time())
         self.name = f"engine-{id(self):x}-{int(self.clock.started * 1e6) % 10**6:06d}"
         if stats is not None:
             stats.actor_started.remote(self.clock.started)
+        if eager:  # Ray Data builds its actors as the run starts: the load overlaps planning
+            try:
+                self.engine
+            except EngineStartError as e:  # raised with the first batch, as a lazy start's
+                self._failed = e
 
     @property
     def engine(self) -> Engine:
-        """Started on the first prompt, so a run with nothing new starts no engine."""
+        """Loaded as the actor starts when the run knows it has prompts to send (`eager`),
+        else on the first prompt, so a run with nothing new starts no engine."""
+        if self._failed is not None:
+            raise self._failed
         if self._engine is None:
             try:
                 self._engine = self.engine_class(self.config)

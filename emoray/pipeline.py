@@ -16,6 +16,7 @@ covers exactly the rows in its files however Ray retried the batches that made t
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 import uuid
@@ -23,14 +24,22 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from emoray import calibration, cost, labels, locations, stages, table
 from emoray.config import AnnotateConfig, ConfigError
 from emoray.cost import device_of, devices_per_engine
-from emoray.engine_stage import (EngineClock, EngineStage, EngineStartError, check_fits,
-                                 engine_resources, idle_share)
+from emoray.engine_stage import (
+    EngineClock,
+    EngineStage,
+    EngineStartError,
+    check_fits,
+    engine_resources,
+    idle_share,
+)
 from emoray.lock import TableLock
 from emoray.models import resolve_model
 from emoray.progress import Progress
@@ -284,14 +293,11 @@ class Annotator:
         carries what is new plus its matches, not the whole history."""
         import ray.data
 
-        if not self.config.incremental or not self.table.exists():
+        if not self._holds_answers:
             return None
         dt = self.table.snapshot()
         held = table.held_filter(self.model.same_model(pads.field("model")), self.versions)
-        if next(iter(dt.to_pyarrow_dataset().get_fragments(filter=held)), None) is None:
-            return None
-        texts = _union(self._inputs()).select_columns(["text_sha256"])
-        hashes = [h for h in texts.unique("text_sha256") if h is not None]
+        hashes = self._input_hashes
         if len(hashes) <= MATCH_LIMIT:
             sha = pads.field("text_sha256")
             held = held & (sha.isin(hashes) | sha.is_null())
@@ -302,6 +308,48 @@ class Annotator:
             columns=columns, filter=held).map_batches(
             stages.stored_for_model, batch_format="pyarrow", batch_size=None,
             fn_kwargs={"model": self.model})
+
+    @functools.cached_property
+    def _holds_answers(self) -> bool:
+        """Whether the table holds answers of this model under tonight's prompt versions."""
+        if not self.config.incremental or not self.table.exists():
+            return False
+        held = table.held_filter(self.model.same_model(pads.field("model")), self.versions)
+        fragments = self.table.snapshot().to_pyarrow_dataset().get_fragments(filter=held)
+        return next(iter(fragments), None) is not None
+
+    @functools.cached_property
+    def _input_hashes(self) -> list[str]:
+        """The distinct text hashes of tonight's input (a pass over its text column)."""
+        texts = _union(self._inputs()).select_columns(["text_sha256"])
+        return [h for h in texts.unique("text_sha256") if h is not None]
+
+    def engine_wanted(self) -> bool:
+        """Whether some text of tonight's input lacks a stored answer for some request, so
+        prompts will be sent: then the engine actors load the model as the run starts, while
+        planning runs. Decided on the compact key set (text hash, task, target) of the stored
+        rows, before any engine starts; when not wanted (a night with nothing new) an engine
+        still starts lazily should a prompt arrive."""
+        if not self._holds_answers:
+            return True
+        hashes = self._input_hashes
+        if len(hashes) > MATCH_LIMIT:
+            return True
+        sha = pads.field("text_sha256")
+        seen = (table.held_filter(self.model.same_model(pads.field("model")), self.versions)
+                & sha.isin(hashes)
+                & pads.field("status").isin([*stages.REUSABLE, *stages.TEXT_PROBLEMS]))
+        keys = self.table.snapshot().to_pyarrow_dataset().to_table(
+            columns=["text_sha256", "task", "target"], filter=seen)
+        wanted = pa.table({"text_sha256": pa.array(hashes, pa.string())})
+        for r in self.requests:
+            mine = pc.equal(keys["task"], r.task.name)
+            mine = pc.and_(mine, pc.equal(keys["target"], r.target) if r.target
+                           else pc.is_null(keys["target"]))
+            held = keys.filter(mine).select(["text_sha256"])
+            if wanted.join(held, "text_sha256", join_type="left anti").num_rows:
+                return True
+        return False
 
     def planned(self, stats=None):
         """The lazy Ray dataset of what to ask the engine: one row per distinct text and task
@@ -323,7 +371,8 @@ class Annotator:
         answered = self.planned(stats).map_batches(
             EngineStage, batch_format="pyarrow", batch_size=cfg.batch_size,
             fn_constructor_kwargs={"config": cfg.engine, "stats": stats,
-                                   "engine_class": self.engine_class},
+                                   "engine_class": self.engine_class,
+                                   "eager": self.engine_wanted()},
             compute=ray.data.ActorPoolStrategy(size=cfg.concurrency), **self.resources())
         return answered.map_batches(
             stages.parse, batch_format="pyarrow", batch_size=None,
