@@ -135,6 +135,7 @@ def _local(args) -> bool:
 
 
 def cmd_annotate(args) -> int:
+    from emoray.gate import gated_run
     from emoray.pipeline import build_annotator
 
     annotator = build_annotator(job_config(args), local_engine=_local(args))
@@ -145,7 +146,7 @@ def cmd_annotate(args) -> int:
         plan = annotator.dry_run()
         print(json.dumps(plan) if args.json else render_dry_run(plan))
         return EXIT_OK
-    summary = annotator.run()
+    summary = gated_run(annotator)
     print(json.dumps(summary.as_dict()) if args.json else summary.render())
     return EXIT_OK
 

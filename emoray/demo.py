@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from emoray import locations, table
 from emoray.config import AnnotateConfig
+from emoray.gate import gated_run
 from emoray.pipeline import build_annotator, render_dry_run
 from emoray.runtime import start_ray
 from emoray.sample import sample_texts
@@ -59,7 +60,7 @@ def run_demo(config: AnnotateConfig, model_given: bool, docs: int = 2,
     if dry_run:
         print(render_dry_run(build_annotator(config).dry_run()))
         return
-    summary = build_annotator(config).run()
+    summary = gated_run(build_annotator(config))
     rows = table.AnnotationTable(config.output, config.s3).read(
         ["doc_id", "task", "target", "score", "label", "labels", "confidence", "status",
          "raw_output"])

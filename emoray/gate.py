@@ -81,6 +81,12 @@ def verdict(result: dict, gate: GateConfig) -> list[str]:
     return failures
 
 
+def gated_run(annotator):
+    """Run an annotation job (`pipeline.Annotator`) with the quality gate as its first step
+    under the table's lease, when the job's config enables it."""
+    return annotator.run(gate=run_gate)
+
+
 def run_gate(config: AnnotateConfig, run_id: str) -> dict:
     """Score the canary for this run's tasks; raise GateError naming every miss."""
     from emoray.evaluate import evaluate_gold

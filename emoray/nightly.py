@@ -42,10 +42,11 @@ def for_date(config: AnnotateConfig, date: str | None) -> AnnotateConfig:
 
 def run_nightly(config: AnnotateConfig, date: str | None = None) -> dict:
     """Run the night; returns the summaries of the steps that ran."""
+    from emoray.gate import gated_run
     from emoray.pipeline import build_annotator
 
     config = for_date(config, date)
-    annotated = build_annotator(config).run()
+    annotated = gated_run(build_annotator(config))
     result = {"input": config.input, "annotate": annotated.as_dict(), "enrich": None,
               "maintenance": table.maintain(table.AnnotationTable(config.output, config.s3),
                                             config.compact_min_files,

@@ -21,6 +21,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -441,17 +442,18 @@ class Annotator:
             "note": note, "gate_skipped": self.config.gate.enabled,
         }
 
-    def run(self) -> RunSummary:
-        """Pass the quality gate (when enabled), then execute under the table's lease,
-        committing chunk by chunk, then write the run report."""
-        gate = None
-        if self.config.gate.enabled:
-            from emoray.gate import run_gate
-
-            gate = run_gate(self.config, self.run_id)
+    def run(self, gate: Callable[[AnnotateConfig, str], dict] | None = None) -> RunSummary:
+        """Under the table's lease: the quality gate step (`gate`, e.g. `gate.run_gate`, which
+        the job passes when `gate.enabled`; run once the lease is held, so a run refused for a
+        held lease spends no canary), then execute, committing chunk by chunk, then write the
+        run report."""
+        if self.config.gate.enabled and gate is None:
+            raise ConfigError("gate.enabled is set but this job passed no gate step: run it "
+                              "with emoray.gate.gated_run, or set gate.enabled false")
         with TableLock(self.config.output, self.config.s3, self.run_id,
                        self.config.lock_ttl_s) as lease:
-            return self._run(lease, gate)
+            report = gate(self.config, self.run_id) if self.config.gate.enabled else None
+            return self._run(lease, report)
 
     def _run(self, lease: TableLock, gate: dict | None) -> RunSummary:
         import ray

@@ -8,7 +8,7 @@ and semantics, so the pipeline, plan, table and evaluation need not know which e
 - Answers constrained by xgrammar's Transformers logits processor, compiled from each task's
   answer regex; class tasks (`constraint: logprobs`) generate nothing: one teacher-forced
   decoder pass over the encoded prompt reads the log-probabilities at every prefix of the
-  candidate classes, and `engine.walk` picks and scores as the vLLM engine does.
+  candidate classes, and `scoring.walk` picks and scores as the vLLM engine does.
 - Regression confidence is the vLLM engine's (`Regression.spread`), each answer start read by
   one teacher-forced decoder step.
 - Status truncated when the prompt exceeds the encoder's positions (`ModelSpec.encoder_limit`).
@@ -106,6 +106,8 @@ class Seq2SeqEngine:
                  ) -> list[Generation]:
         """Answer each (task, text, target); a batch that fails is retried row by row, so a
         row the model cannot take gets its own error and the others still run."""
+        if not tasks:
+            return []
         fitted = [self.fitter.cut_to_fit(t, x, g) for t, x, g in zip(tasks, texts, targets)]
         ids = self.tokenizer([p for p, _ in fitted], add_special_tokens=True)["input_ids"]
         results: list[Generation | None] = [None] * len(tasks)

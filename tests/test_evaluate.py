@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from emoray import cli, locations, table
 from emoray.config import S3Config
@@ -86,6 +87,27 @@ def run_annotate(tmp_path, tiny_model, profile_gate, run_id):
     return cli.main(["annotate", "--config", str(profile), "--input", str(src), "--output",
                      str(tmp_path / "table"), "--tasks", "v_reg,e_c", "--model", str(tiny_model),
                      "--run-id", run_id, *ENGINE])
+
+
+def test_gate_runs_after_the_lease_so_a_refused_run_spends_no_canary(tmp_path, ray_local,
+                                                                     tiny_model, capsys):
+    from emoray.lock import TableLock
+
+    (tmp_path / "table").mkdir()
+    with TableLock(str(tmp_path / "table"), S3Config(), "night-holder", ttl_s=900):
+        code = run_annotate(tmp_path, tiny_model, {"enabled": True}, "night-refused")
+    assert code == cli.EXIT_LOCKED
+    assert "night-holder" in capsys.readouterr().err
+    assert not (tmp_path / "table" / "_gate").exists()  # no canary evaluated
+
+    from emoray.config import AnnotateConfig, ConfigError, EngineConfig, GateConfig
+    from emoray.pipeline import build_annotator
+
+    job = build_annotator(AnnotateConfig(
+        input=str(tmp_path / "lake"), output=str(tmp_path / "table"), gate=GateConfig(
+            enabled=True), engine=EngineConfig(model=str(tiny_model), device="cpu")))
+    with pytest.raises(ConfigError, match="gate.enabled is set but this job passed no gate"):
+        job.run()  # the gate is the job's step: a job that forgets it is refused
 
 
 def test_gate_blocks_below_threshold_and_passes_above(tmp_path, ray_local, tiny_model, capsys):
