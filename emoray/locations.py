@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from emoray import s3clients
 from emoray.config import ConfigError, S3Config
 
 EXTENSIONS = {
@@ -36,16 +37,6 @@ class InputError(ValueError):
 class InputFile:
     path: str
     format: str
-
-
-def s3_filesystem(s3: S3Config) -> pafs.S3FileSystem:
-    endpoint = s3.endpoint()
-    kwargs: dict = {"region": s3.resolved_region() or "us-east-1",
-                    "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3.max_attempts)}
-    if endpoint:
-        scheme, _, host = endpoint.partition("://")
-        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-    return pafs.S3FileSystem(**kwargs)
 
 
 CREDENTIAL_CHAIN = (
@@ -92,7 +83,7 @@ def check_apart(input_uri: str, output_uri: str) -> None:
 def filesystem_for(uri: str, s3: S3Config) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for `s3://bucket/key` or a local path."""
     if uri.startswith("s3://"):
-        return s3_filesystem(s3), uri[len("s3://"):].rstrip("/")
+        return s3clients.filesystem(s3), uri[len("s3://"):].rstrip("/")
     if "://" in uri:
         raise InputError(f"unsupported location {uri!r}: use s3://bucket/prefix or a local path")
     return pafs.LocalFileSystem(), os.path.abspath(uri)

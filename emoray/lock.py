@@ -90,13 +90,10 @@ class _LocalStore:
 
 class _S3Store:
     def __init__(self, bucket: str, key: str, s3: S3Config):
-        import boto3
-        from botocore.config import Config
+        from emoray import s3clients
 
         self.bucket, self.key = bucket, key
-        self.client = boto3.client(
-            "s3", endpoint_url=s3.endpoint(), region_name=s3.resolved_region(),
-            config=Config(retries={"max_attempts": s3.max_attempts, "mode": "standard"}))
+        self.client = s3clients.client(s3)
 
     def _put(self, body: bytes, **condition) -> str | None:
         from botocore.exceptions import ClientError

@@ -31,6 +31,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from emoray import s3clients
 from emoray.config import S3Config
 from emoray.locations import filesystem_for
 
@@ -75,24 +76,6 @@ class TableError(ValueError):
     """The annotation table is missing, in an old layout, or cannot be read as asked."""
 
 
-def storage_options(uri: str, s3: S3Config) -> dict[str, str]:
-    """Where `uri` is: the endpoint and region of `S3Config`, in the option names every
-    delta-rs based reader (deltalake, Polars, Ray Data) takes. Credentials are left to the
-    standard AWS chain, never passed here."""
-    if not uri.startswith("s3://"):
-        return {}
-    opts = {}
-    endpoint = s3.endpoint()
-    if endpoint:
-        opts["AWS_ENDPOINT_URL"] = endpoint
-        if endpoint.startswith("http://"):
-            opts["AWS_ALLOW_HTTP"] = "true"
-    region = s3.resolved_region()
-    if region:
-        opts["AWS_REGION"] = region
-    return opts
-
-
 def _uri(location: str) -> str:
     if location.startswith("s3a://"):
         location = "s3://" + location[len("s3a://"):]
@@ -124,12 +107,10 @@ class AnnotationTable:
     def __init__(self, location: str, s3: S3Config | None = None):
         self.s3 = s3 or S3Config()
         self.uri = _uri(location)
-        self.reader_options = storage_options(self.uri, self.s3)
-        self.options = dict(self.reader_options)
+        self.reader_options = s3clients.delta_options(self.uri, self.s3, retries=False)
+        self.options = s3clients.delta_options(self.uri, self.s3)
         """deltalake's settings: where the table is, plus the same retry budget as the rest
         of emoray (`S3Config.max_attempts`)."""
-        if self.uri.startswith("s3://"):
-            self.options.update(max_retries=str(self.s3.max_attempts - 1), retry_timeout="180s")
 
     def _fs(self) -> tuple[pafs.FileSystem, str]:
         return filesystem_for(self.uri, self.s3)
