@@ -136,10 +136,7 @@ def _slope(small: dict, large: dict, key: str = "rows") -> float | None:
 
 
 def _pipeline(config: AnnotateConfig, n: int, engine_class: type[Engine]) -> dict:
-    fs, path = locations.filesystem_for(config.input, config.s3)
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(f"{path}/part-0.parquet") as out:
-        pq.write_table(pa.table({"id": [str(i) for i in range(n)], "text": bench_texts(n)}), out)
+    locations.write_texts(config.input, config.s3, [str(i) for i in range(n)], bench_texts(n))
     t0 = time.perf_counter()
     summary = Annotator(config, engine_class=engine_class).run()
     return {"rows": summary.rows_out, "s": time.perf_counter() - t0,
@@ -309,11 +306,7 @@ def nightly_bench(engine: EngineConfig, rows: int, tasks: list[str], root: str,
     from emoray import table
 
     src = f"{root}/nightly-in"
-    fs, path = locations.filesystem_for(src, S3Config())
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(f"{path}/part-0.parquet") as out:
-        pq.write_table(pa.table({"id": [str(i) for i in range(rows)],
-                                 "text": bench_texts(rows)}), out)
+    locations.write_texts(src, S3Config(), [str(i) for i in range(rows)], bench_texts(rows))
 
     def run(out: str):
         config = AnnotateConfig(input=src, output=out, tasks=tasks, engine=engine,
@@ -386,10 +379,8 @@ def table_bench(engine: EngineConfig, new_rows: int, stored_sizes: list[int],
     spec = resolve_model(engine.model)
     model = spec.identity
     src = f"{root}/table-in"
-    fs, path = locations.filesystem_for(src, S3Config())
-    with fs.open_output_stream(f"{path}/part-0.parquet") as out:
-        pq.write_table(pa.table({"id": [f"n{i}" for i in range(new_rows)],
-                                 "text": bench_texts(new_rows)}), out)
+    locations.write_texts(src, S3Config(), [f"n{i}" for i in range(new_rows)],
+                          bench_texts(new_rows))
     nights = []
     for stored in stored_sizes:
         annotations = table.AnnotationTable(f"{root}/table-{stored}")

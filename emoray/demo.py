@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from emoray import locations, table
 from emoray.config import AnnotateConfig
@@ -40,12 +38,8 @@ def tiny_model() -> Path:
 
 def upload_sample(config: AnnotateConfig) -> int:
     rows = sample_texts()
-    fs, path = locations.filesystem_for(config.input, config.s3)
-    fs.create_dir(path, recursive=True)
-    data = pa.table({"id": [i for i, _ in rows], "text": [t for _, t in rows]})
-    with fs.open_output_stream(f"{path}/sample.parquet") as out:
-        pq.write_table(data, out)
-    return data.num_rows
+    return locations.write_texts(config.input, config.s3, [i for i, _ in rows],
+                                 [t for _, t in rows], "sample.parquet")
 
 
 def run_demo(config: AnnotateConfig, model_given: bool, docs: int = 2,

@@ -234,3 +234,17 @@ def read_inputs(fs: pafs.FileSystem, files: list[InputFile], id_column: str, tex
             ds = ds.select_columns(columns)
         out.append(ds)
     return out
+
+
+def write_texts(uri: str, s3: S3Config, ids: list[str], texts: list[str],
+                name: str = "part-0.parquet") -> int:
+    """Write (id, text) rows as one Parquet input file `name` in folder `uri` (local or
+    s3://): the input shape of the demo and the benchmarks. Returns the rows written."""
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem_for(uri, s3)
+    fs.create_dir(path, recursive=True)
+    data = pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.string())})
+    with fs.open_output_stream(f"{path}/{name}") as out:
+        pq.write_table(data, out)
+    return data.num_rows
