@@ -13,7 +13,6 @@ the same rows (always the most frequent gold answer; its Pearson r is 0.0 by def
 
 from __future__ import annotations
 
-import io
 import json
 import posixpath
 from collections import Counter
@@ -25,7 +24,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
 
-from emoray import aeb, calibration, locations, table
+from emoray import aeb, calibration, charts, locations, table
 from emoray.answers import Parsed
 from emoray.config import AnnotateConfig, ConfigError, GateConfig
 from emoray.metrics import score
@@ -256,27 +255,6 @@ def _calibrated(result: dict) -> dict[str, dict]:
             if v.get("confidence", {}).get("before", {}).get("n")}
 
 
-def _figure(figsize: tuple[float, float]):
-    """(figure, axes) drawn off-screen (the Agg backend: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=figsize)
-
-
-def _png(fig) -> bytes:
-    """A finished figure as PNG bytes (the figure is closed)."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def render_chart(result: dict) -> bytes:
     """PNG: the headline metric per task for this run, the majority baseline, each reference
     set and the previous run."""
@@ -292,7 +270,7 @@ def render_chart(result: dict) -> bytes:
         prev = result["previous"]["tasks"]
         series.append(("previous", [prev.get(k, {}).get("metrics", {}).get(
             result["tasks"][k]["headline"]) for k in keys]))
-    fig, ax = _figure((max(6, 0.9 * len(keys) + 2), 4.5))
+    fig, ax = charts.figure((max(6, 0.9 * len(keys) + 2), 4.5))
     width = 0.8 / len(series)
     for i, (name, values) in enumerate(series):
         xs = [j + i * width for j, v in enumerate(values) if v is not None]
@@ -305,7 +283,7 @@ def render_chart(result: dict) -> bytes:
     ax.set_title(f"{result['model']} on the AEB" + (f" ({result['title_note']})"
                                                     if result.get("title_note") else ""))
     ax.legend(fontsize=8)
-    return _png(fig)
+    return charts.png(fig)
 
 
 def render_reliability(result: dict) -> bytes | None:
@@ -314,7 +292,7 @@ def render_reliability(result: dict) -> bytes | None:
     curves = _calibrated(result)
     if not curves:
         return None
-    fig, ax = _figure((5.5, 5))
+    fig, ax = charts.figure((5.5, 5))
     ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--", label="calibrated")
     for i, (key, c) in enumerate(curves.items()):
         colour = f"C{i % 10}"
@@ -331,7 +309,7 @@ def render_reliability(result: dict) -> bytes | None:
     ax.set_title(f"reliability of {result['model']}" + (
         f"\n({result['title_note']})" if result.get("title_note") else ""), fontsize=9)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return charts.png(fig)
 
 
 def write_outputs(config: AnnotateConfig, out: str, result: dict) -> list[str]:

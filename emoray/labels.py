@@ -9,7 +9,6 @@ the report costs nothing noticeable beside the write.
 
 from __future__ import annotations
 
-import io
 import json
 import posixpath
 from collections import Counter
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from emoray import charts
 from emoray.table import REPORTS
 from emoray.tasks import TASKS, request_order
 
@@ -136,15 +136,10 @@ def render_markdown(run_id: str, model: str, summary: dict) -> str:
 
 
 def render_chart(run_id: str, model: str, summary: dict) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = list(summary) or ["(no rows)"]
     cols = min(4, len(keys))
     rows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = charts.figure((3.6 * cols, 2.8 * rows), rows, cols)
     for ax in axes.flat[len(keys):]:
         ax.axis("off")
     for ax, key in zip(axes.flat, summary):
@@ -157,11 +152,7 @@ def render_chart(run_id: str, model: str, summary: dict) -> bytes:
         ax.set_title(key, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
     fig.suptitle(f"run {run_id} ({model}): label distributions", fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return charts.png(fig, dpi=100)
 
 
 def write_label_report(fs: pafs.FileSystem, root: str, run_id: str, model: str,
