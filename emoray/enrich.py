@@ -19,6 +19,7 @@ import time
 
 from emoray import locations, table
 from emoray.config import EnrichConfig, S3Config
+from emoray.statuses import LATEST, USABLE
 from emoray.tasks import TASKS
 
 DEFAULT_NAMES = {
@@ -27,9 +28,6 @@ DEFAULT_NAMES = {
 }
 """Stable default column names (after the prefix); other tasks use their task name, with
 `_class` for ordinal tasks."""
-
-USABLE = ("ok", "truncated")
-
 
 class EnrichError(ValueError):
     """Input the enrichment cannot join as given; raised before the join runs."""
@@ -139,7 +137,7 @@ def latest_wide(long, config: EnrichConfig):
         raise EnrichError(f"model {model!r} has no annotations here (models: {', '.join(models)})")
     usable = long.where((F.col("model") == model) & F.col("status").isin(*USABLE))
     order = Window.partitionBy("doc_id", "task", "target").orderBy(
-        F.col("annotated_at").desc(), F.col("run_id").desc())
+        *[F.col(c).desc() if way == "descending" else F.col(c).asc() for c, way in LATEST])
     ranked = usable.withColumn("_rank", F.row_number().over(order))
     latest = ranked.where("_rank = 1").drop("_rank")
     superseded = ranked.where("_rank > 1").count()

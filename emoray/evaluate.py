@@ -28,9 +28,8 @@ from emoray import aeb, calibration, charts, locations, table
 from emoray.answers import Parsed
 from emoray.config import AnnotateConfig, ConfigError, GateConfig
 from emoray.metrics import score
+from emoray.statuses import USABLE
 from emoray.tasks import TASKS, request_order, resolve
-
-PARSED = ("ok", "truncated")
 
 
 def _join(uri: str, *parts: str) -> str:
@@ -91,7 +90,7 @@ def parsed_pairs(task, pairs: list[tuple[dict, dict | None]]
                  ) -> list[tuple[Parsed, Parsed, dict]]:
     """(gold, answer, answer row) of the rows whose answer parsed."""
     return [(task.answer.parse(g["gold"]), Parsed(a["score"], a["label"], a["labels"]), a)
-            for g, a in pairs if a and a["status"] in PARSED]
+            for g, a in pairs if a and a["status"] in USABLE]
 
 
 def confidence_report(task, scored: list[tuple[Parsed, Parsed, dict]],
@@ -130,7 +129,7 @@ def score_rows(gold: pa.Table, rows: pa.Table,
         statuses = Counter(a["status"] if a else "missing" for a in got)
         scored = parsed_pairs(task, pairs)
         g_parsed = [g for g, _, _ in scored]
-        parsed = sum(statuses[s] for s in PARSED)
+        parsed = sum(statuses[s] for s in USABLE)
         out[key] = {
             "task": name, "target": target or None, "n": len(pairs), "scored": len(scored),
             "parse_rate": round(parsed / len(pairs), 4) if pairs else 0.0,

@@ -18,10 +18,10 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from emoray import charts
+from emoray.statuses import USABLE
 from emoray.table import REPORTS
 from emoray.tasks import TASKS, request_order
 
-ANSWERED = ("ok", "truncated")
 BINS = 10
 
 
@@ -49,7 +49,7 @@ class LabelStats:
         for r in _counts(batch, ["task", "target", "status"]):
             self.status.setdefault(_key(r["task"], r["target"]), Counter())[r["status"]] += \
                 r["count_all"]
-        answered = batch.filter(pc.is_in(batch["status"], pa.array(ANSWERED)))
+        answered = batch.filter(pc.is_in(batch["status"], pa.array(USABLE)))
         for r in _counts(answered.filter(pc.is_valid(answered["score"])),
                          ["task", "target", "score"]):
             self.values.setdefault(_key(r["task"], r["target"]), Counter())[r["score"]] += \

@@ -45,6 +45,7 @@ from emoray.lock import TableLock
 from emoray.models import resolve_model
 from emoray.progress import Progress
 from emoray.seq2seq import Seq2SeqEngine
+from emoray.statuses import SETTLED
 from emoray.tasks import TASKS, resolve
 from emoray.vllm_engine import Engine
 
@@ -339,7 +340,7 @@ class Annotator:
         sha = pads.field("text_sha256")
         seen = (table.held_filter(self.model.same_model(pads.field("model")), self.versions)
                 & sha.isin(hashes)
-                & pads.field("status").isin([*stages.REUSABLE, *stages.TEXT_PROBLEMS]))
+                & pads.field("status").isin(list(SETTLED)))
         keys = self.table.snapshot().to_pyarrow_dataset().to_table(
             columns=["text_sha256", "task", "target"], filter=seen)
         wanted = pa.table({"text_sha256": pa.array(hashes, pa.string())})

@@ -17,13 +17,14 @@ import pyarrow.compute as pc
 from emoray.answers import ParseError
 from emoray.calibration import Calibration, calibrate_rows
 from emoray.models import ModelSpec
+from emoray.statuses import LATEST, NOT_HELD, REUSABLE, TEXT_PROBLEMS
 from emoray.table import SCHEMA
 from emoray.tasks import TASKS, TaskRequest
 
 NEEDS = {
     "plan": ("side", "doc_id", "text_sha256", "text", "text_status", "request", "task", "target",
              "prompt_version", "raw_output", "score", "confidence", "raw_confidence", "status",
-             "annotated_at"),
+             "annotated_at", "run_id"),
     "engine": ("doc_ids", "text_sha256", "text", "text_status", "task", "target", "prompt_version",
                "cached_output", "cached_confidence", "cached_score", "cached_status"),
     "parse": ("doc_ids", "text_sha256", "task", "target", "prompt_version", "raw_output",
@@ -37,12 +38,6 @@ def require(batch: pa.Table, stage: str) -> None:
     missing = [c for c in NEEDS[stage] if c not in batch.column_names]
     if missing:
         raise ValueError(f"stage {stage} needs columns {missing}; got {batch.column_names}")
-
-
-TEXT_PROBLEMS = {
-    "empty_text": "text is null or blank; no prompt sent",
-    "invalid_text": "text is not valid UTF-8; no prompt sent",
-}
 
 
 def _check_text(raw: bytes | None) -> tuple[str | None, str | None, str]:
@@ -86,7 +81,8 @@ PLAN_INPUT = pa.schema([
     ("target", pa.string()),
     ("prompt_version", pa.string()), ("raw_output", pa.string()), ("score", pa.float64()),
     ("confidence", pa.float64()),
-    ("raw_confidence", pa.float64()), ("status", pa.string()), ("annotated_at", pa.timestamp("us", tz="UTC")),
+    ("raw_confidence", pa.float64()), ("status", pa.string()),
+    ("annotated_at", pa.timestamp("us", tz="UTC")), ("run_id", pa.string()),
 ])
 """Rows entering the plan: input rows (side "new") and stored annotations (side "old")."""
 
@@ -97,10 +93,6 @@ def sends_prompt(text_status: str, cached_output: str | None) -> bool:
 
 
 DISCRETE = tuple(name for name, task in TASKS.items() if task.answer.discrete)
-
-REUSABLE = ("ok", "truncated", "parse_error")
-"""Stored statuses whose answer a new row with the same text may reuse (greedy decoding gives
-the same answer again); `failed` rows are retried; text problems cost nothing to redo."""
 
 
 def as_plan_input(batch: pa.Table, side: str) -> pa.Table:
@@ -151,7 +143,7 @@ def plan(batch: pa.Table, requests: list[TaskRequest], versions: dict[str, str],
                       .append_column("prompt_version", pa.array(
                           [versions[r.task.name]] * n, pa.string())))
     wanted = _keys(pa.concat_tables(wanted))
-    held = old.filter(pc.invert(pc.equal(old["status"], "failed"))).select(
+    held = old.filter(pc.invert(pc.is_in(old["status"], pa.array(NOT_HELD)))).select(
         ["doc_id", "sha_key", "task_key"])
     todo = wanted.join(held, keys=["doc_id", "sha_key", "task_key"], join_type="left anti")
     reusable = old.filter(pc.is_in(old["status"], pa.array(REUSABLE)))
@@ -162,7 +154,7 @@ def plan(batch: pa.Table, requests: list[TaskRequest], versions: dict[str, str],
             pc.is_in(reusable["task"], pa.array(DISCRETE)),
             pc.coalesce(reusable["raw_confidence"], reusable["confidence"]),
             reusable["raw_confidence"]))
-    latest = (reusable.sort_by([("annotated_at", "descending")])
+    latest = (reusable.sort_by(list(LATEST))
               .group_by(["sha_key", "task_key"], use_threads=False)
               .aggregate([("raw_output", "first"), ("raw_confidence", "first"),
                           ("score", "first"), ("status", "first")])

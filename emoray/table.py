@@ -59,7 +59,6 @@ the model's own probability of its answer, `confidence` that probability after t
 named in `calibration` (`emoray.calibration`; `uncalibrated`: the two are equal). A table made
 before a column existed gains it on the next write (`AnnotationTable.create`)."""
 
-STATUSES = ("ok", "parse_error", "empty_text", "invalid_text", "truncated", "failed")
 PARTITION_BY = ["task"]
 
 STATS_COLUMNS = tuple(f.name for f in SCHEMA if f.name not in PARTITION_BY

@@ -37,6 +37,7 @@ def stored(rows: list[dict]) -> pa.Table:
         "status": [r.get("status", "ok") for r in rows],
         "annotated_at": pa.array([T0.replace(hour=r.get("hour", 0)) for r in rows],
                                  pa.timestamp("us", tz="UTC")),
+        "run_id": [r.get("run", "r0") for r in rows],
     }), "old")
 
 
@@ -99,3 +100,15 @@ def test_plan_sends_no_prompt_for_text_problems():
     assert {r["text_status"] for r in rows} == {"empty_text"}
     assert not any(stages.sends_prompt(r["text_status"], r["cached_output"]) for r in rows)
     assert sum(len(r["doc_ids"]) for r in rows) == 4
+
+
+def test_plan_reuses_the_latest_answer_by_the_one_rule():
+    """Newest annotated_at first; a tie goes to the larger run_id (`statuses.LATEST`, which the
+    Spark join follows too)."""
+    old = stored([
+        {"doc": "x", "text": "so happy", "task": "v_reg", "answer": "0.3", "run": "r2"},
+        {"doc": "y", "text": "so happy", "task": "v_reg", "answer": "0.7", "run": "r9"},
+        {"doc": "w", "text": "so happy", "task": "v_reg", "answer": "0.5", "run": "r5"},
+    ])
+    (row,) = [r for r in plan(new_rows([("a", "so happy")]), old) if r["task"] == "v_reg"]
+    assert row["cached_output"] == "0.7"
