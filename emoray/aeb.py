@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from emoray import locations
 from emoray.answers import ParseError
 from emoray.config import S3Config
-from emoray.tasks import TASKS
+from emoray.tasks import TASKS, request_key, split_key
 
 AAID_DEV = "aaid_dev_sample.jsonl"
 AAID_FILES = ("aaid_test_sample.jsonl", AAID_DEV)
@@ -86,7 +86,7 @@ def extract_file(text: str, name: str) -> pa.Table:
         except ParseError as e:
             raise locations.InputError(
                 f"{name} row {i}: gold answer does not parse: {e}") from None
-        key = f"{task.name}:{target}" if target else task.name
+        key = request_key(task.name, target)
         for col, value in zip(cols, [f"{name}#{i}", body, key, answer, name, i, template]):
             cols[col].append(value)
     return pa.table(cols, schema=GOLD_SCHEMA)
@@ -100,7 +100,7 @@ def extract(data: str | None, s3: S3Config, requests: list[str],
     data = data or shipped()
     fs, root = locations.filesystem_for(data, s3)
     tables = []
-    for name in files_for(list(dict.fromkeys(k.partition(":")[0] for k in requests)),
+    for name in files_for(list(dict.fromkeys(split_key(k)[0] for k in requests)),
                           aaid_files):
         path = posixpath.join(root, name)
         try:

@@ -20,7 +20,7 @@ from emoray.config import AnnotateConfig, ConfigError
 from emoray.evaluate import annotate_gold, pair_answers, parsed_pairs
 from emoray.metrics import pearson
 from emoray.models import resolve_model
-from emoray.tasks import TASKS, resolve
+from emoray.tasks import TASKS, resolve, split_key
 
 FILE = "calibration.json"
 
@@ -35,7 +35,7 @@ def calibrate(config: AnnotateConfig, output: str) -> dict:
     write `<output>/calibration.json`; returns the file's content plus its path."""
     ev = config.evaluate
     requests = dev_requests(ev.tasks or config.tasks)
-    if not any(TASKS[k.partition(":")[0]].answer.discrete for k in requests):
+    if not any(TASKS[split_key(k)[0]].answer.discrete for k in requests):
         raise ConfigError(f"none of the tasks {ev.tasks or config.tasks} is a class task with "
                           "dev data; "
                           "calibrate needs one of "
@@ -44,14 +44,14 @@ def calibrate(config: AnnotateConfig, output: str) -> dict:
     model = resolve_model(config.engine.model)
     gold = aeb.sample(aeb.extract(ev.data, config.s3, requests, aaid_files=(aeb.AAID_DEV,)),
                       ev.limit, ev.seed)
-    regression = [n for n in dict.fromkeys(k.partition(":")[0] for k in requests)
+    regression = [n for n in dict.fromkeys(split_key(k)[0] for k in requests)
                   if not TASKS[n].answer.discrete]
     run = config.model_copy(update={"engine": config.engine.model_copy(
         update={"expected_score": regression})})  # greedy stays in raw_output
     rows, summary = annotate_gold(run, gold, output)
     by_task: dict[str, list] = {}
     for key, pairs in pair_answers(gold, rows).items():
-        task = TASKS[key.partition(":")[0]]
+        task = TASKS[split_key(key)[0]]
         by_task.setdefault(task.name, []).extend(parsed_pairs(task, pairs))
     scoring = {name: score_rules(TASKS[name], by_task.get(name, [])) for name in regression}
     temperatures, figures, skipped = {}, {}, {}

@@ -20,7 +20,7 @@ import time
 from emoray import locations, table
 from emoray.config import EnrichConfig, S3Config
 from emoray.statuses import LATEST, USABLE
-from emoray.tasks import TASKS
+from emoray.tasks import TASKS, request_key
 
 DEFAULT_NAMES = {
     "v_reg": "valence", "v_oc": "valence_class", "e_c": "emotions",
@@ -34,7 +34,7 @@ class EnrichError(ValueError):
 
 
 def column_name(task: str, target: str | None, config: EnrichConfig) -> str:
-    key = f"{task}:{target}" if target else task
+    key = request_key(task, target)
     if key in config.names or task in config.names:
         base = config.names.get(key) or config.names[task].replace("{target}", target or "")
     elif task in DEFAULT_NAMES:
@@ -231,7 +231,7 @@ def enrich(spark, config: EnrichConfig) -> dict:
     labels = {}
     for r in latest.groupBy("task", "target", "label").count().collect():
         if r.label is not None:
-            labels.setdefault(f"{r.task}:{r.target}" if r.target else r.task, {})[r.label] = r["count"]
+            labels.setdefault(request_key(r.task, r.target), {})[r.label] = r["count"]
     return {
         "model": model, "annotation_table_version": version, "downstream_rows": rows_in,
         "output_rows": counts.pop("rows"),

@@ -29,7 +29,7 @@ from emoray.answers import Parsed
 from emoray.config import AnnotateConfig, ConfigError, GateConfig
 from emoray.metrics import score
 from emoray.statuses import USABLE
-from emoray.tasks import TASKS, request_order, resolve
+from emoray.tasks import TASKS, request_key, request_order, resolve, split_key
 
 
 def _join(uri: str, *parts: str) -> str:
@@ -77,7 +77,7 @@ def pair_answers(gold: pa.Table, rows: pa.Table) -> dict[str, list[tuple[dict, d
     (None when none committed)."""
     answers = {}
     for r in rows.to_pylist():
-        key = f"{r['task']}:{r['target']}" if r["target"] else r["task"]
+        key = request_key(r["task"], r["target"])
         answers[(r["doc_id"], key)] = r
     by_request: dict[str, list[dict]] = {}
     for g in gold.to_pylist():
@@ -123,7 +123,7 @@ def score_rows(gold: pa.Table, rows: pa.Table,
     get an entry averaging their targets."""
     out: dict[str, dict] = {}
     for key, pairs in pair_answers(gold, rows).items():
-        name, _, target = key.partition(":")
+        name, target = split_key(key)
         task = TASKS[name]
         got = [a for _, a in pairs]
         statuses = Counter(a["status"] if a else "missing" for a in got)

@@ -20,13 +20,9 @@ import pyarrow.fs as pafs
 from emoray import charts
 from emoray.statuses import USABLE
 from emoray.table import REPORTS
-from emoray.tasks import TASKS, request_order
+from emoray.tasks import TASKS, request_key, request_order, split_key
 
 BINS = 10
-
-
-def _key(task: str, target: str | None) -> str:
-    return f"{task}:{target}" if target else task
 
 
 def _counts(t: pa.Table, by: list[str]) -> list[dict]:
@@ -47,17 +43,17 @@ class LabelStats:
         if not batch.num_rows:
             return
         for r in _counts(batch, ["task", "target", "status"]):
-            self.status.setdefault(_key(r["task"], r["target"]), Counter())[r["status"]] += \
+            self.status.setdefault(request_key(r["task"], r["target"]), Counter())[r["status"]] += \
                 r["count_all"]
         answered = batch.filter(pc.is_in(batch["status"], pa.array(USABLE)))
         for r in _counts(answered.filter(pc.is_valid(answered["score"])),
                          ["task", "target", "score"]):
-            self.values.setdefault(_key(r["task"], r["target"]), Counter())[r["score"]] += \
+            self.values.setdefault(request_key(r["task"], r["target"]), Counter())[r["score"]] += \
                 r["count_all"]
         rated = answered.filter(pc.is_valid(answered["confidence"]))
         for r in rated.group_by(["task", "target", "calibration"], use_threads=False).aggregate(
                 [("confidence", "sum"), ("confidence", "count")]).to_pylist():
-            key = _key(r["task"], r["target"])
+            key = request_key(r["task"], r["target"])
             self.confidence.setdefault(key, Counter()).update(
                 {"sum": r["confidence_sum"], "rows": r["confidence_count"]})
             self.calibration.setdefault(key, Counter())[r["calibration"]] += \
@@ -69,7 +65,7 @@ class LabelStats:
                              "target": pc.take(sets["target"], parents),
                              "label": pc.list_flatten(sets["labels"])})
             for r in _counts(flat, ["task", "target", "label"]):
-                self.values.setdefault(_key(r["task"], r["target"]), Counter())[r["label"]] += \
+                self.values.setdefault(request_key(r["task"], r["target"]), Counter())[r["label"]] += \
                     r["count_all"]
 
     def summary(self) -> dict[str, dict]:
@@ -78,7 +74,7 @@ class LabelStats:
         standard deviation (regression)."""
         out = {}
         for key in sorted(self.status, key=request_order):
-            task = TASKS[key.partition(":")[0]]
+            task = TASKS[split_key(key)[0]]
             values = self.values.get(key, Counter())
             entry = {"rows": sum(self.status[key].values()), "status_counts": dict(self.status[key]),
                      "kind": task.answer.kind}

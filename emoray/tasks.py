@@ -262,7 +262,18 @@ class TaskRequest:
 
     @property
     def key(self) -> str:
-        return f"{self.task.name}:{self.target}" if self.target else self.task.name
+        return request_key(self.task.name, self.target)
+
+
+def request_key(task: str, target: str | None) -> str:
+    """The one written form of a task request: `v_reg`, `ei_reg:joy`."""
+    return f"{task}:{target}" if target else task
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """(task name, target or None) of a request key (`request_key`'s inverse)."""
+    name, _, target = key.partition(":")
+    return name, target or None
 
 
 def resolve(spec: list[str] | str) -> list[TaskRequest]:
@@ -271,7 +282,7 @@ def resolve(spec: list[str] | str) -> list[TaskRequest]:
     names = spec.split(",") if isinstance(spec, str) else list(spec)
     out: list[TaskRequest] = []
     for item in (n.strip() for n in names if n.strip()):
-        name, _, target = item.partition(":")
+        name, target = split_key(item)
         if name not in TASKS:
             raise ConfigError(f"unknown task {name!r}: pick from {', '.join(TASKS)} "
                               "(`emoray tasks` describes each)")
@@ -291,5 +302,5 @@ def resolve(spec: list[str] | str) -> list[TaskRequest]:
 def request_order(key: str) -> tuple[int, int]:
     """Sort key of a request key (`v_reg`, `ei_reg:joy`): catalog order, a targeted task's
     bare name before its targets."""
-    name, _, target = key.partition(":")
+    name, target = split_key(key)
     return list(TASKS).index(name), TASKS[name].targets.index(target) + 1 if target else 0

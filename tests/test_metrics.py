@@ -108,5 +108,5 @@ def test_sample_draws_limit_rows_per_request_reproducibly(aeb_dir):
 
 def test_unmatched_instruction_names_file_and_row():
     bad = 'Instruction,Answer\n"Task: something else. Text: hi Sentiment score: ",0.5\n'
-    with pytest.raises(aeb.io.InputError, match=r"SST_test.csv row 0: no task template"):
+    with pytest.raises(aeb.locations.InputError, match=r"SST_test.csv row 0: no task template"):
         aeb.extract_file(bad, "SST_test.csv")
