@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 
 class ParseError(ValueError):
@@ -64,6 +65,34 @@ class Regression:
     decimals: int = 3
     kind: str = "regression"
     discrete: bool = False
+    column: ClassVar[str] = "score"
+    """The annotation table's column that holds the parsed answer."""
+    spark_type: ClassVar[str | None] = None
+    """The enriched column's type when it differs from the table column's."""
+    suffix: ClassVar[str] = ""
+    """Added to the task name for an enriched column the registry does not name."""
+    BINS: ClassVar[int] = 10
+
+    def example(self) -> str:
+        """A valid answer (the bench's no-op engine answers with it)."""
+        return f"{self.low}"
+
+    def summarize(self, values: Counter) -> dict:
+        """The label report's distribution: a histogram of `BINS` bins over [low, high], with
+        the mean and standard deviation."""
+        n = sum(values.values())
+        width = (self.high - self.low) / self.BINS
+        bins = [0] * self.BINS
+        for v, c in values.items():
+            bins[min(int((v - self.low) / width), self.BINS - 1)] += c
+        mean = sum(v * c for v, c in values.items()) / n if n else None
+        var = sum(c * (v - mean) ** 2 for v, c in values.items()) / n if n else None
+        edges = [round(self.low + i * width, 4) for i in range(self.BINS + 1)]
+        last = self.BINS - 1
+        return {"histogram": {f"[{edges[i]}, {edges[i + 1]}{']' if i == last else ')'}": bins[i]
+                              for i in range(self.BINS)},
+                "mean": round(mean, 4) if mean is not None else None,
+                "std": round(var ** 0.5, 4) if var is not None else None}
 
     def regex(self) -> str:
         frac = rf"(\.[0-9]{{1,{self.decimals}}})?"
@@ -192,6 +221,17 @@ class Ordinal:
     classes: dict[int, str]
     kind: str = "ordinal"
     discrete: bool = True
+    column: ClassVar[str] = "score"
+    spark_type: ClassVar[str | None] = "int"
+    suffix: ClassVar[str] = "_class"
+
+    def example(self) -> str:
+        return self.candidates()[0]
+
+    def summarize(self, values: Counter) -> dict:
+        """The label report's distribution: rows per class."""
+        return {"classes": {f"{k}: {name}": values.get(float(k), 0)
+                            for k, name in sorted(self.classes.items())}}
 
     def regex(self) -> str:
         return "(" + "|".join(_escape(c) for c in self.candidates()) + ")"
@@ -222,6 +262,17 @@ class MultiLabel:
     combinable_neutral: bool = False
     kind: str = "multilabel"
     discrete: bool = True
+    column: ClassVar[str] = "labels"
+    spark_type: ClassVar[str | None] = None
+    suffix: ClassVar[str] = ""
+
+    def example(self) -> str:
+        return self.labels[0] + self.terminator
+
+    def summarize(self, values: Counter) -> dict:
+        """The label report's distribution: rows per label (a row counts once per label)."""
+        return {"labels": {label: values.get(label, 0)
+                           for label in [*self.labels, self.neutral]}}
 
     def _vocabulary(self) -> tuple[str, ...]:
         return self.labels + ((self.neutral_answer,) if self.combinable_neutral else ())

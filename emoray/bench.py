@@ -60,14 +60,6 @@ def _pairs(n: int, task_names: list[str]) -> list[tuple[Task, str, str | None]]:
     return [(r.task, t, r.target) for r in resolve(task_names) for t in texts]
 
 
-def _answer(task: Task) -> str:
-    """A valid answer of the task, for the no-op engine."""
-    a = task.answer
-    if a.candidates():
-        return a.candidates()[0]
-    return f"{a.low}" if a.kind == "regression" else a.labels[0] + a.terminator
-
-
 class NoopEngine(Engine):
     """The engine without a model: builds every prompt as `Engine` does (tokenizer included)
     and answers each with a valid constant. Used by the benchmark only."""
@@ -84,7 +76,7 @@ class NoopEngine(Engine):
         out = []
         for task, text, target in zip(tasks, texts, targets):
             _, cut = self.fitter.cut_to_fit(task, text, target)
-            out.append(Generation(_answer(task), 1.0, cut, None, "stop", 0, 1))
+            out.append(Generation(task.answer.example(), 1.0, cut, None, "stop", 0, 1))
         return out
 
 

@@ -22,12 +22,6 @@ from emoray.config import EnrichConfig, S3Config
 from emoray.statuses import LATEST, USABLE
 from emoray.tasks import TASKS, request_key
 
-DEFAULT_NAMES = {
-    "v_reg": "valence", "v_oc": "valence_class", "e_c": "emotions",
-    "ei_reg": "{target}_intensity", "ei_oc": "{target}_intensity_class",
-}
-"""Stable default column names (after the prefix); other tasks use their task name, with
-`_class` for ordinal tasks."""
 
 class EnrichError(ValueError):
     """Input the enrichment cannot join as given; raised before the join runs."""
@@ -37,10 +31,9 @@ def column_name(task: str, target: str | None, config: EnrichConfig) -> str:
     key = request_key(task, target)
     if key in config.names or task in config.names:
         base = config.names.get(key) or config.names[task].replace("{target}", target or "")
-    elif task in DEFAULT_NAMES:
-        base = DEFAULT_NAMES[task].replace("{target}", target or "")
     else:
-        base = task + ("_class" if TASKS[task].answer.kind == "ordinal" else "")
+        spec = TASKS[task]
+        base = (spec.column or spec.name + spec.answer.suffix).replace("{target}", target or "")
     return config.prefix + base
 
 
@@ -146,9 +139,9 @@ def latest_wide(long, config: EnrichConfig):
     for task, target in pairs:
         match = (F.col("task") == task) & (
             F.col("target").isNull() if target is None else F.col("target") == target)
-        kind = TASKS[task].answer.kind
-        value = {"regression": F.col("score"), "ordinal": F.col("score").cast("int"),
-                 "multilabel": F.col("labels")}[kind]
+        answer = TASKS[task].answer
+        value = F.col(answer.column)
+        value = value.cast(answer.spark_type) if answer.spark_type else value
         name = column_name(task, target, config)
         aggs += [F.first(F.when(match, value), ignorenulls=True).alias(name),
                  F.first(F.when(match, F.col("confidence")), ignorenulls=True).alias(

@@ -22,7 +22,6 @@ from emoray.statuses import USABLE
 from emoray.table import REPORTS
 from emoray.tasks import TASKS, request_key, request_order, split_key
 
-BINS = 10
 
 
 def _counts(t: pa.Table, by: list[str]) -> list[dict]:
@@ -78,14 +77,7 @@ class LabelStats:
             values = self.values.get(key, Counter())
             entry = {"rows": sum(self.status[key].values()), "status_counts": dict(self.status[key]),
                      "kind": task.answer.kind}
-            if task.answer.kind == "ordinal":
-                entry["classes"] = {f"{k}: {name}": values.get(float(k), 0)
-                                    for k, name in sorted(task.answer.classes.items())}
-            elif task.answer.kind == "multilabel":
-                labels = list(task.answer.labels) + [task.answer.neutral]
-                entry["labels"] = {label: values.get(label, 0) for label in labels}
-            else:
-                entry.update(_histogram(values, task.answer.low, task.answer.high))
+            entry.update(task.answer.summarize(values))
             rated = self.confidence.get(key)
             if rated:
                 entry["confidence"] = {"rows": rated["rows"],
@@ -93,21 +85,6 @@ class LabelStats:
                                        "calibration": dict(self.calibration[key])}
             out[key] = entry
         return out
-
-
-def _histogram(values: Counter, low: float, high: float) -> dict:
-    n = sum(values.values())
-    width = (high - low) / BINS
-    bins = [0] * BINS
-    for v, c in values.items():
-        bins[min(int((v - low) / width), BINS - 1)] += c
-    mean = sum(v * c for v, c in values.items()) / n if n else None
-    var = sum(c * (v - mean) ** 2 for v, c in values.items()) / n if n else None
-    edges = [round(low + i * width, 4) for i in range(BINS + 1)]
-    return {"histogram": {f"[{edges[i]}, {edges[i + 1]}{']' if i == BINS - 1 else ')'}": bins[i]
-                          for i in range(BINS)},
-            "mean": round(mean, 4) if mean is not None else None,
-            "std": round(var ** 0.5, 4) if var is not None else None}
 
 
 def render_markdown(run_id: str, model: str, summary: dict) -> str:

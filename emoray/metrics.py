@@ -38,7 +38,7 @@ def accuracy(task: Task, gold: list[Parsed], pred: list[Parsed]) -> float:
 def macro_f1(task: Task, gold: list[Parsed], pred: list[Parsed]) -> float:
     if not gold:
         return 0.0
-    if task.answer.kind == "multilabel":
+    if task.answer.column == "labels":  # label sets: per-label F1
         return _set_f1(task, gold, pred, "macro")
     return float(f1_score([p.score for p in gold], [p.score for p in pred], average="macro",
                           zero_division=0))

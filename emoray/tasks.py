@@ -36,6 +36,9 @@ class Task:
     targets: tuple[str, ...] = ()
     source: str | None = None
     """AEB/AAID file with gold answers for this task (relative to the data folder)."""
+    column: str | None = None
+    """The enriched table's column for this task (after the prefix; `{target}` is replaced by
+    the request's target); unset: the task name plus its answer kind's suffix."""
 
     def prompt_version(self, template: int = 0, constrained: bool = True,
                        expected: bool = False, wrapper: str = CONVERSATION) -> str:
@@ -186,24 +189,28 @@ _ALL = [
         description="intensity of emotion E in [0, 1] (SemEval-2018 EI-reg)",
         templates=_EI_REG_TEMPLATES, targets=EI_EMOTIONS,
         answer=Regression(0, 1), metrics=PEARSON, source="aaid",
+        column="{target}_intensity",
     ),
     Task(
         name="ei_oc", family="EI-oc",
         description="ordinal intensity class 0..3 of emotion E (SemEval-2018 EI-oc)",
         templates=_EI_OC_TEMPLATES, targets=EI_EMOTIONS,
         answer=Ordinal(_EI_OC_CLASSES), metrics=PEARSON, source="aaid",
+        column="{target}_intensity_class",
     ),
     Task(
         name="v_reg", family="V-reg",
         description="valence intensity in [0, 1] (SemEval-2018 V-reg)",
         templates=_V_REG_TEMPLATES,
         answer=Regression(0, 1), metrics=PEARSON, source="aaid",
+        column="valence",
     ),
     Task(
         name="v_oc", family="V-oc",
         description="ordinal valence class -3..3 (SemEval-2018 V-oc)",
         templates=_V_OC_TEMPLATES,
         answer=Ordinal(_V_OC_CLASSES), metrics=PEARSON, source="aaid",
+        column="valence_class",
     ),
     Task(
         name="e_c", family="E-c",
@@ -211,6 +218,7 @@ _ALL = [
         templates=_E_C_TEMPLATES,
         answer=MultiLabel(_SEMEVAL_EMOTIONS, neutral_answer="neutral or no emotion", terminator="."),
         metrics=SETS, source="aaid",
+        column="emotions",
     ),
     Task(
         name="sst", family="sst",
