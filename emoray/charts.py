@@ -6,16 +6,16 @@ from __future__ import annotations
 import io
 
 
-def figure(figsize: tuple[float, float], rows: int = 1, cols: int = 1):
-    """(figure, axes): one axes, or a rows x cols array of them when either is above 1."""
+def figure(figsize: tuple[float, float], grid: tuple[int, int] | None = None):
+    """(figure, axes): one axes, or with `grid` (rows, cols) a 2-D array of them (even 1 x 1)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if rows == 1 and cols == 1:
+    if grid is None:
         return plt.subplots(figsize=figsize)
-    return plt.subplots(rows, cols, figsize=figsize, squeeze=False)
+    return plt.subplots(*grid, figsize=figsize, squeeze=False)
 
 
 def png(fig, dpi: int = 110) -> bytes:

@@ -112,7 +112,7 @@ def render_chart(run_id: str, model: str, summary: dict) -> bytes:
     keys = list(summary) or ["(no rows)"]
     cols = min(4, len(keys))
     rows = -(-len(keys) // cols)
-    fig, axes = charts.figure((3.6 * cols, 2.8 * rows), rows, cols)
+    fig, axes = charts.figure((3.6 * cols, 2.8 * rows), (rows, cols))
     for ax in axes.flat[len(keys):]:
         ax.axis("off")
     for ax, key in zip(axes.flat, summary):
