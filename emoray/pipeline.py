@@ -297,8 +297,7 @@ class Annotator:
 
         if not self._holds_answers:
             return None
-        dt = self.table.snapshot()
-        held = table.held_filter(self.model.same_model(pads.field("model")), self.versions)
+        dt, held = self._snapshot, self._held
         hashes = self._input_hashes
         if len(hashes) <= MATCH_LIMIT:
             sha = pads.field("text_sha256")
@@ -312,12 +311,22 @@ class Annotator:
             fn_kwargs={"model": self.model})
 
     @functools.cached_property
+    def _snapshot(self):
+        """The one table snapshot the plan's stored read and the engine decision both read
+        (its Delta log loaded once)."""
+        return self.table.snapshot()
+
+    @functools.cached_property
+    def _held(self) -> pads.Expression:
+        """Stored rows of this model under tonight's prompt versions."""
+        return table.held_filter(self.model.same_model(pads.field("model")), self.versions)
+
+    @functools.cached_property
     def _holds_answers(self) -> bool:
         """Whether the table holds answers of this model under tonight's prompt versions."""
         if not self.config.incremental or not self.table.exists():
             return False
-        held = table.held_filter(self.model.same_model(pads.field("model")), self.versions)
-        fragments = self.table.snapshot().to_pyarrow_dataset().get_fragments(filter=held)
+        fragments = self._snapshot.to_pyarrow_dataset().get_fragments(filter=self._held)
         return next(iter(fragments), None) is not None
 
     @functools.cached_property
@@ -338,10 +347,8 @@ class Annotator:
         if len(hashes) > MATCH_LIMIT:
             return True
         sha = pads.field("text_sha256")
-        seen = (table.held_filter(self.model.same_model(pads.field("model")), self.versions)
-                & sha.isin(hashes)
-                & pads.field("status").isin(list(SETTLED)))
-        keys = self.table.snapshot().to_pyarrow_dataset().to_table(
+        seen = self._held & sha.isin(hashes) & pads.field("status").isin(list(SETTLED))
+        keys = self._snapshot.to_pyarrow_dataset().to_table(
             columns=["text_sha256", "task", "target"], filter=seen)
         wanted = pa.table({"text_sha256": pa.array(hashes, pa.string())})
         for r in self.requests:
