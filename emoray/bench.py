@@ -10,8 +10,8 @@ engine is excluded: rate = (rows_large - rows_small) / (time_large - time_small)
 - no_confidence: the same engine with `confidence=False` (the cost of confidences: for
   regression tasks, the leading digit's distribution);
 - pipeline: the whole Ray Data job, reading Parquet from S3 and committing the table;
-- noop: the whole job with the engine replaced by `NoopEngine` (prompts built, no model):
-  the per-row cost of everything around the model;
+- noop: the whole job with the engine stage answered by `NoopEngine` (`NOOP_ENGINE`: prompts
+  built, no model): the per-row cost of everything around the model;
 - transformers (opt-in): `emoray.seq2seq.Seq2SeqEngine.generate` on each encoder-decoder
   checkpoint of `seq2seq_models` (default: a tiny T5 and a tiny BART), batched as the engine
   side, one side `transformers:<folder>` per checkpoint, each in its own Ray actor.
@@ -25,6 +25,7 @@ after the other on the same machine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -33,9 +34,11 @@ import pyarrow.parquet as pq
 
 from emoray import locations
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
-from emoray.engine_stage import engine_resources
+from emoray.contract import Stage
+from emoray.engine_stage import ENGINE, engine_resources
 from emoray.models import resolve_model
 from emoray.pipeline import Annotator, build_annotator
+from emoray.prompting import PromptFitter, load_tokenizer
 from emoray.sample import sample_texts
 from emoray.scoring import Generation
 from emoray.seq2seq import Seq2SeqEngine
@@ -60,17 +63,15 @@ def _pairs(n: int, task_names: list[str]) -> list[tuple[Task, str, str | None]]:
     return [(r.task, t, r.target) for r in resolve(task_names) for t in texts]
 
 
-class NoopEngine(Engine):
-    """The engine without a model: builds every prompt as `Engine` does (tokenizer included)
-    and answers each with a valid constant. Used by the benchmark only."""
+class NoopEngine:
+    """An engine without a model: builds every prompt as the engines do (the checkpoint's
+    tokenizer, `PromptFitter`) and answers each with a valid constant. Used by the benchmark
+    only, through `NOOP_ENGINE`."""
 
     def __init__(self, config: EngineConfig):
-        from transformers import AutoTokenizer
-
-        self.config = config
-        self.model = resolve_model(config.model)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model.source)
-        self._reset_decoding()
+        model = resolve_model(config.model)
+        self.fitter = PromptFitter(config, load_tokenizer(model.source), model.prompt_format,
+                                   model.encoder_limit)
 
     def generate(self, tasks, texts, targets) -> list[Generation]:
         out = []
@@ -78,6 +79,12 @@ class NoopEngine(Engine):
             _, cut = self.fitter.cut_to_fit(task, text, target)
             out.append(Generation(task.answer.example(), 1.0, cut, None, "stop", 0, 1))
         return out
+
+
+NOOP_ENGINE = dataclasses.replace(ENGINE, name="Engine (no-op)",
+                                  args={"engine_class": NoopEngine})
+"""The engine stage's declared contract, answered by `NoopEngine`: the per-row cost of
+everything around the model."""
 
 
 class EngineSides:
@@ -127,10 +134,10 @@ def _slope(small: dict, large: dict, key: str = "rows") -> float | None:
     return round((large[key] - small[key]) / (large["s"] - small["s"]), 1)
 
 
-def _pipeline(config: AnnotateConfig, n: int, engine_class: type[Engine]) -> dict:
+def _pipeline(config: AnnotateConfig, n: int, engine: Stage) -> dict:
     locations.write_texts(config.input, config.s3, [str(i) for i in range(n)], bench_texts(n))
     t0 = time.perf_counter()
-    summary = Annotator(config, engine_class=engine_class).run()
+    summary = Annotator(config, engine=engine).run()
     return {"rows": summary.rows_out, "s": time.perf_counter() - t0,
             "parsed": summary.status_counts.get("ok", 0)
             + summary.status_counts.get("truncated", 0),
@@ -186,12 +193,12 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
         ray.kill(actor)
     if "transformers" in sides:
         runs.update(_seq2seq_sides(engine, sizes, tasks, batch_size, seq2seq_models))
-    for side, engine_class in (("pipeline", Engine), ("noop", NoopEngine)):
+    for side, stage in (("pipeline", ENGINE), ("noop", NOOP_ENGINE)):
         if side in sides:
             runs[side] = [_pipeline(AnnotateConfig(
                 input=f"{root}/{side}-in-{n}", output=f"{root}/{side}-out-{n}", tasks=tasks,
                 engine=engine, batch_size=batch_size, concurrency=concurrency),
-                n, engine_class) for n in (WARM_UP, *sizes)][1:]
+                n, stage) for n in (WARM_UP, *sizes)][1:]
     rates = {side: {"rows_per_s": _slope(*r),
                     "prompt_tokens_per_s": _slope(*r, key="prompt_tokens"),
                     "output_tokens_per_s": _slope(*r, key="output_tokens")}

@@ -367,6 +367,14 @@ def cmd_tasks(args) -> int:
     return EXIT_OK
 
 
+def cmd_stages(args) -> int:
+    from emoray.contract import render
+    from emoray.pipeline import STAGES
+
+    print(render(STAGES))
+    return EXIT_OK
+
+
 def cmd_models(args) -> int:
     from emoray.models import EMOLLMS
 
@@ -401,6 +409,7 @@ EXAMPLES = {
                    "emoray tiny-model .emoray/tiny-opt --arch opt",
                    "emoray tiny-model .emoray/tiny-t5 --arch t5"],
     "tasks": ["emoray tasks"],
+    "stages": ["emoray stages"],
     "models": ["emoray models"],
 }
 """A working example per command, shown by its --help (tests parse every one)."""
@@ -537,6 +546,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("dir")
     t.set_defaults(fn=cmd_tiny_model)
     _command(sub, "tasks", help="list the task catalog").set_defaults(fn=cmd_tasks)
+    _command(sub, "stages", help="the pipeline's stages and the columns each needs and adds "
+             "(Markdown)").set_defaults(fn=cmd_stages)
     _command(sub, "models", help="list the known EmoLLMs").set_defaults(fn=cmd_models)
     return p
 

@@ -11,9 +11,10 @@ from dataclasses import asdict, dataclass
 import pyarrow as pa
 
 from emoray.config import EngineConfig
+from emoray.contract import ACTORS, Stage, require
 from emoray.models import resolve_model, weight_files
 from emoray.scoring import Generation
-from emoray.stages import require, sends_prompt
+from emoray.stages import sends_prompt
 from emoray.tasks import TASKS
 from emoray.vllm_engine import GIB, Engine, cpu_kv_cache_bytes
 
@@ -120,15 +121,10 @@ def idle_share(reports: list[dict]) -> float | None:
 
 
 class EngineStage:
-    """Ray Data actor stage: adds the model's answer to each prompt row, from `engine_class`
-    (`Engine`, vLLM; or `seq2seq.Seq2SeqEngine`, Transformers: same interface).
-
-    Needs the plan's columns (`stages.NEEDS["engine"]`); rows whose `text_status` is not ok or
-    that carry a `cached_output` (an answer stored for the same text) send no prompt.
-    Adds `raw_output`, `confidence`, `truncated`, `error`, `finish_reason`, `prompt_tokens`,
-    `output_tokens`, `expected_score`.
-    Resources: one GPU per tensor-parallel rank on GPU clusters, one CPU otherwise.
-    """
+    """Ray Data actor stage (declared as `ENGINE`): adds the model's answer to each prompt
+    row, from `engine_class` (`Engine`, vLLM; or `seq2seq.Seq2SeqEngine`, Transformers; any
+    class with their `generate`). Rows whose `text_status` is not ok or that carry a
+    `cached_output` (an answer stored for the same text) send no prompt."""
 
     def __init__(self, config: EngineConfig, stats=None, engine_class: type[Engine] = Engine,
                  eager: bool = False):
@@ -169,7 +165,7 @@ class EngineStage:
         return self._engine
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        require(batch, "engine")
+        require(batch, ENGINE)
         rows = batch.select(["text", "task", "target", "text_status", "cached_output",
                              "cached_confidence", "cached_score", "cached_status"]).to_pydict()
         results: list[Generation] = [Generation(None)] * batch.num_rows
@@ -217,3 +213,13 @@ class EngineStage:
         for name, values in columns.items():
             batch = batch.append_column(name, values)
         return batch
+
+
+ENGINE = Stage(
+    "Engine", ACTORS, EngineStage,
+    needs=("text", "task", "target", "text_status", "cached_output", "cached_confidence",
+           "cached_score", "cached_status"),
+    adds=("raw_output", "confidence", "truncated", "error", "finish_reason", "prompt_tokens",
+          "output_tokens", "expected_score"),
+    resources=engine_resources)
+"""The model's answer to each prompt row (or the reused stored answer)."""

@@ -23,7 +23,6 @@ from emoray.table import REPORTS
 from emoray.tasks import TASKS, request_key, request_order, split_key
 
 
-
 def _counts(t: pa.Table, by: list[str]) -> list[dict]:
     return t.group_by(by, use_threads=False).aggregate([([], "count_all")]).to_pylist()
 

@@ -1,9 +1,11 @@
-"""The annotate job as a Ray Data pipeline:
+"""The annotate job as a Ray Data pipeline, built from one ordered list of declared stages
+(`STAGES`, each an `emoray.contract.Stage`):
 
-    read (Parquet/JSONL/CSV) → normalize (id, text, hash) ─┐
-    stored annotations of this model (one Delta snapshot) ─┴→ hash shuffle on text hash
-      → plan (× tasks; skip what is held, reuse known texts, one prompt per distinct text)
-      → EngineStage (vLLM actors) → parse + fan out → one Delta commit per chunk → report
+    read (Parquet/JSONL/CSV) → Normalize (id, text, hash) ──┐
+    ReadStored: this model's rows (one Delta snapshot) ─────┴→ hash shuffle on text hash
+      → ExpandRequests → SkipHeld → AttachReuse → GroupByText (one text-hash partition)
+      → Engine (vLLM or Transformers actors) → Parse + fan out
+      → one Delta commit per chunk → report
 
 `build_annotator(config)` validates everything it can without an engine (tasks, model, input
 files and their columns, output location) and returns an `Annotator`; `Annotator.run()` executes
@@ -17,6 +19,7 @@ covers exactly the rows in its files however Ray retried the batches that made t
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import time
 import uuid
@@ -30,15 +33,15 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from emoray import calibration, cost, labels, locations, stages, table
+from emoray import calibration, contract, cost, labels, locations, stages, table
 from emoray.config import AnnotateConfig, ConfigError
+from emoray.contract import ACTORS, INPUT, PARTITION, STORED, Stage
 from emoray.cost import device_of, devices_per_engine
 from emoray.engine_stage import (
+    ENGINE,
     EngineClock,
-    EngineStage,
     EngineStartError,
     check_fits,
-    engine_resources,
     idle_share,
 )
 from emoray.lock import TableLock
@@ -51,6 +54,9 @@ from emoray.vllm_engine import Engine
 
 ENGINES = {"vllm": Engine, "transformers": Seq2SeqEngine}
 """The engine class per `ModelSpec.engine`, chosen from the checkpoint's architecture."""
+STAGES = (stages.NORMALIZE, stages.READ_STORED, *stages.PLAN, ENGINE, stages.PARSE)
+"""The pipeline, in order; `build_annotator` checks the chain (`contract.check`) and the stored
+read takes the columns the stages declare (`contract.stored_columns`)."""
 MATCH_LIMIT = 200_000
 """Most distinct input texts whose hashes filter the stored read; a larger night reads every
 held row of the model (the filter, shipped to every read task, would cost more than it saves)."""
@@ -215,15 +221,18 @@ def render_dry_run(d: dict) -> str:
 class Annotator:
     """A validated annotation job. Construction fails fast on bad input; `run()` does the work."""
 
-    def __init__(self, config: AnnotateConfig, engine_class: type | None = None,
+    def __init__(self, config: AnnotateConfig, engine: Stage | None = None,
                  local_engine: bool = True):
+        """`engine`: a stage declared with the engine's contract in place of `ENGINE` (the
+        benchmark's no-op engine)."""
+        self.stages = tuple(engine if s is ENGINE and engine else s for s in STAGES)
+        contract.check(self.stages, table.SCHEMA.names)
         config.require("input", "output")
         locations.check_apart(config.input, config.output)
         locations.require_credentials(config.input, config.output)
         self.config = config
         self.requests = resolve(config.tasks)
         self.model = resolve_model(config.engine.model)
-        self.engine_class = engine_class or ENGINES[self.model.engine]
         self.calibration = (calibration.load(config.calibration, config.s3, self.model)
                             if config.calibration else None)
         if self.calibration:
@@ -276,23 +285,42 @@ class Annotator:
                       f"task {name} under prompt version {version}; its confidences are "
                       f"marked {calibration.UNCALIBRATED}", file=sys.stderr)
 
-    def _inputs(self, stats=None) -> list:
-        """The input datasets, normalized to plan input (side "new")."""
+    def _arguments(self, stats=None) -> dict:
+        """The run's values a stage function may take, each by its parameter's name."""
         cfg = self.config
-        return [
-            ds.map_batches(stages.normalize, batch_format="pyarrow", batch_size=None,
-                           fn_kwargs={"id_column": cfg.id_column, "text_column": cfg.text_column,
-                                      "task_column": cfg.task_column,
-                                      "n_requests": len(self.requests), "stats": stats})
-            for ds in locations.read_inputs(self.in_fs, self.inputs, cfg.id_column,
-                                            cfg.text_column, cfg.task_column)
-        ]
+        return {"id_column": cfg.id_column, "text_column": cfg.text_column,
+                "task_column": cfg.task_column, "n_requests": len(self.requests),
+                "stats": stats, "schema": self._plan_input, "model": self.model,
+                "requests": self.requests, "versions": self.versions,
+                "model_identity": self.model.identity, "run_id": self.run_id,
+                "calibration": self.calibration}
+
+    @staticmethod
+    def _kwargs(stage: Stage, arguments: dict) -> dict:
+        params = inspect.signature(stage.fn).parameters
+        return {k: v for k, v in arguments.items() if k in params}
+
+    @functools.cached_property
+    def _plan_input(self) -> pa.Schema:
+        return stages.plan_input(contract.stored_columns(self.stages))
+
+    def _inputs(self, stats=None) -> list:
+        """The input datasets through the stages that run on input files (Normalize)."""
+        cfg, arguments = self.config, self._arguments(stats)
+        datasets = locations.read_inputs(self.in_fs, self.inputs, cfg.id_column,
+                                         cfg.text_column, cfg.task_column)
+        for s in (s for s in self.stages if s.runs == INPUT):
+            datasets = [ds.map_batches(s, batch_format="pyarrow", batch_size=None,
+                                       fn_kwargs=self._kwargs(s, arguments), **s.resources)
+                        for ds in datasets]
+        return datasets
 
     def _stored(self):
         """The stored annotations a plan can use, as plan input (side "old"), or None: one
         snapshot's rows of this model and these prompt versions (pushed down to partitions and
         file statistics) whose text hash occurs in tonight's input (or is null), so the shuffle
-        carries what is new plus its matches, not the whole history."""
+        carries what is new plus its matches, not the whole history; the columns the stages
+        declare (`Stage.stored`) that the table has (an older table lacks newer ones)."""
         import ray.data
 
         if not self._holds_answers:
@@ -302,13 +330,16 @@ class Annotator:
         if len(hashes) <= MATCH_LIMIT:
             sha = pads.field("text_sha256")
             held = held & (sha.isin(hashes) | sha.is_null())
-        stored = {f.name for f in dt.schema().fields}  # a table older than a column lacks it
-        columns = [c for c in stages.NEEDS["plan"] if c in stored] + ["model"]
-        return ray.data.read_delta(
-            self.table.uri, version=dt.version(), storage_options=self.table.options,
-            columns=columns, filter=held).map_batches(
-            stages.stored_for_model, batch_format="pyarrow", batch_size=None,
-            fn_kwargs={"model": self.model})
+        stored = {f.name for f in dt.schema().fields}
+        columns = [c for c in contract.stored_columns(self.stages) if c in stored]
+        ds = ray.data.read_delta(self.table.uri, version=dt.version(),
+                                 storage_options=self.table.options, columns=columns,
+                                 filter=held)
+        arguments = self._arguments()
+        for s in (s for s in self.stages if s.runs == STORED):
+            ds = ds.map_batches(s, batch_format="pyarrow", batch_size=None,
+                                fn_kwargs=self._kwargs(s, arguments), **s.resources)
+        return ds
 
     @functools.cached_property
     def _snapshot(self):
@@ -362,35 +393,46 @@ class Annotator:
 
     def planned(self, stats=None):
         """The lazy Ray dataset of what to ask the engine: one row per distinct text and task
-        request, with the doc_ids it answers and any stored answer to reuse."""
-        cfg = self.config
+        request, with the doc_ids it answers and any stored answer to reuse (the stages that
+        run on a text partition, in one task per partition)."""
         parts = self._inputs(stats)
         stored = self._stored()
         if stored is not None:
             parts.append(stored)
-        return _union(parts).repartition(cfg.shuffle_partitions, keys=["text_sha256"]).map_batches(
-            stages.plan, batch_format="pyarrow", batch_size=None,
-            fn_kwargs={"requests": self.requests, "versions": self.versions, "stats": stats})
+        arguments = self._arguments(stats)
+        steps = [(s, self._kwargs(s, arguments)) for s in self.stages if s.runs == PARTITION]
+        return _union(parts).repartition(self.config.shuffle_partitions,
+                                         keys=["text_sha256"]).map_batches(
+            stages.run_chain, batch_format="pyarrow", batch_size=None,
+            fn_kwargs={"steps": steps})
 
     def dataset(self, stats=None):
-        """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`)."""
+        """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`): the
+        plan, then the stages after it (the engine's actor pool, Parse)."""
         import ray.data
 
-        cfg = self.config
-        answered = self.planned(stats).map_batches(
-            EngineStage, batch_format="pyarrow", batch_size=cfg.batch_size,
-            fn_constructor_kwargs={"config": cfg.engine, "stats": stats,
-                                   "engine_class": self.engine_class,
-                                   "eager": self.engine_wanted()},
-            compute=ray.data.ActorPoolStrategy(size=cfg.concurrency), **self.resources())
-        return answered.map_batches(
-            stages.parse, batch_format="pyarrow", batch_size=None,
-            fn_kwargs={"model": self.model.identity, "run_id": self.run_id,
-                       "calibration": self.calibration})
+        cfg, arguments = self.config, self._arguments(stats)
+        ds = self.planned(stats)
+        placed = {INPUT, STORED, PARTITION}
+        for s in (s for s in self.stages if s.runs not in placed):
+            if s.runs == ACTORS:
+                ds = ds.map_batches(
+                    s.fn, batch_format="pyarrow", batch_size=cfg.batch_size,
+                    fn_constructor_kwargs={"config": cfg.engine, "stats": stats,
+                                           "engine_class": ENGINES[self.model.engine],
+                                           "eager": self.engine_wanted(), **s.args},
+                    compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
+                    **self.resources())
+            else:
+                ds = ds.map_batches(s, batch_format="pyarrow", batch_size=None,
+                                    fn_kwargs=self._kwargs(s, arguments), **s.resources)
+        return ds
 
     def resources(self) -> dict:
         """Ray resources of one engine actor (needs Ray started: `auto` looks for GPUs)."""
-        return engine_resources(self.config.engine)
+        engine = next(s for s in self.stages if s.runs == ACTORS)
+        return (engine.resources(self.config.engine) if callable(engine.resources)
+                else engine.resources)
 
     def _calibration_tag(self) -> str:
         """Which calibration this run applies, as its rows record it."""

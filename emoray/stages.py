@@ -1,9 +1,13 @@
-"""The CPU stages of the annotation pipeline, each a vectorised function over an Arrow batch.
+"""The CPU stages of the annotation pipeline, each a vectorised function over an Arrow batch
+declared with its row contract (`emoray.contract.Stage`: what it runs on, the columns it needs,
+adds and drops, the stored columns it reads).
 
-Every stage names the columns it needs (`NEEDS`) and checks them on entry (`require`); the input
-columns are checked by `emoray.locations.screen_files` on the driver before anything runs, and the
-engine starts only on the first prompt, so a broken chain fails before any GPU work. None of
-these stages does GPU work; they run as Ray tasks that Ray Data fuses with their neighbours.
+    Normalize → (stored rows) → ExpandRequests → SkipHeld → AttachReuse → GroupByText → … → Parse
+
+The four plan stages run on one text-hash partition, where tonight's input rows (side "new")
+and the stored rows of the same texts (side "old") meet; the pipeline checks the chain before
+Ray starts (`contract.check`) and each stage checks its batch on entry. None of these stages
+does GPU work.
 """
 
 from __future__ import annotations
@@ -16,29 +20,22 @@ import pyarrow.compute as pc
 
 from emoray.answers import ParseError
 from emoray.calibration import Calibration, calibrate_rows
+from emoray.contract import (
+    ALL,
+    BATCHES,
+    INPUT,
+    PARTITION,
+    STORED,
+    Stage,
+    stored_columns,
+)
 from emoray.models import ModelSpec
 from emoray.statuses import LATEST, NOT_HELD, REUSABLE, TEXT_PROBLEMS
 from emoray.table import SCHEMA
 from emoray.tasks import TASKS, TaskRequest
 
-NEEDS = {
-    "plan": ("side", "doc_id", "text_sha256", "text", "text_status", "request", "task", "target",
-             "prompt_version", "raw_output", "score", "confidence", "raw_confidence", "status",
-             "annotated_at", "run_id"),
-    "engine": ("doc_ids", "text_sha256", "text", "text_status", "task", "target", "prompt_version",
-               "cached_output", "cached_confidence", "cached_score", "cached_status"),
-    "parse": ("doc_ids", "text_sha256", "task", "target", "prompt_version", "raw_output",
-              "confidence", "expected_score", "truncated", "error", "finish_reason",
-              "text_status"),
-}
-
-
-def require(batch: pa.Table, stage: str) -> None:
-    """Fail with the stage's name and the missing columns when a batch lacks what it needs."""
-    missing = [c for c in NEEDS[stage] if c not in batch.column_names]
-    if missing:
-        raise ValueError(f"stage {stage} needs columns {missing}; got {batch.column_names}")
-
+NEW_ROW = ("side", "doc_id", "text_sha256", "text", "text_status", "request")
+"""Columns of an input row as normalized (all strings)."""
 
 def _check_text(raw: bytes | None) -> tuple[str | None, str | None, str]:
     """(text, sha256 of the exact bytes, text_status) of one input value."""
@@ -53,10 +50,10 @@ def _check_text(raw: bytes | None) -> tuple[str | None, str | None, str]:
 
 
 def normalize(batch: pa.Table, id_column: str, text_column: str, task_column: str | None = None,
-              n_requests: int = 1, stats=None) -> pa.Table:
+              n_requests: int = 1, stats=None, schema: pa.Schema | None = None) -> pa.Table:
     """Input rows → doc_id (string), text, text_sha256, text_status (`ok`, or why no
     prompt can be sent: `empty_text`, `invalid_text`) and the row's own task request (when the
-    input names one), as plan input. Texts are read as bytes so one invalid value marks its row
+    input names one), as plan input (`schema`, default `PLAN_INPUT`). Texts are read as bytes so one invalid value marks its row
     instead of failing the file. Counts rows in and the row x task pairs they ask for."""
     ids = pc.cast(batch[id_column], pa.string())
     request = (pc.cast(batch[task_column], pa.string()) if task_column
@@ -71,20 +68,8 @@ def normalize(batch: pa.Table, id_column: str, text_column: str, task_column: st
     return as_plan_input(pa.table({
         "doc_id": ids, "text": pa.array(texts, pa.string()),
         "text_sha256": pa.array(sha, pa.string()),
-        "text_status": pa.array(status, pa.string()), "request": request}), "new")
+        "text_status": pa.array(status, pa.string()), "request": request}), "new", schema)
 
-
-PLAN_INPUT = pa.schema([
-    ("side", pa.string()), ("doc_id", pa.string()), ("text_sha256", pa.string()),
-    ("text", pa.string()), ("text_status", pa.string()), ("request", pa.string()),
-    ("task", pa.string()),
-    ("target", pa.string()),
-    ("prompt_version", pa.string()), ("raw_output", pa.string()), ("score", pa.float64()),
-    ("confidence", pa.float64()),
-    ("raw_confidence", pa.float64()), ("status", pa.string()),
-    ("annotated_at", pa.timestamp("us", tz="UTC")), ("run_id", pa.string()),
-])
-"""Rows entering the plan: input rows (side "new") and stored annotations (side "old")."""
 
 def sends_prompt(text_status: str, cached_output: str | None) -> bool:
     """Whether a planned row costs a prompt: its text is usable and no stored answer for the
@@ -95,20 +80,23 @@ def sends_prompt(text_status: str, cached_output: str | None) -> bool:
 DISCRETE = tuple(name for name, task in TASKS.items() if task.answer.discrete)
 
 
-def as_plan_input(batch: pa.Table, side: str) -> pa.Table:
-    """Pad input rows or stored annotation rows to the plan's common schema."""
+def as_plan_input(batch: pa.Table, side: str, schema: pa.Schema | None = None) -> pa.Table:
+    """Pad input rows or stored annotation rows to the plan's common schema (`schema`, default
+    `PLAN_INPUT`), so both meet in one table after the shuffle."""
+    schema = schema or PLAN_INPUT
     n = batch.num_rows
     cols = {"side": pa.array([side] * n, pa.string())}
-    for f in PLAN_INPUT:
+    for f in schema:
         if f.name != "side":
             cols[f.name] = (pc.cast(batch[f.name], f.type) if f.name in batch.column_names
                             else pa.nulls(n, f.type))
-    return pa.table(cols, schema=PLAN_INPUT)
+    return pa.table(cols, schema=schema)
 
 
-def stored_for_model(batch: pa.Table, model: ModelSpec) -> pa.Table:
+def stored_for_model(batch: pa.Table, model: ModelSpec,
+                     schema: pa.Schema | None = None) -> pa.Table:
     """Stored annotation rows of `model` (`ModelSpec.same_model`), as plan input."""
-    return as_plan_input(batch.filter(model.same_model(batch["model"])), "old")
+    return as_plan_input(batch.filter(model.same_model(batch["model"])), "old", schema)
 
 
 def _keys(t: pa.Table) -> pa.Table:
@@ -119,33 +107,51 @@ def _keys(t: pa.Table) -> pa.Table:
     return t.append_column("sha_key", sha).append_column("task_key", task_key)
 
 
-def plan(batch: pa.Table, requests: list[TaskRequest], versions: dict[str, str],
-         stats=None) -> pa.Table:
-    """Decide, for one hash partition (every row of a text hash lands in the same one), what
-    each input row × task needs: nothing (the table already holds it for this doc and text),
-    the stored answer for the same text (reuse), or a prompt. Texts needing a prompt are
-    grouped so each is sent once, with the list of doc_ids to fan its answer out to.
-    Requests are laid out task-major so consecutive prompts share their instruction prefix.
-    A row naming its own request (`request` column) is asked that one only. `versions`: the
-    prompt version of each task (`EngineConfig.prompt_version`)."""
-    require(batch, "plan")
-    side = batch["side"]
-    new = batch.filter(pc.equal(side, "new")).select(
-        ["doc_id", "text_sha256", "text", "text_status", "request"])
-    old = _keys(batch.filter(pc.equal(side, "old")))
-    wanted = []
+def _side(batch: pa.Table, side: str) -> pa.Table:
+    return batch.filter(pc.equal(batch["side"], side))
+
+
+def expand_requests(batch: pa.Table, requests: list[TaskRequest],
+                    versions: dict[str, str]) -> pa.Table:
+    """Each input row × the task requests it asks (all of them, or the one its `request`
+    column names), with the task's prompt version (`versions`, `EngineConfig.prompt_version`);
+    stored rows pass through."""
+    new = _side(batch, "new")
+    wanted = [_side(batch, "old")]
     for r in requests:
         asks = new.filter(pc.or_kleene(pc.is_null(new["request"]),
-                                       pc.equal(new["request"], r.key))).drop_columns(["request"])
+                                       pc.equal(new["request"], r.key)))
         n = asks.num_rows
-        wanted.append(asks.append_column("task", pa.array([r.task.name] * n, pa.string()))
-                      .append_column("target", pa.array([r.target] * n, pa.string()))
-                      .append_column("prompt_version", pa.array(
-                          [versions[r.task.name]] * n, pa.string())))
-    wanted = _keys(pa.concat_tables(wanted))
+        for name, value in (("task", r.task.name), ("target", r.target),
+                            ("prompt_version", versions[r.task.name])):
+            asks = asks.set_column(asks.schema.get_field_index(name), name,
+                                   pa.array([value] * n, pa.string()))
+        wanted.append(asks)
+    return pa.concat_tables(wanted).drop_columns(["request"])
+
+
+def skip_held(batch: pa.Table, stats=None) -> pa.Table:
+    """Drop each input row × task the table already holds for this doc and text (any stored
+    status but `statuses.NOT_HELD`, under the same prompt version); stored rows pass through."""
+    new, old = _keys(_side(batch, "new")), _keys(_side(batch, "old"))
     held = old.filter(pc.invert(pc.is_in(old["status"], pa.array(NOT_HELD)))).select(
         ["doc_id", "sha_key", "task_key"])
-    todo = wanted.join(held, keys=["doc_id", "sha_key", "task_key"], join_type="left anti")
+    todo = new.join(held, keys=["doc_id", "sha_key", "task_key"], join_type="left anti")
+    if stats is not None:
+        stats.add.remote(already_held=new.num_rows - todo.num_rows)
+    return pa.concat_tables([old, todo.select(old.column_names)]).drop_columns(
+        ["sha_key", "task_key"])
+
+
+REUSED = ("cached_output", "cached_confidence", "cached_score", "cached_status")
+"""A stored answer for the same text and task attached to an input row (null: none)."""
+WANTED = ("doc_id", "text_sha256", "text", "text_status", "task", "target", "prompt_version")
+
+
+def attach_reuse(batch: pa.Table) -> pa.Table:
+    """Input rows, each with the latest (`statuses.LATEST`) reusable stored answer for the same
+    text, task and prompt version (`statuses.REUSABLE`), if any; stored rows leave here."""
+    new, old = _keys(_side(batch, "new")), _keys(_side(batch, "old"))
     reusable = old.filter(pc.is_in(old["status"], pa.array(REUSABLE)))
     # a class answer stored before raw_confidence existed: its confidence was the model's own;
     # a regression answer's then meant something else (its tokens' probability): none
@@ -161,22 +167,85 @@ def plan(batch: pa.Table, requests: list[TaskRequest], versions: dict[str, str],
               .rename_columns({"raw_output_first": "cached_output",
                                "raw_confidence_first": "cached_confidence",
                                "score_first": "cached_score", "status_first": "cached_status"}))
-    todo = todo.join(latest, keys=["sha_key", "task_key"], join_type="left outer")
-    grouped = todo.group_by(["sha_key", "task_key"], use_threads=False).aggregate([
-        ("doc_id", "list"), ("text_sha256", "first"), ("text", "first"),
-        ("text_status", "first"),
-        ("task", "first"), ("target", "first"), ("prompt_version", "first"),
-        ("cached_output", "first"), ("cached_confidence", "first"), ("cached_score", "first"),
-        ("cached_status", "first"),
-    ])
+    return (new.select([*WANTED, "sha_key", "task_key"])
+            .join(latest, keys=["sha_key", "task_key"], join_type="left outer")
+            .select([*WANTED, *REUSED]))
+
+
+PROMPT_ROW = ("doc_ids", "text_sha256", "text", "text_status", "task", "target",
+              "prompt_version", *REUSED)
+"""One distinct text × task request: what the engine is asked, and the docs its answer is for."""
+
+
+def group_by_text(batch: pa.Table, requests: list[TaskRequest]) -> pa.Table:
+    """One row per distinct text and task request, with the list of doc_ids to fan its answer
+    out to, laid out task-major (in `requests` order) so consecutive prompts share their
+    instruction prefix."""
+    keyed = _keys(batch)
+    grouped = keyed.group_by(["sha_key", "task_key"], use_threads=False).aggregate([
+        ("doc_id", "list"), *((c, "first") for c in PROMPT_ROW[1:])])
     grouped = grouped.rename_columns([c.removesuffix("_first").replace("doc_id_list", "doc_ids")
                                       for c in grouped.column_names])
     order = {r.task.name: i for i, r in enumerate(requests)}
     rank = pa.array([order[t] for t in grouped["task"].to_pylist()], pa.int32())
-    grouped = grouped.append_column("_rank", rank).sort_by([("_rank", "ascending")])
-    if stats is not None:
-        stats.add.remote(already_held=wanted.num_rows - todo.num_rows)
-    return grouped.select(list(NEEDS["engine"]))
+    return grouped.append_column("_rank", rank).sort_by([("_rank", "ascending")]).select(
+        list(PROMPT_ROW))
+
+
+NORMALIZE = Stage(
+    "Normalize", INPUT, normalize, adds=NEW_ROW)
+"""Its input columns are the configured ones (`id_column`, `text_column`, `task_column`),
+checked in every input file by `locations.screen_files` before Ray starts."""
+READ_STORED = Stage(
+    "ReadStored", STORED, stored_for_model, stored=("model",))
+"""The stored rows of this model (the read takes the `stored` columns of every stage)."""
+EXPAND_REQUESTS = Stage(
+    "ExpandRequests", PARTITION, expand_requests,
+    needs=("side", "doc_id", "text_sha256", "text", "text_status", "request"),
+    adds=("task", "target", "prompt_version"), drops=("request",))
+SKIP_HELD = Stage(
+    "SkipHeld", PARTITION, skip_held,
+    needs=("side", "doc_id", "text_sha256", "task", "target", "prompt_version"),
+    stored=("doc_id", "text_sha256", "task", "target", "prompt_version", "status"))
+ATTACH_REUSE = Stage(
+    "AttachReuse", PARTITION, attach_reuse, needs=("side", *WANTED), adds=REUSED,
+    drops=("side",),
+    stored=("text_sha256", "task", "target", "prompt_version", "raw_output", "raw_confidence",
+            "confidence", "score", "status", *(c for c, _ in LATEST)))
+GROUP_BY_TEXT = Stage(
+    "GroupByText", PARTITION, group_by_text, needs=(*WANTED, *REUSED), adds=("doc_ids",),
+    drops=("doc_id",))
+PLAN = (EXPAND_REQUESTS, SKIP_HELD, ATTACH_REUSE, GROUP_BY_TEXT)
+
+
+def plan_input(stored: list[str]) -> pa.Schema:
+    """The common schema of input and stored rows in a partition: the normalized input row's
+    columns, then the `stored` columns the stages read (the table's types)."""
+    fields = [pa.field(c, pa.string()) for c in NEW_ROW]
+    return pa.schema(fields + [pa.field(c, SCHEMA.field(c).type) for c in stored
+                               if c not in NEW_ROW and c != "model"])
+
+
+PLAN_INPUT = plan_input(stored_columns(PLAN))
+"""Rows entering the plan: input rows (side "new") and stored annotations (side "old")."""
+
+
+def run_chain(batch: pa.Table, steps: list[tuple[Stage, dict]]) -> pa.Table:
+    """Run stages one after the other on one batch (the plan stages of one partition)."""
+    for stage, kwargs in steps:
+        batch = stage(batch, **kwargs)
+    return batch
+
+
+def plan(batch: pa.Table, requests: list[TaskRequest], versions: dict[str, str],
+         stats=None) -> pa.Table:
+    """Decide, for one hash partition (every row of a text hash lands in the same one), what
+    each input row × task needs: nothing (the table already holds it for this doc and text),
+    the stored answer for the same text (reuse), or a prompt, one per distinct text: the four
+    `PLAN` stages in order."""
+    return run_chain(batch, [(EXPAND_REQUESTS, {"requests": requests, "versions": versions}),
+                             (SKIP_HELD, {"stats": stats}), (ATTACH_REUSE, {}),
+                             (GROUP_BY_TEXT, {"requests": requests})])
 
 
 def _status(text_status: str, raw: str | None, error: str | None, truncated: bool, task: str,
@@ -196,13 +265,12 @@ def _status(text_status: str, raw: str | None, error: str | None, truncated: boo
     return status, parsed.score, parsed.label, parsed.labels, note
 
 
-def parse(batch: pa.Table, model: str, run_id: str,
+def parse(batch: pa.Table, model_identity: str, run_id: str,
           calibration: Calibration | None = None) -> pa.Table:
     """Model answers → typed columns (`score`: the expected value where the engine gives one,
     else the parsed answer's), a status and the model's confidence after `calibration`
     (`calibration.calibrate_rows`), fanned out to one row per doc_id, in the annotation
     table's schema."""
-    require(batch, "parse")
     cols = batch.select(["text_status", "raw_output", "error", "truncated", "task",
                          "finish_reason"]).to_pydict()
     results = [_status(*row) for row in zip(*cols.values())]
@@ -226,8 +294,17 @@ def parse(batch: pa.Table, model: str, run_id: str,
     out = {name: pc.take(col, parents) for name, col in per_text.items()}
     out["doc_id"] = pc.list_flatten(doc_ids)
     n = len(out["doc_id"])
-    out["model"] = pa.array([model] * n, pa.string())
+    out["model"] = pa.array([model_identity] * n, pa.string())
     out["run_id"] = pa.array([run_id] * n, pa.string())
     now = datetime.now(timezone.utc)
     out["annotated_at"] = pa.array([now] * n, pa.timestamp("us", tz="UTC"))
     return pa.table({f.name: out[f.name] for f in SCHEMA}, schema=SCHEMA)
+
+
+PARSE = Stage(
+    "Parse", BATCHES, parse,
+    needs=("doc_ids", "text_sha256", "task", "target", "prompt_version", "raw_output",
+           "confidence", "expected_score", "truncated", "error", "finish_reason",
+           "text_status"),
+    adds=tuple(SCHEMA.names), drops=ALL)
+"""Answers → the annotation table's rows, one per doc_id."""

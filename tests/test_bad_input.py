@@ -133,5 +133,5 @@ def test_engine_error_becomes_failed_rows():
 
 
 def test_stage_names_missing_columns():
-    with pytest.raises(ValueError, match=r"stage parse needs columns \['doc_ids'"):
-        stages.parse(_answered("0.5").drop_columns(["doc_ids"]), "m", "r")
+    with pytest.raises(ValueError, match=r"stage Parse needs columns \['doc_ids'"):
+        stages.PARSE(_answered("0.5").drop_columns(["doc_ids"]), "m", "r")

@@ -43,7 +43,7 @@ def stored(rows: list[dict]) -> pa.Table:
 
 def plan(*parts: pa.Table) -> list[dict]:
     out = stages.plan(pa.concat_tables(parts), REQUESTS, VERSIONS)
-    assert tuple(out.column_names) == stages.NEEDS["engine"]
+    assert tuple(out.column_names) == stages.PROMPT_ROW
     return out.to_pylist()
 
 
@@ -112,3 +112,64 @@ def test_plan_reuses_the_latest_answer_by_the_one_rule():
     ])
     (row,) = [r for r in plan(new_rows([("a", "so happy")]), old) if r["task"] == "v_reg"]
     assert row["cached_output"] == "0.7"
+
+
+def partition(*parts: pa.Table) -> pa.Table:
+    return pa.concat_tables(parts)
+
+
+def test_expand_requests_asks_each_row_its_requests_and_passes_stored_rows():
+    old = stored([{"doc": "z", "text": "so sad", "task": "v_reg", "answer": "0.1"}])
+    out = stages.EXPAND_REQUESTS(
+        partition(new_rows([("a", "so happy"), ("b", "so sad")], request=["v_reg", None]), old),
+        requests=REQUESTS, versions=VERSIONS)
+    assert "request" not in out.column_names
+    rows = out.to_pylist()
+    assert sorted((r["side"], r["doc_id"], r["task"], r["prompt_version"]) for r in rows) == [
+        ("new", "a", "v_reg", "vr1"), ("new", "b", "v_oc", "vo1"), ("new", "b", "v_reg", "vr1"),
+        ("old", "z", "v_reg", "vr1")]
+
+
+def _expanded(*parts: pa.Table) -> pa.Table:
+    return stages.EXPAND_REQUESTS(partition(*parts), requests=REQUESTS, versions=VERSIONS)
+
+
+def test_skip_held_drops_what_the_table_holds_for_the_doc_and_keeps_failures():
+    old = stored([
+        {"doc": "a", "text": "so happy", "task": "v_reg", "answer": "0.2"},
+        {"doc": "a", "text": "so happy", "task": "v_oc", "answer": "1", "status": "failed"},
+        {"doc": "b", "text": "so sad", "task": "v_reg", "answer": "0.1", "version": "old"},
+        {"doc": "z", "text": "so sad", "task": "v_oc", "answer": "0"},
+    ])
+    out = stages.SKIP_HELD(_expanded(new_rows([("a", "so happy"), ("b", "so sad")]), old))
+    assert out.schema == _expanded(new_rows([("a", "x")])).schema
+    new = sorted((r["doc_id"], r["task"]) for r in out.to_pylist() if r["side"] == "new")
+    # (a, v_reg) is held; a's failed v_oc is asked again; b's v_reg was another version;
+    # z's answer for b's text is not b's
+    assert new == [("a", "v_oc"), ("b", "v_oc"), ("b", "v_reg")]
+    assert sum(r["side"] == "old" for r in out.to_pylist()) == 4
+
+
+def test_attach_reuse_gives_input_rows_the_latest_reusable_answer_and_drops_stored_rows():
+    old = stored([
+        {"doc": "x", "text": "so happy", "task": "v_reg", "answer": "0.3", "hour": 1},
+        {"doc": "y", "text": "so happy", "task": "v_reg", "answer": "0.8", "hour": 2},
+        {"doc": "w", "text": "so happy", "task": "v_oc", "answer": "2", "status": "failed"},
+    ])
+    out = stages.ATTACH_REUSE(_expanded(new_rows([("a", "so happy"), ("b", "so sad")]), old))
+    assert tuple(out.column_names) == (*stages.WANTED, *stages.REUSED)
+    got = {(r["doc_id"], r["task"]): r["cached_output"] for r in out.to_pylist()}
+    assert got == {("a", "v_reg"): "0.8", ("a", "v_oc"): None,
+                   ("b", "v_reg"): None, ("b", "v_oc"): None}
+
+
+def test_group_by_text_sends_each_text_once_per_task_in_request_order():
+    wanted = stages.ATTACH_REUSE(_expanded(new_rows(
+        [("a", "so happy"), ("b", "so sad"), ("c", "so happy")])))
+    out = stages.GROUP_BY_TEXT(wanted, requests=REQUESTS)
+    assert tuple(out.column_names) == stages.PROMPT_ROW
+    rows = out.to_pylist()
+    assert [r["task"] for r in rows] == ["v_oc", "v_oc", "v_reg", "v_reg"]
+    assert sorted((r["task"], r["text"], tuple(sorted(r["doc_ids"]))) for r in rows) == [
+        ("v_oc", "so happy", ("a", "c")), ("v_oc", "so sad", ("b",)),
+        ("v_reg", "so happy", ("a", "c")), ("v_reg", "so sad", ("b",))]

@@ -1,0 +1,128 @@
+"""The row contract between the pipeline's stages: each stage declares what it runs on, the
+columns it needs, adds and drops, the stored-table columns it reads, its Ray resources and its
+table-in/table-out function (`Stage`); `check` proves, before Ray starts, that every stage's
+needs are met by the stages before it, and `render` prints the list for the README.
+
+Following Ray's `ray.data.llm` (stages return the input keys they need) and NeMo Curator
+(stages declare inputs, outputs and resources), so a new stage is one declaration plus its
+place in the pipeline's list (`emoray.pipeline.STAGES`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from emoray.config import ConfigError
+
+INPUT = "input files"
+"""Runs on each input dataset as read, before it meets the stored rows."""
+STORED = "stored table"
+"""Reads the table's stored rows (its `stored` columns) to join with tonight's input."""
+PARTITION = "text partition"
+"""Runs on one hash partition of the text hash after the shuffle: every input and stored row
+of a text meet in one table."""
+ACTORS = "engine actors"
+"""A pool of Ray actors, each holding a model; rows arrive in `batch_size` batches."""
+BATCHES = "row batches"
+"""Runs on any batch of rows, fused by Ray Data with its neighbours."""
+
+CPU_TASK = {"num_cpus": 1}
+"""Ray resources of a CPU stage's task (Ray Data's default for a task)."""
+
+ALL = ("*",)
+"""`drops=ALL`: the stage's output holds its `adds` only."""
+
+
+class ContractError(ConfigError):
+    """A stage needs a column no stage before it gives (or its function broke its promise)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline and its declared row contract.
+
+    `fn` is a function `(batch, **kwargs) -> batch` or, for `ACTORS`, a callable class whose
+    constructor loads what the stage holds; `args` are constructor arguments fixed by the
+    declaration (e.g. the engine class of a variant); `resources` a Ray resources dict or a
+    function of the engine config that returns one."""
+
+    name: str
+    runs: str
+    fn: Callable
+    needs: tuple[str, ...] = ()
+    adds: tuple[str, ...] = ()
+    drops: tuple[str, ...] = ()
+    stored: tuple[str, ...] = ()
+    """Columns of the stored table this stage reads from the stored rows of its partition."""
+    resources: dict | Callable = field(default_factory=lambda: dict(CPU_TASK))
+    args: dict = field(default_factory=dict)
+
+    def __call__(self, batch: pa.Table, *args, **kwargs) -> pa.Table:
+        """Run a function stage on `batch`, checking its needs on entry and its adds on exit."""
+        require(batch, self)
+        out = self.fn(batch, *args, **kwargs)
+        missing = [c for c in self.adds if c not in out.column_names]
+        if missing:
+            raise ContractError(f"stage {self.name} promised columns {missing}; its output has "
+                                f"{out.column_names}")
+        return out
+
+    def after(self, columns: set[str]) -> set[str]:
+        """The columns a batch holds after this stage, given those it held before."""
+        kept = set() if self.drops == ALL else columns - set(self.drops)
+        return kept | set(self.adds)
+
+
+def require(batch: pa.Table, stage: Stage) -> None:
+    """Fail with the stage's name and the missing columns when a batch lacks what it needs."""
+    missing = [c for c in stage.needs if c not in batch.column_names]
+    if missing:
+        raise ContractError(f"stage {stage.name} needs columns {missing}; got "
+                            f"{batch.column_names}")
+
+
+def stored_columns(stages: tuple[Stage, ...]) -> list[str]:
+    """The stored-table columns the stages read, in first-declared order (the stored read
+    takes exactly these)."""
+    return list(dict.fromkeys(c for s in stages for c in s.stored))
+
+
+def check(stages: tuple[Stage, ...], table_columns: list[str]) -> None:
+    """Before Ray starts: each stage's needs are given by a stage before it, and each stored
+    column it reads is a column of the table (`table_columns`). Raises ContractError naming
+    the stage, the missing columns and what the stages before it give."""
+    have: set[str] = set()
+    for s in stages:
+        missing = [c for c in s.needs if c not in have]
+        if missing:
+            given = ", ".join(sorted(have)) or "nothing"
+            raise ContractError(f"stage {s.name} needs columns {missing} that no stage before it "
+                                f"gives (they give: {given})")
+        unknown = [c for c in s.stored if c not in table_columns]
+        if unknown:
+            raise ContractError(f"stage {s.name} reads stored columns {unknown} that the "
+                                "annotation table does not have")
+        have = s.after(have)
+
+
+def _resources(r: dict | Callable) -> str:
+    if callable(r):
+        return (r.__doc__ or r.__name__).strip().splitlines()[0]
+    return ", ".join(f"{k} {v}" for k, v in r.items())
+
+
+def render(stages: tuple[Stage, ...]) -> str:
+    """The stage list as a Markdown table (the README's architecture section holds it)."""
+    lines = ["| # | stage | runs on | needs | adds | drops | resources |",
+             "|---|---|---|---|---|---|---|"]
+    for i, s in enumerate(stages, 1):
+        needs = ", ".join(s.needs) or "-"
+        if s.stored:
+            needs += "; stored: " + ", ".join(s.stored)
+        drops = "all but its adds" if s.drops == ALL else ", ".join(s.drops) or "-"
+        lines.append(f"| {i} | {s.name} | {s.runs} | {needs} | {', '.join(s.adds) or '-'} | "
+                     f"{drops} | {_resources(s.resources)} |")
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""The declared row contract (`emoray.contract`): the pipeline's stage list is checked before
+Ray starts, the stored read takes the columns the stages declare, and the README's stage table
+is the one the declarations render. Milliseconds, no Ray."""
+
+import dataclasses
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from emoray import contract, stages
+from emoray.config import AnnotateConfig
+from emoray.contract import ContractError, Stage
+from emoray.engine_stage import ENGINE
+from emoray.pipeline import STAGES, Annotator
+from emoray.table import SCHEMA
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_pipeline_list_meets_every_need():
+    contract.check(STAGES, SCHEMA.names)
+    assert [s.name for s in STAGES] == [
+        "Normalize", "ReadStored", "ExpandRequests", "SkipHeld", "AttachReuse", "GroupByText",
+        "Engine", "Parse"]
+
+
+def test_a_stage_before_what_it_needs_is_refused_naming_it():
+    moved = (STAGES[0], STAGES[1], STAGES[3], STAGES[2], *STAGES[4:])
+    with pytest.raises(ContractError, match=r"stage SkipHeld needs columns \['task', 'target', "
+                       r"'prompt_version'\] that no stage before it gives \(they give: doc_id, "
+                       r"request, side, text, text_sha256, text_status\)"):
+        contract.check(moved, SCHEMA.names)
+
+
+def test_an_engine_stage_missing_a_declared_output_is_refused_before_ray():
+    broken = dataclasses.replace(ENGINE, name="Engine (broken)", adds=ENGINE.adds[1:])
+    with pytest.raises(ContractError, match=r"stage Parse needs columns \['raw_output'\]"):
+        Annotator(AnnotateConfig(), engine=broken)
+
+
+def test_a_stored_column_the_table_lacks_is_refused():
+    reads = dataclasses.replace(stages.SKIP_HELD, stored=("doc_id", "sentiment"))
+    with pytest.raises(ContractError, match=r"stage SkipHeld reads stored columns "
+                       r"\['sentiment'\] that the annotation table does not have"):
+        contract.check((*STAGES[:3], reads, *STAGES[4:]), SCHEMA.names)
+
+
+def test_the_stored_read_takes_the_declared_columns():
+    assert contract.stored_columns(STAGES) == [
+        "model", "doc_id", "text_sha256", "task", "target", "prompt_version", "status",
+        "raw_output", "raw_confidence", "confidence", "score", "annotated_at", "run_id"]
+    assert stages.PLAN_INPUT.names == [
+        "side", "doc_id", "text_sha256", "text", "text_status", "request", "task", "target",
+        "prompt_version", "status", "raw_output", "raw_confidence", "confidence", "score",
+        "annotated_at", "run_id"]
+
+
+def test_a_stage_that_breaks_its_promise_fails_naming_it():
+    liar = Stage("Liar", contract.BATCHES, lambda batch: batch, needs=("a",), adds=("b",))
+    with pytest.raises(ContractError, match=r"stage Liar promised columns \['b'\]; its output "
+                       r"has \['a'\]"):
+        liar(pa.table({"a": [1]}))
+    with pytest.raises(ContractError, match=r"stage Liar needs columns \['a'\]; got \['x'\]"):
+        liar(pa.table({"x": [1]}))
+
+
+def test_the_readme_stage_table_is_generated_from_the_declarations():
+    """`emoray stages` prints it; paste its output into the README when a stage changes."""
+    assert contract.render(STAGES) in README.read_text()
