@@ -315,20 +315,21 @@ class Annotator:
                         for ds in datasets]
         return datasets
 
-    def _stored(self):
+    def _stored(self, snapshot=None):
         """The stored annotations a plan can use, as plan input (side "old"), or None: one
-        snapshot's rows of this model and these prompt versions (pushed down to partitions and
-        file statistics) whose text hash occurs in tonight's input (or is null), so the shuffle
-        carries what is new plus its matches, not the whole history; the columns the stages
-        declare (`Stage.stored`) that the table has (an older table lacks newer ones)."""
+        snapshot's rows (default: the run's, when it holds answers) of this model and these
+        prompt versions (pushed down to partitions and file statistics) whose text hash occurs
+        in tonight's input (or is null), so the shuffle carries what is new plus its matches,
+        not the whole history; the columns the stages declare (`Stage.stored`) that the table
+        has (an older table lacks newer ones)."""
         import ray.data
 
-        if not self._holds_answers:
+        if snapshot is None and not self._holds_answers:
             return None
-        dt, held = self._snapshot, self._held
+        dt, held = snapshot or self._snapshot, self._held
         hashes = self._input_hashes
         if len(hashes) <= MATCH_LIMIT:
-            sha = pads.field("text_sha256")
+            sha = table.field("text_sha256")
             held = held & (sha.isin(hashes) | sha.is_null())
         stored = {f.name for f in dt.schema().fields}
         columns = [c for c in contract.stored_columns(self.stages) if c in stored]
@@ -350,7 +351,7 @@ class Annotator:
     @functools.cached_property
     def _held(self) -> pads.Expression:
         """Stored rows of this model under tonight's prompt versions."""
-        return table.held_filter(self.model.same_model(pads.field("model")), self.versions)
+        return table.held_filter(self.model.same_model(table.field("model")), self.versions)
 
     @functools.cached_property
     def _holds_answers(self) -> bool:
@@ -377,8 +378,8 @@ class Annotator:
         hashes = self._input_hashes
         if len(hashes) > MATCH_LIMIT:
             return True
-        sha = pads.field("text_sha256")
-        seen = self._held & sha.isin(hashes) & pads.field("status").isin(list(SETTLED))
+        sha = table.field("text_sha256")
+        seen = self._held & sha.isin(hashes) & table.field("status").isin(list(SETTLED))
         keys = self._snapshot.to_pyarrow_dataset().to_table(
             columns=["text_sha256", "task", "target"], filter=seen)
         wanted = pa.table({"text_sha256": pa.array(hashes, pa.string())})
@@ -391,20 +392,37 @@ class Annotator:
                 return True
         return False
 
-    def planned(self, stats=None):
-        """The lazy Ray dataset of what to ask the engine: one row per distinct text and task
-        request, with the doc_ids it answers and any stored answer to reuse (the stages that
-        run on a text partition, in one task per partition)."""
+    def _partitioned(self, stored, steps: list[tuple[Stage, dict]], stats=None):
+        """Tonight's input and `stored` rows shuffled on the text hash, each partition through
+        `steps` in one task."""
         parts = self._inputs(stats)
-        stored = self._stored()
         if stored is not None:
             parts.append(stored)
-        arguments = self._arguments(stats)
-        steps = [(s, self._kwargs(s, arguments)) for s in self.stages if s.runs == PARTITION]
         return _union(parts).repartition(self.config.shuffle_partitions,
                                          keys=["text_sha256"]).map_batches(
             stages.run_chain, batch_format="pyarrow", batch_size=None,
             fn_kwargs={"steps": steps})
+
+    def planned(self, stats=None):
+        """The lazy Ray dataset of what to ask the engine: one row per distinct text and task
+        request, with the doc_ids it answers and any stored answer to reuse (the stages that
+        run on a text partition, in one task per partition)."""
+        arguments = self._arguments(stats)
+        return self._partitioned(self._stored(), [
+            (s, self._kwargs(s, arguments)) for s in self.stages if s.runs == PARTITION], stats)
+
+    def missing_pairs(self) -> int:
+        """Input row x task pairs the table does not hold now, under any status (this model,
+        these prompt versions): counted from the committed data by the plan's own ExpandRequests
+        and SkipHeld over a fresh snapshot. The run's verdict when the stages' counters (sent
+        fire-and-forget, so a retried task can count twice) disagree with the rows written."""
+        snapshot = self.table.snapshot() if self.table.exists() else None
+        stored = self._stored(snapshot) if snapshot is not None else None
+        steps = [(stages.EXPAND_REQUESTS, {"requests": self.requests, "versions": self.versions}),
+                 (stages.SKIP_HELD, {"not_held": ()})]
+        return sum(pc.sum(pc.equal(b["side"], "new")).as_py() or 0
+                   for b in self._partitioned(stored, steps).iter_batches(
+                       batch_format="pyarrow", batch_size=None))
 
     def dataset(self, stats=None):
         """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`): the
@@ -561,21 +579,22 @@ class Annotator:
             usage=usage, engine_actors=engines, engine_idle_share=idle_share(engines),
         )
         expected = counts.get("pairs", 0) - summary.already_held
-        summary.status = "ok" if summary.rows_out == expected else "incomplete"
+        missing = None if summary.rows_out == expected else self.missing_pairs()
+        summary.status = "incomplete" if missing else "ok"
         table.write_report(self.table, {
             **summary.as_dict(), "model": self.model.identity, "model_source": self.model.source,
             "tasks": [r.key for r in self.requests], "input": self.config.input,
             "calibration": self._calibration_tag(), "chunks": writer.chunks - writer.first_chunk,
             "bad_files": self.bad_files,
             "engine_starts": counts.get("engine_starts", 0), "gate": gate,
+            "missing_pairs": missing,
             "label_report": labels.write_label_report(self.out_fs, self.out_root, self.run_id,
                                                       self.model.identity, label_stats)})
         if summary.status != "ok":
             raise IncompleteRunError(
-                f"run {self.run_id} wrote {summary.rows_out} rows, expected {expected} "
-                f"({summary.rows_in} rows asking {counts.get('pairs', 0)} row x task pairs - "
-                f"{summary.already_held} already held); the committed chunks stand and a re-run "
-                "fills the gap")
+                f"run {self.run_id} left {missing} input row x task pairs without a row in the "
+                f"table (counted from the committed data; the run wrote {summary.rows_out} "
+                f"rows); the committed chunks stand and a re-run fills the gap")
         return summary
 
 

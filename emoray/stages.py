@@ -130,11 +130,12 @@ def expand_requests(batch: pa.Table, requests: list[TaskRequest],
     return pa.concat_tables(wanted).drop_columns(["request"])
 
 
-def skip_held(batch: pa.Table, stats=None) -> pa.Table:
+def skip_held(batch: pa.Table, stats=None, not_held: tuple[str, ...] = NOT_HELD) -> pa.Table:
     """Drop each input row × task the table already holds for this doc and text (any stored
-    status but `statuses.NOT_HELD`, under the same prompt version); stored rows pass through."""
+    status but `not_held`, default `statuses.NOT_HELD`, under the same prompt version); stored
+    rows pass through."""
     new, old = _keys(_side(batch, "new")), _keys(_side(batch, "old"))
-    held = old.filter(pc.invert(pc.is_in(old["status"], pa.array(NOT_HELD)))).select(
+    held = old.filter(pc.invert(pc.is_in(old["status"], pa.array(not_held, pa.string())))).select(
         ["doc_id", "sha_key", "task_key"])
     todo = new.join(held, keys=["doc_id", "sha_key", "task_key"], join_type="left anti")
     if stats is not None:

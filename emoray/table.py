@@ -190,12 +190,22 @@ class AnnotationTable:
         return self.snapshot().history(limit)
 
 
+def field(name: str) -> pads.Expression:
+    """Column `name` of the table in a read filter, as the table's type whatever type a data
+    file stores it as: delta-rs's DELETE rewrites files with `string_view` columns, which
+    Arrow cannot compare with a string scalar (a filter on them fails the read). Partition
+    columns come from the file paths and stay as they are (so partition pruning holds)."""
+    if name in PARTITION_BY:
+        return pads.field(name)
+    return pads.field(name).cast(SCHEMA.field(name).type)
+
+
 def held_filter(model: pads.Expression, prompt_versions: dict[str, str]) -> pads.Expression:
     """Rows where `model` holds (`ModelSpec.same_model` of the `model` field), under the
     current prompt version of each task in `prompt_versions`."""
     expr = None
     for task, version in prompt_versions.items():
-        one = (pads.field("task") == task) & (pads.field("prompt_version") == version)
+        one = (field("task") == task) & (field("prompt_version") == version)
         expr = one if expr is None else expr | one
     return model & expr
 

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
+from deltalake import DeltaTable
 
 from emoray import cli, locations, table
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
@@ -29,12 +30,16 @@ def put_parquet(uri, ids, texts):
         pq.write_table(pa.table({"id": ids, "text": texts}), out)
 
 
-def annotate(tiny_model, src, out, **kw):
+def job(tiny_model, src, out, **kw):
     engine = EngineConfig(model=str(tiny_model), device="cpu", max_model_len=512,
                           gpu_memory_utilization=0.1, template=kw.pop("template", 0))
     config = AnnotateConfig(input=src, output=out, tasks=kw.pop("tasks", TASK_SPEC),
                             engine=engine, **kw)
-    return build_annotator(config).run()
+    return build_annotator(config)
+
+
+def annotate(tiny_model, src, out, **kw):
+    return job(tiny_model, src, out, **kw).run()
 
 
 def committed(out):
@@ -161,3 +166,17 @@ def test_bad_rows_become_statuses_and_a_corrupt_file_is_quarantined(
     out_fs, out_root = locations.filesystem_for(out, S3Config())
     quarantined = out_fs.get_file_info(pafs.FileSelector(f"{out_root}/_quarantine/{summary.run_id}"))
     assert [i.base_name for i in quarantined] == ["emoray-test__bad__in__corrupt.parquet"]
+
+
+def test_missing_pairs_are_counted_from_the_committed_data(s3_endpoint, ray_local, tiny_model):
+    """The run's "incomplete" verdict when its counters disagree with the rows written: every
+    input row x task pair without a row in the table (any status), from a fresh snapshot."""
+    src, out = "s3://emoray-test/verdict/in", "s3://emoray-test/verdict/out"
+    put_parquet(f"{src}/a.parquet", [f"d{i}" for i in range(6)], TEXTS[:5] + [""])
+    done = annotate(tiny_model, src, out)
+    assert (done.rows_out, done.status) == (12, "ok")
+    check = job(tiny_model, src, out)
+    assert check.missing_pairs() == 0
+    t = table.AnnotationTable(out)
+    DeltaTable(t.uri, storage_options=t.options).delete("doc_id = 'd2' OR doc_id = 'd5'")
+    assert job(tiny_model, src, out).missing_pairs() == 4
