@@ -29,6 +29,10 @@ ACTORS = "engine actors"
 BATCHES = "row batches"
 """Runs on any batch of rows, fused by Ray Data with its neighbours."""
 
+FLOW = {INPUT: 0, STORED: 1, PARTITION: 2, ACTORS: 3, BATCHES: 3}
+"""Where each kind of stage can sit: input stages first, then the stored read, then the text
+partition's stages, then engine actors and row-batch stages in any order."""
+
 CPU_TASK = {"num_cpus": 1}
 """Ray resources of a CPU stage's task (Ray Data's default for a task)."""
 
@@ -91,10 +95,15 @@ def stored_columns(stages: tuple[Stage, ...]) -> list[str]:
 
 
 def check(stages: tuple[Stage, ...], table_columns: list[str]) -> None:
-    """Before Ray starts: each stage's needs are given by a stage before it, and each stored
-    column it reads is a column of the table (`table_columns`). Raises ContractError naming
-    the stage, the missing columns and what the stages before it give."""
+    """Before Ray starts: the stages sit in an order the pipeline can run (`FLOW`), each
+    stage's needs are given by a stage before it, and each stored column it reads is a column
+    of the table (`table_columns`). Raises ContractError naming the stage, the missing columns
+    and what the stages before it give."""
     have: set[str] = set()
+    for before, s in zip(stages, stages[1:]):
+        if FLOW[s.runs] < FLOW[before.runs]:
+            raise ContractError(f"stage {s.name} runs on {s.runs} and cannot come after stage "
+                                f"{before.name}, which runs on {before.runs}")
     for s in stages:
         missing = [c for c in s.needs if c not in have]
         if missing:

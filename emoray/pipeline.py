@@ -297,6 +297,8 @@ class Annotator:
 
     @staticmethod
     def _kwargs(stage: Stage, arguments: dict) -> dict:
+        """The `arguments` the stage's function takes (a stage declares its inputs by its
+        parameters' names)."""
         params = inspect.signature(stage.fn).parameters
         return {k: v for k, v in arguments.items() if k in params}
 
@@ -318,7 +320,7 @@ class Annotator:
     def _stored(self, snapshot=None):
         """The stored annotations a plan can use, as plan input (side "old"), or None: one
         snapshot's rows (default: the run's, when it holds answers) of this model and these
-        prompt versions (pushed down to partitions and file statistics) whose text hash occurs
+        prompt versions (pushed down to the task partitions) whose text hash occurs
         in tonight's input (or is null), so the shuffle carries what is new plus its matches,
         not the whole history; the columns the stages declare (`Stage.stored`) that the table
         has (an older table lacks newer ones)."""

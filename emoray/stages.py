@@ -53,8 +53,9 @@ def normalize(batch: pa.Table, id_column: str, text_column: str, task_column: st
               n_requests: int = 1, stats=None, schema: pa.Schema | None = None) -> pa.Table:
     """Input rows → doc_id (string), text, text_sha256, text_status (`ok`, or why no
     prompt can be sent: `empty_text`, `invalid_text`) and the row's own task request (when the
-    input names one), as plan input (`schema`, default `PLAN_INPUT`). Texts are read as bytes so one invalid value marks its row
-    instead of failing the file. Counts rows in and the row x task pairs they ask for."""
+    input names one), as plan input (`schema`, default `PLAN_INPUT`). Texts are read as bytes
+    so one invalid value marks its row instead of failing the file. Counts rows in and the
+    row x task pairs they ask for."""
     ids = pc.cast(batch[id_column], pa.string())
     request = (pc.cast(batch[task_column], pa.string()) if task_column
                else pa.nulls(batch.num_rows, pa.string()))

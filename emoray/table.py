@@ -171,7 +171,8 @@ class AnnotationTable:
     def read(self, columns: list[str] | None = None, filter: pads.Expression | None = None,
              as_of: str | int | datetime | None = None) -> pa.Table:
         """Rows of one snapshot (the latest, or `as_of`), only `columns`, with `filter` pushed
-        down to partitions and file statistics. An absent table reads as empty."""
+        down to partitions and file statistics (name columns with `field`, which works on files
+        a delta-rs DELETE rewrote). An absent table reads as empty."""
         columns = columns or SCHEMA.names
         if as_of is None and not self.exists():
             self.check_layout()

@@ -42,11 +42,13 @@ def s3_endpoint():
 
 @pytest.fixture(scope="session")
 def ray_local(s3_endpoint):
-    """Local Ray, started after the S3 environment is set so its workers inherit it."""
+    """Local Ray, started after the S3 environment is set so its workers inherit it, the way
+    every command starts it (`runtime.start_ray`)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True,
-             runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}})
+    from emoray.runtime import start_ray
+
+    start_ray(num_cpus=2, runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}})
     yield
     ray.shutdown()
 

@@ -33,6 +33,13 @@ def test_a_stage_before_what_it_needs_is_refused_naming_it():
         contract.check(moved, SCHEMA.names)
 
 
+def test_a_stage_out_of_the_flow_is_refused():
+    late = dataclasses.replace(stages.PARSE, name="Early parse")
+    with pytest.raises(ContractError, match=r"stage ExpandRequests runs on text partition and "
+                       r"cannot come after stage Early parse, which runs on row batches"):
+        contract.check((STAGES[0], STAGES[1], late, *STAGES[2:]), SCHEMA.names)
+
+
 def test_an_engine_stage_missing_a_declared_output_is_refused_before_ray():
     broken = dataclasses.replace(ENGINE, name="Engine (broken)", adds=ENGINE.adds[1:])
     with pytest.raises(ContractError, match=r"stage Parse needs columns \['raw_output'\]"):

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import pytest
 import ray
 from deltalake import DeltaTable
 
@@ -51,36 +52,52 @@ def duplicate_keys(rows, keys=("doc_id", "task", "target", "prompt_version")):
     return pc.sum(pc.greater(g["status_count"], 1)).as_py() or 0
 
 
-def test_rerun_sends_nothing_and_new_rows_only_their_share(s3_endpoint, ray_local, tiny_model,
-                                                           capsys):
+@pytest.fixture(scope="module")
+def nights(s3_endpoint, ray_local, tiny_model):
+    """Four runs over one table, each test below checking one: a first night; the same input
+    again; 5 new texts plus 2 new ids whose text the table knows; a changed prompt template."""
     src, out = "s3://emoray-test/inc/in", "s3://emoray-test/inc/out"
     put_parquet(f"{src}/night-1.parquet", [f"d{i}" for i in range(30)], TEXTS[:30])
-    first = annotate(tiny_model, src, out)
+    runs = {"out": out, "first": annotate(tiny_model, src, out)}
+    runs["again"] = annotate(tiny_model, src, out)
+    put_parquet(f"{src}/night-2.parquet", [f"n{i}" for i in range(5)] + ["d0-copy", "d1-copy"],
+                TEXTS[30:35] + TEXTS[0:2])
+    runs["third"] = annotate(tiny_model, src, out)
+    runs["third_rows"] = committed(out)
+    runs["changed"] = annotate(tiny_model, src, out, template=1)
+    runs["changed_rows"] = committed(out)
+    return runs
+
+
+def test_first_night_sends_a_prompt_per_pair(nights):
+    first = nights["first"]
     assert (first.rows_out, first.prompts_sent, first.already_held) == (60, 60, 0)
 
-    again = annotate(tiny_model, src, out)
+
+def test_rerun_sends_nothing(nights):
+    again = nights["again"]
     assert (again.rows_out, again.prompts_sent, again.reused, again.already_held) == (0, 0, 0, 60)
     assert "nothing new" in again.render()
-    report = next(r for r in table.run_reports(table.AnnotationTable(out))
+    report = next(r for r in table.run_reports(table.AnnotationTable(nights["out"]))
                   if r["run_id"] == again.run_id)
     assert report["engine_starts"] == 0 and report["status"] == "ok"
 
+
+def test_new_rows_only_their_share(nights):
     # k = 5 new texts, plus 2 new ids whose text the table already knows
-    put_parquet(f"{src}/night-2.parquet", [f"n{i}" for i in range(5)] + ["d0-copy", "d1-copy"],
-                TEXTS[30:35] + TEXTS[0:2])
-    third = annotate(tiny_model, src, out)
+    third, rows = nights["third"], nights["third_rows"]
     assert (third.rows_out, third.prompts_sent, third.reused) == (7 * 2, 5 * 2, 2 * 2)
-    rows = committed(out)
     assert rows.num_rows == 60 + 14 and duplicate_keys(rows) == 0
     copy = rows.filter(pc.equal(rows["doc_id"], "d0-copy")).sort_by("task").to_pylist()
     orig = rows.filter(pc.equal(rows["doc_id"], "d0")).sort_by("task").to_pylist()
     assert [(r["raw_output"], r["score"]) for r in copy] == [(r["raw_output"], r["score"]) for r in orig]
     assert {r["run_id"] for r in copy} == {third.run_id}
 
-    # a changed prompt template re-annotates everything; the old rows stay with their version
-    changed = annotate(tiny_model, src, out, template=1)
+
+def test_changed_template_reannotates_everything(nights):
+    # the old rows stay with their version
+    changed, rows = nights["changed"], nights["changed_rows"]
     assert changed.rows_out == 37 * 2 and changed.prompts_sent == 35 * 2
-    rows = committed(out)
     versions = rows.group_by(["task", "prompt_version"]).aggregate([("doc_id", "count")])
     expected = {(t, TASKS[t].prompt_version(v)): n
                 for t in ("v_reg", "ei_oc") for v, n in ((0, 37), (1, 37))}
@@ -88,11 +105,13 @@ def test_rerun_sends_nothing_and_new_rows_only_their_share(s3_endpoint, ray_loca
                     versions["doc_id_count"].to_pylist())) == expected
     assert duplicate_keys(rows) == 0
 
-    assert cli.main(["runs", "--output", out, "--json"]) == 0
+
+def test_runs_lists_every_night(nights, capsys):
+    assert cli.main(["runs", "--output", nights["out"], "--json"]) == 0
     listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [(r["run_id"], r["rows_out"], r["status"]) for r in listed] == [
-        (changed.run_id, 74, "ok"), (third.run_id, 14, "ok"), (again.run_id, 0, "ok"),
-        (first.run_id, 60, "ok")]
+        (nights["changed"].run_id, 74, "ok"), (nights["third"].run_id, 14, "ok"),
+        (nights["again"].run_id, 0, "ok"), (nights["first"].run_id, 60, "ok")]
 
 
 def _engine_actor_pid():

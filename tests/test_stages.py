@@ -173,3 +173,16 @@ def test_group_by_text_sends_each_text_once_per_task_in_request_order():
     assert sorted((r["task"], r["text"], tuple(sorted(r["doc_ids"]))) for r in rows) == [
         ("v_oc", "so happy", ("a", "c")), ("v_oc", "so sad", ("b",)),
         ("v_reg", "so happy", ("a", "c")), ("v_reg", "so sad", ("b",))]
+
+
+def test_read_stored_keeps_this_models_rows_as_plan_input():
+    """A renamed copy of the same checkpoint (same digest) is the same model; another is not."""
+    from emoray.models import ModelSpec
+
+    model = ModelSpec(name="tiny", source="/m", architecture="LlamaForCausalLM", digest="abc")
+    rows = pa.table({"model": ["tiny@abc", "copy@abc", "other@def"], "doc_id": ["a", "b", "c"],
+                     "status": ["ok", "ok", "ok"]})
+    out = stages.READ_STORED(rows, model)
+    assert out.schema == stages.PLAN_INPUT
+    assert [(r["side"], r["doc_id"], r["status"]) for r in out.to_pylist()] == [
+        ("old", "a", "ok"), ("old", "b", "ok")]
