@@ -74,6 +74,15 @@ class Stage:
                                 f"{out.column_names}")
         return out
 
+    def task(self) -> Callable:
+        """This stage as a plain function named after it, for Ray Data's `map_batches` (whose
+        operators, in logs and the dashboard, then read `MapBatches(Normalize)`)."""
+        def run(batch: pa.Table, **kwargs) -> pa.Table:
+            return self(batch, **kwargs)
+
+        run.__name__ = run.__qualname__ = self.name
+        return run
+
     def after(self, columns: set[str]) -> set[str]:
         """The columns a batch holds after this stage, given those it held before."""
         kept = set() if self.drops == ALL else columns - set(self.drops)

@@ -312,7 +312,7 @@ class Annotator:
         datasets = locations.read_inputs(self.in_fs, self.inputs, cfg.id_column,
                                          cfg.text_column, cfg.task_column)
         for s in (s for s in self.stages if s.runs == INPUT):
-            datasets = [ds.map_batches(s, batch_format="pyarrow", batch_size=None,
+            datasets = [ds.map_batches(s.task(), batch_format="pyarrow", batch_size=None,
                                        fn_kwargs=self._kwargs(s, arguments), **s.resources)
                         for ds in datasets]
         return datasets
@@ -340,7 +340,7 @@ class Annotator:
                                  filter=held)
         arguments = self._arguments()
         for s in (s for s in self.stages if s.runs == STORED):
-            ds = ds.map_batches(s, batch_format="pyarrow", batch_size=None,
+            ds = ds.map_batches(s.task(), batch_format="pyarrow", batch_size=None,
                                 fn_kwargs=self._kwargs(s, arguments), **s.resources)
         return ds
 
@@ -444,7 +444,7 @@ class Annotator:
                     compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
                     **self.resources())
             else:
-                ds = ds.map_batches(s, batch_format="pyarrow", batch_size=None,
+                ds = ds.map_batches(s.task(), batch_format="pyarrow", batch_size=None,
                                     fn_kwargs=self._kwargs(s, arguments), **s.resources)
         return ds
 
