@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
 
@@ -58,7 +59,7 @@ def annotate_gold(config: AnnotateConfig, gold: pa.Table, out: str) -> tuple[pa.
         "calibration": None})
     summary = build_annotator(run).run()
     rows = table.AnnotationTable(_join(out, "annotations"), config.s3).read(
-        filter=table.field("run_id") == summary.run_id)
+        filter=pads.field("run_id") == summary.run_id)
     return rows, summary.as_dict()
 
 

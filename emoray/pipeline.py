@@ -320,7 +320,7 @@ class Annotator:
     def _stored(self, snapshot=None):
         """The stored annotations a plan can use, as plan input (side "old"), or None: one
         snapshot's rows (default: the run's, when it holds answers) of this model and these
-        prompt versions (pushed down to the task partitions) whose text hash occurs
+        prompt versions (pushed down to partitions and file statistics) whose text hash occurs
         in tonight's input (or is null), so the shuffle carries what is new plus its matches,
         not the whole history; the columns the stages declare (`Stage.stored`) that the table
         has (an older table lacks newer ones)."""
@@ -331,7 +331,7 @@ class Annotator:
         dt, held = snapshot or self._snapshot, self._held
         hashes = self._input_hashes
         if len(hashes) <= MATCH_LIMIT:
-            sha = table.field("text_sha256")
+            sha = pads.field("text_sha256")
             held = held & (sha.isin(hashes) | sha.is_null())
         stored = {f.name for f in dt.schema().fields}
         columns = [c for c in contract.stored_columns(self.stages) if c in stored]
@@ -353,7 +353,7 @@ class Annotator:
     @functools.cached_property
     def _held(self) -> pads.Expression:
         """Stored rows of this model under tonight's prompt versions."""
-        return table.held_filter(self.model.same_model(table.field("model")), self.versions)
+        return table.held_filter(self.model.same_model(pads.field("model")), self.versions)
 
     @functools.cached_property
     def _holds_answers(self) -> bool:
@@ -380,8 +380,8 @@ class Annotator:
         hashes = self._input_hashes
         if len(hashes) > MATCH_LIMIT:
             return True
-        sha = table.field("text_sha256")
-        seen = self._held & sha.isin(hashes) & table.field("status").isin(list(SETTLED))
+        sha = pads.field("text_sha256")
+        seen = self._held & sha.isin(hashes) & pads.field("status").isin(list(SETTLED))
         keys = self._snapshot.to_pyarrow_dataset().to_table(
             columns=["text_sha256", "task", "target"], filter=seen)
         wanted = pa.table({"text_sha256": pa.array(hashes, pa.string())})

@@ -171,8 +171,7 @@ class AnnotationTable:
     def read(self, columns: list[str] | None = None, filter: pads.Expression | None = None,
              as_of: str | int | datetime | None = None) -> pa.Table:
         """Rows of one snapshot (the latest, or `as_of`), only `columns`, with `filter` pushed
-        down to partitions and file statistics (name columns with `field`, which works on files
-        a delta-rs DELETE rewrote). An absent table reads as empty."""
+        down to partitions and file statistics. An absent table reads as empty."""
         columns = columns or SCHEMA.names
         if as_of is None and not self.exists():
             self.check_layout()
@@ -191,22 +190,12 @@ class AnnotationTable:
         return self.snapshot().history(limit)
 
 
-def field(name: str) -> pads.Expression:
-    """Column `name` of the table in a read filter, as the table's type whatever type a data
-    file stores it as: delta-rs's DELETE rewrites files with `string_view` columns, which
-    Arrow cannot compare with a string scalar (a filter on them fails the read). Partition
-    columns come from the file paths and stay as they are (so partition pruning holds)."""
-    if name in PARTITION_BY:
-        return pads.field(name)
-    return pads.field(name).cast(SCHEMA.field(name).type)
-
-
 def held_filter(model: pads.Expression, prompt_versions: dict[str, str]) -> pads.Expression:
     """Rows where `model` holds (`ModelSpec.same_model` of the `model` field), under the
     current prompt version of each task in `prompt_versions`."""
     expr = None
     for task, version in prompt_versions.items():
-        one = (field("task") == task) & (field("prompt_version") == version)
+        one = (pads.field("task") == task) & (pads.field("prompt_version") == version)
         expr = one if expr is None else expr | one
     return model & expr
 
