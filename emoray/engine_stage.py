@@ -114,10 +114,13 @@ class EngineClock:
 
 
 def idle_share(reports: list[dict]) -> float | None:
-    """Idle seconds over loaded seconds, all engine actors together."""
-    idle = sum(r["idle_s"] for r in reports if r["idle_share"] is not None)
-    busy = sum(r["busy_s"] for r in reports if r["idle_share"] is not None)
-    return round(idle / (idle + busy), 4) if idle + busy > 0 else None
+    """Idle seconds over loaded seconds, all engine actors together: each actor's own share
+    (from its unrounded seconds) weighted by its loaded seconds, so one actor's is its own."""
+    rated = [r for r in reports if r["idle_share"] is not None]
+    held = sum(r["idle_s"] + r["busy_s"] for r in rated)
+    if not rated or held <= 0:
+        return None
+    return round(sum(r["idle_share"] * (r["idle_s"] + r["busy_s"]) for r in rated) / held, 4)
 
 
 class EngineStage:
