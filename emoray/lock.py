@@ -7,7 +7,9 @@ uncommitted work in its incremental check. A run takes the lease before that che
 it until its last commit.
 
 The lease is created with a conditional write (S3 `If-None-Match: *`, or O_EXCL locally) and
-renewed by a timer thread every `ttl_s / 4`, however long a batch takes. A lease whose holder
+renewed by a timer thread every `ttl_s / 4`, however long a batch takes. A conditional write
+refused because its own earlier attempt landed (the reply was lost, botocore retried) is
+recognised: the lease then holds this run's own body. A lease whose holder
 stopped renewing for its `ttl_s`, or whose process on this host is gone, is stale and may be taken
 over, atomically: S3 replaces it with `If-Match` on the stale ETag; locally the compare and the
 replace happen under an OS file lock (`filelock`), so two takers cannot both win. A holder whose
@@ -152,8 +154,17 @@ class TableLock:
             return True
         return holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid", 0))
 
+    def _ours(self) -> str | None:
+        """The lease's ETag when the lease in the store is this run's own: a write whose reply
+        was lost took effect, and its retry was then refused by its own condition."""
+        current = self.store.read()
+        holder = json.loads(current[0]) if current else {}
+        mine = (self.run_id, socket.gethostname(), os.getpid())
+        return current[1] if (holder.get("run_id"), holder.get("host"), holder.get("pid")) \
+            == mine else None
+
     def acquire(self) -> None:
-        self.etag = self.store.create(self._body())
+        self.etag = self.store.create(self._body()) or self._ours()
         if self.etag is None:
             current = self.store.read()
             holder = json.loads(current[0]) if current else {}
@@ -170,7 +181,7 @@ class TableLock:
 
     def renew(self) -> None:
         """Refresh the heartbeat now; fails if the lease was taken over."""
-        etag = self.store.replace(self._body(), self.etag) if self.etag else None
+        etag = (self.store.replace(self._body(), self.etag) or self._ours()) if self.etag else None
         if etag is None:
             self.lost = LockedError(f"table {self.uri}: lease lost to another run; stopping")
             raise self.lost

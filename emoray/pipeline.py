@@ -33,7 +33,16 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from emoray import calibration, contract, cost, labels, locations, stages, table
+from emoray import (
+    calibration,
+    contract,
+    cost,
+    labels,
+    locations,
+    s3clients,
+    stages,
+    table,
+)
 from emoray.config import AnnotateConfig, ConfigError
 from emoray.contract import ACTORS, INPUT, PARTITION, STORED, Stage
 from emoray.cost import device_of, devices_per_engine
@@ -138,6 +147,9 @@ class RunSummary:
     """Per engine actor that answered: seconds to model loaded and to first prompt, busy,
     idle, idle share (`engine_stage.EngineClock.report`)."""
     engine_idle_share: float | None = None
+    retries: dict[str, int] | None = None
+    """Retries the driver made, by what was retried (`s3clients.RETRIES`); engine actors
+    restarted are the report's `engine_starts` beyond the first."""
     status: str = "ok"
 
     @property
@@ -165,7 +177,10 @@ class RunSummary:
             f"  rows per status  {statuses}",
             f"  wall time        {self.wall_s:.1f} s ({self.rows_per_s:.1f} rows/s)",
             f"  tokens           {self.prompt_tokens} prompt, {self.output_tokens} generated",
-        ] + ([render_usage(self.usage)] if self.usage else [])
+        ] + (["  retries          " + ", ".join(f"{k} {v}" for k, v in
+                                                    sorted(self.retries.items()))]
+             if self.retries else [])
+            + ([render_usage(self.usage)] if self.usage else [])
             + [render_engine_actor(r) for r in self.engine_actors or []])
 
 
@@ -530,6 +545,7 @@ class Annotator:
 
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
+        retried = Counter(s3clients.RETRIES)
         if self.bad_files and self.config.on_bad_file == "quarantine":
             locations.quarantine(self.in_fs, list(self.bad_files), self.out_fs,
                                  f"{self.out_root}/_quarantine/{self.run_id}")
@@ -579,6 +595,7 @@ class Annotator:
             first_prompt_s=(round(first_prompt - started.timestamp(), 2)
                             if first_prompt is not None else None),
             usage=usage, engine_actors=engines, engine_idle_share=idle_share(engines),
+            retries=dict(s3clients.RETRIES - retried),
         )
         expected = counts.get("pairs", 0) - summary.already_held
         missing = None if summary.rows_out == expected else self.missing_pairs()

@@ -7,10 +7,18 @@ chain, never from here.
 - `client`: botocore's S3 client (the table lease's conditional writes), standard retry mode;
 - `delta_options`: the storage options every delta-rs based reader and writer takes (deltalake,
   Polars, Ray Data): endpoint and region, plus deltalake's retry budget for emoray's own
-  commits and reads.
+  commits and reads;
+- `commit_retrying`: emoray's own retry of the one call no client retries safely, a Delta
+  commit (see there).
+
+`RETRIES` counts, per process, the retries that can be counted: botocore's (each reply says how
+many attempts it took) and emoray's commit retries. pyarrow's and delta-rs's own retries happen
+inside the AWS C++ SDK and the Rust object_store crate, which expose no count.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import pyarrow.fs as pafs
 
@@ -27,13 +35,47 @@ def filesystem(s3: S3Config) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+RETRIES: Counter = Counter()
+"""Retries made in this process so far, by what was retried: `s3 request` (botocore),
+`delta commit` (`commit_retrying`)."""
+
+
+def _count_retries(parsed: dict, **_) -> None:
+    RETRIES["s3 request"] += parsed.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+
+
 def client(s3: S3Config):
     import boto3
     from botocore.config import Config
 
-    return boto3.client(
+    made = boto3.client(
         "s3", endpoint_url=s3.endpoint(), region_name=s3.resolved_region(),
         config=Config(retries={"max_attempts": s3.max_attempts, "mode": "standard"}))
+    made.meta.events.register("after-call.s3", _count_retries)
+    return made
+
+
+def commit_retrying(s3: S3Config):
+    """A `tenacity.Retrying` for a Delta commit (or create), counted in `RETRIES`.
+
+    object_store does not resend a commit whose connection failed: the commit is a conditional
+    PUT (`If-None-Match`) that may have landed, and resending one that landed would be refused
+    as a conflict. The caller makes each attempt safe to repeat instead (a chunk's commit
+    carries its (run, chunk) app transaction, checked before each retry). Retries deltalake's
+    object-store errors (`OSError`), not conflicts, with jittered exponential backoff, up to
+    `S3Config.max_attempts` attempts."""
+    from tenacity import (
+        Retrying,
+        retry_if_exception_type,
+        stop_after_attempt,
+        wait_exponential,
+        wait_random,
+    )
+
+    return Retrying(retry=retry_if_exception_type(OSError),
+                    stop=stop_after_attempt(s3.max_attempts),
+                    wait=wait_exponential(multiplier=0.2, max=10) + wait_random(0, 0.2),
+                    before_sleep=lambda _: RETRIES.update(["delta commit"]), reraise=True)
 
 
 def delta_options(uri: str, s3: S3Config, retries: bool = True) -> dict[str, str]:

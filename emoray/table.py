@@ -160,13 +160,15 @@ class AnnotationTable:
                 dt.alter.add_columns([Field.from_arrow(f) for f in missing])
             return dt
         self.check_layout()
-        try:
-            return DeltaTable.create(self.uri, SCHEMA, partition_by=PARTITION_BY, mode="ignore",
-                                     storage_options=self.options)
-        except Exception:  # another run created it at the same moment
-            if self.exists():
-                return self.snapshot()
-            raise
+        for attempt in s3clients.commit_retrying(self.s3):
+            with attempt:
+                try:
+                    return DeltaTable.create(self.uri, SCHEMA, partition_by=PARTITION_BY,
+                                             mode="ignore", storage_options=self.options)
+                except Exception:  # another run (or a lost reply of ours) created it
+                    if self.exists():
+                        return self.snapshot()
+                    raise
 
     def read(self, columns: list[str] | None = None, filter: pads.Expression | None = None,
              as_of: str | int | datetime | None = None) -> pa.Table:
@@ -289,17 +291,23 @@ class ChunkWriter:
         return actions
 
     def commit(self, actions: list, data: pa.Table, chunk: int) -> None:
-        """Add the chunk's files in one transaction; count what committed."""
+        """Add the chunk's files in one transaction; count what committed. A commit that fails
+        on the object store is retried (`s3clients.commit_retrying`) unless the table shows the
+        failed attempt landed after all."""
         from deltalake.transaction import CommitProperties, Transaction
 
         counts = status_counts(data)
         info = {**self.lineage, "run_id": self.run_id, "chunk": str(chunk),
                 "rows": str(data.num_rows), "status_counts": json.dumps(counts)}
-        self.dt.create_write_transaction(
-            actions, mode="append", schema=SCHEMA, partition_by=PARTITION_BY,
-            commit_properties=CommitProperties(
-                custom_metadata=info,
-                app_transactions=[Transaction(app_id=self.run_id, version=chunk)]))
+        for attempt in s3clients.commit_retrying(self.table.s3):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1 and self._recorded(chunk):
+                    break
+                self.dt.create_write_transaction(
+                    actions, mode="append", schema=SCHEMA, partition_by=PARTITION_BY,
+                    commit_properties=CommitProperties(
+                        custom_metadata=info,
+                        app_transactions=[Transaction(app_id=self.run_id, version=chunk)]))
         self.status_counts.update(counts)
         self.rows += data.num_rows
 
