@@ -250,8 +250,22 @@ def cmd_bench(args) -> int:
         **overrides, "batch_size": args.batch_size, "concurrency": args.concurrency,
         "seq2seq_models": args.seq2seq_models.split(",") if args.seq2seq_models else None},
         model=BenchConfig)
+    commit_rows = args.commit_rows or {"nightly": 5000, "faults": 1000}.get(args.scenario,
+                                                                           100_000)
+    if args.scenario == "faults":
+        from emoray.campaign import main_campaign
+
+        main_campaign(config.engine, sizes[-1], args.tasks.split(","), sides == ("noop",),
+                      config.batch_size, commit_rows, args.json)
+        return EXIT_OK
+    if args.scenario == "memory":
+        from emoray.footprint import main_memory
+
+        main_memory(config.engine, sizes, args.tasks.split(","), config.batch_size,
+                    commit_rows, args.json)
+        return EXIT_OK
     main_bench(args.scenario, config.engine, sizes, args.tasks.split(","), config.batch_size,
-               args.commit_rows, args.json, config.concurrency, sides,
+               commit_rows, args.json, config.concurrency, sides,
                tuple(config.seq2seq_models))
     return EXIT_OK
 
@@ -463,11 +477,14 @@ def parser() -> argparse.ArgumentParser:
     b = _command(sub, "bench", help="bare LLM.generate, the engine and the full pipeline "
                        "side by side on the same prompts (rows/s, tokens/s, ratios)")
     b.add_argument("scenario", nargs="?", default="throughput",
-                   choices=["throughput", "nightly", "enrich", "table"],
+                   choices=["throughput", "nightly", "enrich", "table", "faults", "memory"],
                    help="throughput: the sides of emoray.bench; nightly: re-run and crash "
                    "figures; enrich: the Spark join (--rows ANNOTATED,DOWNSTREAM); table: a "
                    "nightly of NEW rows against stored tables (--rows NEW,STORED,...), commit "
-                   "paths, files before/after optimize")
+                   "paths, files before/after optimize; faults: a multi-node local cluster "
+                   "through a flaky S3 with a worker node removed mid-run (--rows N; --sides "
+                   "noop for the no-op engine); memory: peak driver RSS and object store "
+                   "of no-op-engine runs at each --rows size")
     b.add_argument("--config", help="YAML profile whose `engine:` section to use")
     b.add_argument("--model", help="default: the tiny test model")
     b.add_argument("--rows", default="20000,100000",
@@ -486,7 +503,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--concurrency", type=int, help="pipeline engine actors (default: profile, 1)")
     b.add_argument("--batch-size", type=int, help="prompts per engine call (default: profile, "
                    "1024)")
-    b.add_argument("--commit-rows", type=int, default=5000, help="nightly: rows per chunk")
+    b.add_argument("--commit-rows", type=int, help="rows per chunk (default: nightly 5000, "
+                   "faults 1000, memory 100000)")
     b.add_argument("--device", choices=["auto", "gpu", "cpu"])
     b.add_argument("--gpu-memory-utilization", type=float)
     b.add_argument("--max-model-len", type=int)

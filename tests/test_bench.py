@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -62,3 +63,38 @@ def test_transformers_side_times_tiny_t5_and_bart_on_the_same_prompts(ray_local,
     t5, bart = (result["runs"][s] for s in result["runs"])
     assert [r["prompt_tokens"] for r in t5] == [r["prompt_tokens"] for r in bart]
     assert result["parse_rate"] == 1.0 and result["ratios"] == {}
+
+
+def test_bench_faults_loses_worker_nodes_and_a_flaky_store_and_nothing_else(tmp_path,
+                                                                            tiny_model):
+    """`emoray bench faults` as a user runs it, small and on the no-op engine (the cluster and
+    the store are the point): a head and two worker nodes, the flaky proxy; the engine's node
+    killed at half the prompts (Ray restarts the engine on the other worker); then both workers
+    killed (the run fails saying why, its committed chunks visible once each, the re-run
+    completes). Both tables, read straight from the endpoint, hold every pair once."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "emoray.cli", "bench", "faults", "--config", str(cli_profile()),
+         "--model", str(tiny_model), "--rows", "300", "--tasks", "v_reg", "--sides", "noop",
+         "--batch-size", "16", "--commit-rows", "50"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("rows in ")):]
+    assert lines[:3] == ["rows in 300 (300 row x task pairs)", "one worker node lost:",
+                         "  run one-node: 300 rows committed, engine actors started 2"]
+    assert lines[3] == "both worker nodes lost:"
+    assert lines[4].startswith(
+        "  run all-nodes: failed: IncompleteRunError: no alive Ray node offers what an engine "
+        "actor needs ({'num_cpus': 1, 'resources': {'engine_node': 1}}) for 10 s")
+    visible = int(re.search(r"The run committed (\d+) rows before that", lines[4]).group(1))
+    assert 0 < visible < 300
+    assert lines[5] == f"  run all-nodes-rerun: {300 - visible} rows committed, engine actors " \
+                       "started 1"
+    assert lines[6] == f"  visible after the failed run: {visible} rows, 0 duplicates"
+    assert all(re.fullmatch(r"worker node \w+ removed after \d+ prompts", line)
+               for line in lines[7:10])
+    assert lines[10] == "rows committed: one node lost 300, all nodes lost 300"
+    injected = dict(re.findall(r"injected (\w+) (\d+)", lines[11]))
+    assert set(injected) >= {"slowdown", "reset"}
+    assert lines[-1] == "missing 0, duplicates 0"

@@ -1,23 +1,20 @@
 """A flaky object store between emoray and the S3 endpoint on 127.0.0.1 (`emoray.flaky_s3`: 503
 SlowDown, connection resets, stalls, lost replies on a seeded share of requests): reads, writes,
 the lease and Delta commits ride it out through the retry settings of `emoray.s3clients`;
-nothing is lost and nothing lands twice."""
+nothing is lost and nothing lands twice. A whole run through the proxy on a multi-node cluster:
+tests/test_bench.py (`emoray bench faults`)."""
 
 import hashlib
 from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 
-from emoray import locations, s3clients, table
-from emoray.bench import NOOP_ENGINE
-from emoray.config import AnnotateConfig, EngineConfig, S3Config
+from emoray import s3clients, table
+from emoray.config import S3Config
 from emoray.flaky_s3 import Faults, _Draw, flaky_proxy
 from emoray.lock import TableLock
-from emoray.pipeline import Annotator
-from emoray.sample import sample_texts
 
 KEYS = ["doc_id", "task", "target", "model", "prompt_version"]
 
@@ -40,7 +37,8 @@ def test_botocore_retries_each_failed_request_and_counts_it(s3_endpoint):
         client = s3clients.client(S3Config(endpoint_url=url))
         before = s3clients.RETRIES["s3 request"]
         for i in range(10):
-            client.put_object(Bucket="emoray-test", Key=f"flaky/boto/{i}", Body=f"body {i}".encode())
+            client.put_object(Bucket="emoray-test", Key=f"flaky/boto/{i}",
+                              Body=f"body {i}".encode())
         bodies = [client.get_object(Bucket="emoray-test", Key=f"flaky/boto/{i}")["Body"].read()
                   for i in range(10)]
         seen = tally()
@@ -95,32 +93,3 @@ def test_delta_commits_ride_out_resets_and_lost_replies(s3_endpoint):
     assert held.num_rows == 30 and len(pc.unique(held["doc_id"])) == 30
     assert [h["operation"] for h in annotations.history()] == ["WRITE"] * 3 + ["CREATE TABLE"]
     assert writer.rows == 30
-
-
-def test_annotate_through_a_flaky_store_loses_nothing(s3_endpoint, ray_local, tiny_model):
-    """A whole run (input read by Ray workers, the lease, data files, commits, the report) and
-    its re-run through the proxy, with the no-op engine (the store is the point, not the
-    model): every pair once, the report counts the driver's retries."""
-    src, out = "s3://emoray-test/flaky/in", "s3://emoray-test/flaky/out"
-    texts = [t for _, t in sample_texts()][:24]
-    fs, path = locations.filesystem_for(f"{src}/a.parquet", S3Config())
-    with fs.open_output_stream(path) as f:
-        pq.write_table(pa.table({"id": [f"f{i}" for i in range(24)], "text": texts}), f)
-    with flaky_proxy(s3_endpoint, Faults(slowdown=0.1, reset=0.05, stall=0.02)) as (url, tally):
-        config = AnnotateConfig(
-            input=src, output=out, tasks=["v_reg", "ei_oc:joy"], commit_rows=10,
-            s3=S3Config(endpoint_url=url),
-            engine=EngineConfig(model=str(tiny_model), device="cpu", max_model_len=512))
-        first = Annotator(config, engine=NOOP_ENGINE).run()
-        again = Annotator(config, engine=NOOP_ENGINE).run()
-        seen = tally()
-    assert seen["slowdown"] > 0 and seen["reset"] > 0
-    assert (first.status, first.rows_out, first.status_counts) == ("ok", 48, {"ok": 48})
-    assert (again.status, again.rows_out, again.already_held) == ("ok", 0, 48)
-    assert set(first.retries) <= {"s3 request", "delta commit"}
-    held = table.AnnotationTable(out).read(KEYS)
-    assert held.num_rows == 48
-    assert held.group_by(KEYS).aggregate([([], "count_all")]).num_rows == 48
-    reports = table.run_reports(table.AnnotationTable(out))
-    assert sorted(r["rows_out"] for r in reports) == [0, 48]
-    assert all("retries" in r for r in reports)

@@ -1,0 +1,125 @@
+"""`emoray bench memory`: whether a run's memory grows with its input.
+
+Runs the whole job with the no-op engine (`bench.NOOP_ENGINE`: the model's speed is not the
+point) on each input size, in local Ray, into a fresh table per size, sampling every
+`every_s` the driver's resident memory (psutil) and the bytes in use in Ray's object store
+(what `ray memory --stats-only` prints, from Ray's internal API), and reports each run's peaks.
+The input is Parquet files of `file_rows` rows, written one at a time; the first file's first
+text is 67 kB long (a pasted document).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from emoray import locations
+from emoray.config import AnnotateConfig, EngineConfig, S3Config
+
+LONG_TEXT = 67_000
+"""Characters of the input's one long text."""
+
+
+class PeakSampler(threading.Thread):
+    """Samples this process's RSS and the object store's bytes in use until stopped."""
+
+    def __init__(self, every_s: float = 0.5):
+        super().__init__(daemon=True, name="emoray-footprint")
+        self.every_s, self.stop, self.rss, self.store = every_s, threading.Event(), 0, 0
+
+    def run(self) -> None:
+        import psutil
+        import ray
+        from ray._private.internal_api import (
+            get_memory_info_reply,
+            get_state_from_address,
+        )
+
+        me, state = psutil.Process(), get_state_from_address(
+            ray.get_runtime_context().gcs_address)
+        while not self.stop.is_set():
+            self.rss = max(self.rss, me.memory_info().rss)
+            try:
+                used = get_memory_info_reply(state).store_stats.object_store_bytes_used
+                self.store = max(self.store, used)
+            except Exception:  # a slow reply: the next sample
+                pass
+            self.stop.wait(self.every_s)
+
+
+def write_input(uri: str, rows: int, file_rows: int) -> int:
+    """`rows` distinct texts as Parquet files of `file_rows` rows under `uri`; one 67 kB text."""
+    from emoray.bench import bench_texts
+
+    fs, path = locations.filesystem_for(uri, S3Config())
+    base = bench_texts(min(file_rows, rows))
+    for start in range(0, rows, file_rows):
+        n = min(file_rows, rows - start)
+        texts = [f"{t} [{start}]" for t in base[:n]]
+        if start == 0:
+            texts[0] = ("very long text " * (LONG_TEXT // 15 + 1))[:LONG_TEXT]
+        with fs.open_output_stream(f"{path}/part-{start // file_rows:05d}.parquet") as out:
+            pq.write_table(pa.table({"id": [f"m{start + i}" for i in range(n)],
+                                     "text": texts}), out, row_group_size=50_000)
+    return rows
+
+
+def memory_bench(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str], root: str,
+                 batch_size: int, commit_rows: int, file_rows: int = 250_000) -> dict:
+    """Each size's run: rows committed, wall time, peak driver RSS and object store bytes."""
+    import psutil
+
+    from emoray.bench import NOOP_ENGINE
+    from emoray.pipeline import Annotator
+
+    runs = []
+    for rows in sizes:
+        src, out = f"{root}/memory-in-{rows}", f"{root}/memory-out-{rows}"
+        write_input(src, rows, file_rows)
+        config = AnnotateConfig(input=src, output=out, tasks=tasks, engine=engine,
+                                batch_size=batch_size, commit_rows=commit_rows)
+        sampler = PeakSampler()
+        before = psutil.Process().memory_info().rss
+        sampler.start()
+        t0 = time.perf_counter()
+        summary = Annotator(config, engine=NOOP_ENGINE).run()
+        wall = time.perf_counter() - t0
+        sampler.stop.set()
+        sampler.join()
+        runs.append({"rows": rows, "rows_out": summary.rows_out,
+                     "statuses": summary.status_counts, "wall_s": round(wall, 1),
+                     "driver_rss_before_mib": before >> 20,
+                     "peak_driver_rss_mib": sampler.rss >> 20,
+                     "peak_object_store_mib": sampler.store >> 20})
+    return {"tasks": tasks, "batch_size": batch_size, "commit_rows": commit_rows,
+            "file_rows": file_rows, "runs": runs}
+
+
+def render(result: dict) -> str:
+    lines = [f"no-op engine, tasks {','.join(result['tasks'])}, batch {result['batch_size']}, "
+             f"commit {result['commit_rows']} rows, input files of {result['file_rows']} rows",
+             f"{'input rows':>11} {'committed':>10} {'wall s':>7} {'driver RSS MiB':>15} "
+             f"{'(before)':>9} {'object store MiB':>17}"]
+    for r in result["runs"]:
+        lines.append(f"{r['rows']:>11} {r['rows_out']:>10} {r['wall_s']:>7} "
+                     f"{r['peak_driver_rss_mib']:>15} {r['driver_rss_before_mib']:>9} "
+                     f"{r['peak_object_store_mib']:>17}")
+    return "\n".join(lines)
+
+
+def main_memory(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
+                batch_size: int, commit_rows: int, as_json: bool) -> None:
+    """`emoray bench memory` against S3 on 127.0.0.1 and local Ray, printed."""
+    import json
+
+    from emoray.runtime import start_ray
+    from emoray.s3local import local_s3
+
+    with local_s3("emoray-bench"):
+        start_ray()
+        result = memory_bench(engine, sizes, tasks, "s3://emoray-bench", batch_size,
+                              commit_rows)
+    print(json.dumps(result) if as_json else render(result))
