@@ -262,7 +262,7 @@ def cmd_bench(args) -> int:
         from emoray.footprint import main_memory
 
         main_memory(config.engine, sizes, args.tasks.split(","), config.batch_size,
-                    commit_rows, args.json)
+                    commit_rows, args.json, args.file_rows)
         return EXIT_OK
     main_bench(args.scenario, config.engine, sizes, args.tasks.split(","), config.batch_size,
                commit_rows, args.json, config.concurrency, sides,
@@ -505,6 +505,8 @@ def parser() -> argparse.ArgumentParser:
                    "1024)")
     b.add_argument("--commit-rows", type=int, help="rows per chunk (default: nightly 5000, "
                    "faults 1000, memory 100000)")
+    b.add_argument("--file-rows", type=int, default=250_000,
+                   help="memory: rows per input Parquet file (one file: the largest --rows)")
     b.add_argument("--device", choices=["auto", "gpu", "cpu"])
     b.add_argument("--gpu-memory-utilization", type=float)
     b.add_argument("--max-model-len", type=int)

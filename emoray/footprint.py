@@ -4,8 +4,8 @@ Runs the whole job with the no-op engine (`bench.NOOP_ENGINE`: the model's speed
 point) on each input size, in local Ray, into a fresh table per size, sampling every
 `every_s` the driver's resident memory (psutil) and the bytes in use in Ray's object store
 (what `ray memory --stats-only` prints, from Ray's internal API), and reports each run's peaks.
-The input is Parquet files of `file_rows` rows, written one at a time; the first file's first
-text is 67 kB long (a pasted document).
+The input is Parquet files of `file_rows` rows (row groups of 50 000), written a row group at a
+time; its first text is 67 kB long (a pasted document).
 """
 
 from __future__ import annotations
@@ -50,20 +50,25 @@ class PeakSampler(threading.Thread):
             self.stop.wait(self.every_s)
 
 
-def write_input(uri: str, rows: int, file_rows: int) -> int:
-    """`rows` distinct texts as Parquet files of `file_rows` rows under `uri`; one 67 kB text."""
+def write_input(uri: str, rows: int, file_rows: int, group_rows: int = 50_000) -> int:
+    """`rows` distinct texts as Parquet files of `file_rows` rows under `uri`, written a row
+    group at a time (so the driver never holds the whole input); one text is 67 kB long."""
     from emoray.bench import bench_texts
 
     fs, path = locations.filesystem_for(uri, S3Config())
-    base = bench_texts(min(file_rows, rows))
-    for start in range(0, rows, file_rows):
-        n = min(file_rows, rows - start)
-        texts = [f"{t} [{start}]" for t in base[:n]]
-        if start == 0:
-            texts[0] = ("very long text " * (LONG_TEXT // 15 + 1))[:LONG_TEXT]
-        with fs.open_output_stream(f"{path}/part-{start // file_rows:05d}.parquet") as out:
-            pq.write_table(pa.table({"id": [f"m{start + i}" for i in range(n)],
-                                     "text": texts}), out, row_group_size=50_000)
+    base = bench_texts(group_rows)
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    for first in range(0, rows, file_rows):
+        last = min(first + file_rows, rows)
+        name = f"{path}/part-{first // file_rows:05d}.parquet"
+        with fs.open_output_stream(name) as out, pq.ParquetWriter(out, schema) as writer:
+            for start in range(first, last, group_rows):
+                n = min(group_rows, last - start)
+                texts = [f"{t} [{start}]" for t in base[:n]]
+                if start == 0:
+                    texts[0] = ("very long text " * (LONG_TEXT // 15 + 1))[:LONG_TEXT]
+                writer.write_table(pa.table({"id": [f"m{start + i}" for i in range(n)],
+                                             "text": texts}, schema=schema))
     return rows
 
 
@@ -111,7 +116,8 @@ def render(result: dict) -> str:
 
 
 def main_memory(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
-                batch_size: int, commit_rows: int, as_json: bool) -> None:
+                batch_size: int, commit_rows: int, as_json: bool,
+                file_rows: int = 250_000) -> None:
     """`emoray bench memory` against S3 on 127.0.0.1 and local Ray, printed."""
     import json
 
@@ -121,5 +127,5 @@ def main_memory(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
     with local_s3("emoray-bench"):
         start_ray()
         result = memory_bench(engine, sizes, tasks, "s3://emoray-bench", batch_size,
-                              commit_rows)
+                              commit_rows, file_rows)
     print(json.dumps(result) if as_json else render(result))
