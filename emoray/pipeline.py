@@ -612,11 +612,11 @@ class Annotator:
                     label_stats.add(batch)
                     progress.add(batch.num_rows, table.status_counts(batch))
             except Exception as e:
-                failure = (str(e) if isinstance(e, NoEngineNodeError)
-                           else ray.get(stats.failure.remote()))
+                lost = isinstance(e, NoEngineNodeError)  # the engine ran; its nodes went
+                failure = str(e) if lost else ray.get(stats.failure.remote())
                 if failure is None:
                     raise
-                if writer.chunks > writer.first_chunk:
+                if lost or writer.chunks > writer.first_chunk:
                     raise IncompleteRunError(
                         f"{failure} The run committed {writer.rows} rows before that; they "
                         "stand, and a re-run completes the table.") from None

@@ -88,7 +88,7 @@ def test_bench_faults_loses_worker_nodes_and_a_flaky_store_and_nothing_else(tmp_
         "  run all-nodes: failed: IncompleteRunError: no alive Ray node offers what an engine "
         "actor needs ({'num_cpus': 1, 'resources': {'engine_node': 1}}) for 10 s")
     visible = int(re.search(r"The run committed (\d+) rows before that", lines[4]).group(1))
-    assert 0 < visible < 300
+    assert 0 <= visible < 300
     assert lines[5] == f"  run all-nodes-rerun: {300 - visible} rows committed, engine actors " \
                        "started 1"
     assert lines[6] == f"  visible after the failed run: {visible} rows, 0 duplicates"
