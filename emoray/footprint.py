@@ -2,7 +2,8 @@
 
 Runs the whole job with the no-op engine (`bench.NOOP_ENGINE`: the model's speed is not the
 point) on each input size, in local Ray, into a fresh table per size, sampling every
-`every_s` the driver's resident memory (psutil) and the bytes in use in Ray's object store
+`every_s` the driver's resident memory (psutil; and its private part, Linux `RssAnon`) and
+the bytes in use in Ray's object store
 (what `ray memory --stats-only` prints, from Ray's internal API), and reports each run's peaks.
 The input is Parquet files of `file_rows` rows (row groups of 50 000), written a row group at a
 time; its first text is 67 kB long (a pasted document).
@@ -23,12 +24,25 @@ LONG_TEXT = 67_000
 """Characters of the input's one long text."""
 
 
+def _anon_rss() -> int:
+    """This process's private anonymous resident bytes (Linux `RssAnon`): its own heap, without
+    the object store's shared pages it has mapped, which RSS also counts; 0 elsewhere."""
+    try:
+        with open("/proc/self/status") as status:
+            line = next(x for x in status if x.startswith("RssAnon:"))
+    except (OSError, StopIteration):
+        return 0
+    return int(line.split()[1]) << 10
+
+
 class PeakSampler(threading.Thread):
-    """Samples this process's RSS and the object store's bytes in use until stopped."""
+    """Samples this process's RSS (all, and private), and the object store's bytes in use,
+    until stopped."""
 
     def __init__(self, every_s: float = 0.5):
         super().__init__(daemon=True, name="emoray-footprint")
-        self.every_s, self.stop, self.rss, self.store = every_s, threading.Event(), 0, 0
+        self.every_s, self.stop = every_s, threading.Event()
+        self.rss = self.anon = self.store = 0
 
     def run(self) -> None:
         import psutil
@@ -42,6 +56,7 @@ class PeakSampler(threading.Thread):
             ray.get_runtime_context().gcs_address)
         while not self.stop.is_set():
             self.rss = max(self.rss, me.memory_info().rss)
+            self.anon = max(self.anon, _anon_rss())
             try:
                 used = get_memory_info_reply(state).store_stats.object_store_bytes_used
                 self.store = max(self.store, used)
@@ -87,7 +102,7 @@ def memory_bench(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
         config = AnnotateConfig(input=src, output=out, tasks=tasks, engine=engine,
                                 batch_size=batch_size, commit_rows=commit_rows)
         sampler = PeakSampler()
-        before = psutil.Process().memory_info().rss
+        before, before_anon = psutil.Process().memory_info().rss, _anon_rss()
         sampler.start()
         t0 = time.perf_counter()
         summary = Annotator(config, engine=NOOP_ENGINE).run()
@@ -98,6 +113,8 @@ def memory_bench(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
                      "statuses": summary.status_counts, "wall_s": round(wall, 1),
                      "driver_rss_before_mib": before >> 20,
                      "peak_driver_rss_mib": sampler.rss >> 20,
+                     "driver_private_before_mib": before_anon >> 20,
+                     "peak_driver_private_mib": sampler.anon >> 20,
                      "peak_object_store_mib": sampler.store >> 20})
     return {"tasks": tasks, "batch_size": batch_size, "commit_rows": commit_rows,
             "file_rows": file_rows, "runs": runs}
@@ -107,10 +124,11 @@ def render(result: dict) -> str:
     lines = [f"no-op engine, tasks {','.join(result['tasks'])}, batch {result['batch_size']}, "
              f"commit {result['commit_rows']} rows, input files of {result['file_rows']} rows",
              f"{'input rows':>11} {'committed':>10} {'wall s':>7} {'driver RSS MiB':>15} "
-             f"{'(before)':>9} {'object store MiB':>17}"]
+             f"{'(before)':>9} {'private MiB':>12} {'(before)':>9} {'object store MiB':>17}"]
     for r in result["runs"]:
         lines.append(f"{r['rows']:>11} {r['rows_out']:>10} {r['wall_s']:>7} "
                      f"{r['peak_driver_rss_mib']:>15} {r['driver_rss_before_mib']:>9} "
+                     f"{r['peak_driver_private_mib']:>12} {r['driver_private_before_mib']:>9} "
                      f"{r['peak_object_store_mib']:>17}")
     return "\n".join(lines)
 

@@ -352,7 +352,7 @@ class Annotator:
             return None
         dt, held = snapshot or self._snapshot, self._held
         hashes = self._input_hashes
-        if len(hashes) <= MATCH_LIMIT:
+        if hashes is not None:
             sha = pads.field("text_sha256")
             held = held & (sha.isin(hashes) | sha.is_null())
         stored = {f.name for f in dt.schema().fields}
@@ -386,10 +386,15 @@ class Annotator:
         return next(iter(fragments), None) is not None
 
     @functools.cached_property
-    def _input_hashes(self) -> list[str]:
-        """The distinct text hashes of tonight's input (a pass over its text column)."""
+    def _input_hashes(self) -> list[str] | None:
+        """The distinct text hashes of tonight's input (a pass over its text column), or None
+        when there are more than `MATCH_LIMIT`: only that many reach the driver, so its memory
+        does not grow with the night's input."""
         texts = _union(self._inputs()).select_columns(["text_sha256"])
-        return [h for h in texts.unique("text_sha256") if h is not None]
+        distinct = texts.groupby("text_sha256").count().limit(MATCH_LIMIT + 2)  # + a null
+        hashes = [h for batch in distinct.iter_batches(batch_format="pyarrow", batch_size=None)
+                  for h in batch["text_sha256"].to_pylist() if h is not None]
+        return hashes if len(hashes) <= MATCH_LIMIT else None
 
     def engine_wanted(self) -> bool:
         """Whether some text of tonight's input lacks a stored answer for some request, so
@@ -400,7 +405,7 @@ class Annotator:
         if not self._holds_answers:
             return True
         hashes = self._input_hashes
-        if len(hashes) > MATCH_LIMIT:
+        if hashes is None:
             return True
         sha = pads.field("text_sha256")
         seen = self._held & sha.isin(hashes) & pads.field("status").isin(list(SETTLED))
