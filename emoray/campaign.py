@@ -135,35 +135,36 @@ def run_campaign(engine: EngineConfig, rows: int, tasks: list[str], engine_stage
                               engine_wait_s=engine_wait_s)
 
     cluster, nodes = start_cluster()
-    t0 = time.perf_counter()
-    clean = _attempt(config(f"{root}/faults-clean", "clean", S3Config()), engine_stage)
-    clean_s = time.perf_counter() - t0
-
-    lost_one, lost_all = f"{root}/faults-node", f"{root}/faults-nodes"
-    with flaky_proxy(os.environ["AWS_ENDPOINT_URL"], faults) as (url, tally):
-        s3 = S3Config(endpoint_url=url)
-        killer = NodeKiller(cluster, nodes, "one-node", pairs // 2)
-        killer.start()
+    try:
         t0 = time.perf_counter()
-        one = [_attempt(config(lost_one, "one-node", s3), engine_stage)]
-        faulted_s = time.perf_counter() - t0
-        killer.done.set()
-        removed = list(killer.removed)
+        clean = _attempt(config(f"{root}/faults-clean", "clean", S3Config()), engine_stage)
+        clean_s = time.perf_counter() - t0
 
-        nodes = [n for n in nodes if n.node_id[:12] not in {r["node"] for r in removed}]
-        nodes += _add_workers(cluster, 2 - len(nodes))
-        killer = NodeKiller(cluster, nodes, "all-nodes", pairs // 2, every=True)
-        killer.start()
-        every = [_attempt(config(lost_all, "all-nodes", s3), engine_stage)]
-        killer.done.set()
-        removed += killer.removed
-        before_rerun = _counted(lost_all, pairs)
-        _add_workers(cluster, 2)  # the failed run's execution, still in this driver, may
-        # take one for its restarted engine (a CLI run ends its process instead)
-        every.append(_attempt(config(lost_all, "all-nodes-rerun", s3), engine_stage))
-        injected = tally()
-    ray.shutdown()  # the cluster refuses to remove the node a driver is connected to
-    cluster.shutdown()
+        lost_one, lost_all = f"{root}/faults-node", f"{root}/faults-nodes"
+        with flaky_proxy(os.environ["AWS_ENDPOINT_URL"], faults) as (url, tally):
+            s3 = S3Config(endpoint_url=url)
+            killer = NodeKiller(cluster, nodes, "one-node", pairs // 2)
+            killer.start()
+            t0 = time.perf_counter()
+            one = [_attempt(config(lost_one, "one-node", s3), engine_stage)]
+            faulted_s = time.perf_counter() - t0
+            killer.done.set()
+            removed = list(killer.removed)
+
+            nodes = [n for n in nodes if n.node_id[:12] not in {r["node"] for r in removed}]
+            nodes += _add_workers(cluster, 2 - len(nodes))
+            killer = NodeKiller(cluster, nodes, "all-nodes", pairs // 2, every=True)
+            killer.start()
+            every = [_attempt(config(lost_all, "all-nodes", s3), engine_stage)]
+            killer.done.set()
+            removed += killer.removed
+            before_rerun = _counted(lost_all, pairs)
+            _add_workers(cluster, 2)  # the failed run's execution ends at its next batch
+            every.append(_attempt(config(lost_all, "all-nodes-rerun", s3), engine_stage))
+            injected = tally()
+    finally:
+        ray.shutdown()  # first: the cluster refuses to remove the node a driver is connected to
+        cluster.shutdown()
     tables = {"one node lost": _counted(lost_one, pairs), "all nodes lost": _counted(lost_all,
                                                                                    pairs)}
     return {

@@ -11,8 +11,9 @@ Each request draws one outcome from `Faults` (a seeded generator, so a run's mix
   effect; its client cannot know);
 - otherwise forwarded as is.
 
-The faults are bounded: after `max_in_a_row` faults in a row the next request goes through, so a
-client with a retry budget above that always gets an answer. Every fault but `drop` happens
+The faults are bounded: after `max_in_a_row` faults in a row (counted over all clients) the
+next request goes through, so a lone client with a retry budget above that always gets an
+answer. Every fault but `drop` happens
 before the store sees the request, so retrying it is always safe; a `drop` tests whether a
 client's retry of a request that took effect is (`drop` is off unless asked for).
 
@@ -163,6 +164,10 @@ def flaky_proxy(upstream: str, faults: Faults = Faults()) -> Iterator[tuple[str,
     proxy = ctx.Process(target=_serve, args=(theirs, upstream.rstrip("/"), asdict(faults)),
                         daemon=True, name="emoray-flaky-s3")
     proxy.start()
+    theirs.close()  # the child's end: a dead child then reads as EOF here, not a hang
+    if not ours.poll(60):
+        proxy.kill()
+        raise RuntimeError("the flaky S3 proxy did not start within 60 s")
     port = ours.recv()
 
     def tally() -> dict[str, int]:
@@ -173,7 +178,10 @@ def flaky_proxy(upstream: str, faults: Faults = Faults()) -> Iterator[tuple[str,
     try:
         yield f"http://127.0.0.1:{port}", tally
     finally:
-        ours.send("stop")
+        try:
+            ours.send("stop")
+        except OSError:  # the child is gone already
+            pass
         proxy.join(10)
         if proxy.is_alive():
             proxy.kill()

@@ -43,8 +43,15 @@ class PeakSampler(threading.Thread):
         super().__init__(daemon=True, name="emoray-footprint")
         self.every_s, self.stop = every_s, threading.Event()
         self.rss = self.anon = self.store = 0
+        self.error: Exception | None = None
 
     def run(self) -> None:
+        try:
+            self._sample()
+        except Exception as e:  # raised by the bench after the run, not a silent 0
+            self.error = e
+
+    def _sample(self) -> None:
         import psutil
         import ray
         from ray._private.internal_api import (
@@ -109,6 +116,8 @@ def memory_bench(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
         wall = time.perf_counter() - t0
         sampler.stop.set()
         sampler.join()
+        if sampler.error is not None:
+            raise RuntimeError(f"memory sampling failed: {sampler.error}")
         runs.append({"rows": rows, "rows_out": summary.rows_out,
                      "statuses": summary.status_counts, "wall_s": round(wall, 1),
                      "driver_rss_before_mib": before >> 20,

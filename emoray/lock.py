@@ -175,7 +175,7 @@ class TableLock:
                     f"{holder.get('heartbeat_utc')}); wait for it to finish, or remove "
                     f"{LOCK} if that run is known dead")
             self.etag = (self.store.replace(self._body(), current[1]) if current
-                         else self.store.create(self._body()))
+                         else self.store.create(self._body())) or self._ours()
             if self.etag is None:
                 raise LockedError(f"table {self.uri}: another run took the stale lease first")
 

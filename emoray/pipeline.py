@@ -391,7 +391,8 @@ class Annotator:
         when there are more than `MATCH_LIMIT`: only that many reach the driver, so its memory
         does not grow with the night's input."""
         texts = _union(self._inputs()).select_columns(["text_sha256"])
-        distinct = texts.groupby("text_sha256").count().limit(MATCH_LIMIT + 2)  # + a null
+        distinct = texts.groupby("text_sha256", num_partitions=self.config.shuffle_partitions)
+        distinct = distinct.count().limit(MATCH_LIMIT + 2)  # + a null group
         hashes = [h for batch in distinct.iter_batches(batch_format="pyarrow", batch_size=None)
                   for h in batch["text_sha256"].to_pylist() if h is not None]
         return hashes if len(hashes) <= MATCH_LIMIT else None
@@ -478,38 +479,66 @@ class Annotator:
     def _watched(self, batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
         """`batches`, pulled by a thread so the driver can see when no alive node could host an
         engine actor (its nodes lost, none added by an autoscaler) for `engine_wait_s`, and fail
-        the run then (`NoEngineNodeError`): Ray itself waits for such a node forever."""
+        the run then (`NoEngineNodeError`): Ray itself waits for such a node forever. However
+        the driver stops reading, the thread then closes `batches`, which ends Ray Data's
+        execution and frees its actors."""
         resources, wait = self.resources(), self.config.engine_wait_s
         handoff: queue.Queue = queue.Queue(maxsize=2)
-        end = object()
+        stop, end = threading.Event(), object()
+
+        def offer(item) -> bool:
+            while not stop.is_set():
+                try:
+                    handoff.put(item, timeout=1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def pull() -> None:
             try:
                 for batch in batches:
-                    handoff.put(batch)
-                handoff.put(end)
+                    if not offer(batch):
+                        return
+                offer(end)
             except BaseException as e:  # handed to the driver, which raises it
-                handoff.put(e)
+                offer(e)
+            finally:
+                close = getattr(batches, "close", None)
+                if close is not None:
+                    close()
 
         threading.Thread(target=pull, daemon=True, name=f"emoray-{self.run_id}").start()
         lost_since = None
-        while True:
-            try:
-                item = handoff.get(timeout=min(5.0, wait))
-            except queue.Empty:
-                if can_host(resources):
-                    lost_since = None
-                elif time.monotonic() - (lost_since := lost_since or time.monotonic()) > wait:
-                    raise NoEngineNodeError(
-                        f"no alive Ray node offers what an engine actor needs ({resources}) "
-                        f"for {wait:g} s (engine_wait_s): the cluster lost its engine nodes, "
-                        "or no autoscaler adds them.") from None
-                continue
-            if item is end:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        try:
+            while True:
+                try:
+                    item = handoff.get(timeout=min(5.0, wait))
+                except queue.Empty:
+                    if self._hostable(resources):
+                        lost_since = None
+                    elif time.monotonic() - (lost_since := lost_since or time.monotonic()) > wait:
+                        raise NoEngineNodeError(
+                            f"no alive Ray node offers what an engine actor needs ({resources}) "
+                            f"for {wait:g} s (engine_wait_s): the cluster lost its engine nodes, "
+                            "or no autoscaler adds them.") from None
+                    continue
+                lost_since = None
+                if item is end:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+    @staticmethod
+    def _hostable(resources: dict) -> bool:
+        """`can_host`, taking a failed look at the cluster (a busy GCS) as a node found."""
+        try:
+            return can_host(resources)
+        except Exception:
+            return True
 
     def resources(self) -> dict:
         """Ray resources of one engine actor (needs Ray started: `auto` looks for GPUs)."""
@@ -619,6 +648,7 @@ class Annotator:
             except Exception as e:
                 lost = isinstance(e, NoEngineNodeError)  # the engine ran; its nodes went
                 failure = str(e) if lost else ray.get(stats.failure.remote())
+                ray.kill(stats)  # named after the run: a resumed run in this process makes its own
                 if failure is None:
                     raise
                 if lost or writer.chunks > writer.first_chunk:

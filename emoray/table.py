@@ -299,15 +299,21 @@ class ChunkWriter:
         counts = status_counts(data)
         info = {**self.lineage, "run_id": self.run_id, "chunk": str(chunk),
                 "rows": str(data.num_rows), "status_counts": json.dumps(counts)}
+        from deltalake.exceptions import CommitFailedError
+
         for attempt in s3clients.commit_retrying(self.table.s3):
             with attempt:
                 if attempt.retry_state.attempt_number > 1 and self._recorded(chunk):
                     break
-                self.dt.create_write_transaction(
-                    actions, mode="append", schema=SCHEMA, partition_by=PARTITION_BY,
-                    commit_properties=CommitProperties(
-                        custom_metadata=info,
-                        app_transactions=[Transaction(app_id=self.run_id, version=chunk)]))
+                try:
+                    self.dt.create_write_transaction(
+                        actions, mode="append", schema=SCHEMA, partition_by=PARTITION_BY,
+                        commit_properties=CommitProperties(
+                            custom_metadata=info,
+                            app_transactions=[Transaction(app_id=self.run_id, version=chunk)]))
+                except CommitFailedError:  # a conflict with our own landed attempt is none
+                    if not self._recorded(chunk):
+                        raise
         self.status_counts.update(counts)
         self.rows += data.num_rows
 
