@@ -324,9 +324,8 @@ def nightly_bench(engine: EngineConfig, rows: int, tasks: list[str], root: str,
     crashed_table = table.AnnotationTable(crash_out)
     visible_after_crash = crashed_table.read(["doc_id"]).num_rows
     resumed = run(crash_out)
-    final = crashed_table.read(["doc_id", "task", "target"])
-    keys = final.group_by(["doc_id", "task", "target"]).aggregate([("doc_id", "count")])
     expected = rows * len(resolve(tasks))
+    final = table.pair_counts(crashed_table, expected, ["doc_id", "task", "target"])
     return {
         "rows_in": rows, "expected_rows": expected,
         "first_run": {"rows_out": first.rows_out, "prompts": first.prompts_sent,
@@ -336,9 +335,8 @@ def nightly_bench(engine: EngineConfig, rows: int, tasks: list[str], root: str,
                   "check_rows_per_s": round(expected / again.wall_s, 1)},
         "crash": {"exit_code": crashed.returncode, "visible_after_crash": visible_after_crash,
                   "resumed_rows_out": resumed.rows_out, "resumed_prompts": resumed.prompts_sent,
-                  "final_rows": final.num_rows,
-                  "missing": expected - keys.num_rows,
-                  "duplicates": final.num_rows - keys.num_rows},
+                  "final_rows": final["rows"], "missing": final["missing"],
+                  "duplicates": final["duplicates"]},
     }
 
 

@@ -29,7 +29,6 @@ from emoray.tasks import resolve
 
 ENGINE_NODE = "engine_node"
 """The custom resource the worker nodes offer and the engine actors ask for."""
-KEYS = ["doc_id", "task", "target", "model", "prompt_version"]
 
 
 def _add_workers(cluster, count: int, object_store_mib: int = 512) -> list:
@@ -85,15 +84,6 @@ class NodeKiller(threading.Thread):
             self.cluster.remove_node(node, allow_graceful=False)
             self.removed.append({"node": node.node_id[:12],
                                  "after_prompts": counts.get("prompts", 0)})
-
-
-def _counted(uri: str, pairs: int) -> dict:
-    """Rows, missing and duplicate keys of the table at `uri`, read straight from the
-    endpoint."""
-    held = table.AnnotationTable(uri).read(KEYS)
-    distinct = held.group_by(KEYS).aggregate([([], "count_all")]).num_rows
-    return {"rows": held.num_rows, "missing": pairs - distinct,
-            "duplicates": held.num_rows - distinct}
 
 
 def _report(uri: str, run_id: str) -> dict:
@@ -158,15 +148,15 @@ def run_campaign(engine: EngineConfig, rows: int, tasks: list[str], engine_stage
             every = [_attempt(config(lost_all, "all-nodes", s3), engine_stage)]
             killer.done.set()
             removed += killer.removed
-            before_rerun = _counted(lost_all, pairs)
+            before_rerun = table.pair_counts(table.AnnotationTable(lost_all), pairs)
             _add_workers(cluster, 2)  # the failed run's execution ends at its next batch
             every.append(_attempt(config(lost_all, "all-nodes-rerun", s3), engine_stage))
             injected = tally()
     finally:
         ray.shutdown()  # first: the cluster refuses to remove the node a driver is connected to
         cluster.shutdown()
-    tables = {"one node lost": _counted(lost_one, pairs), "all nodes lost": _counted(lost_all,
-                                                                                   pairs)}
+    tables = {name: table.pair_counts(table.AnnotationTable(uri), pairs)
+              for name, uri in (("one node lost", lost_one), ("all nodes lost", lost_all))}
     return {
         "rows_in": rows, "pairs": pairs, "clean": clean, "one_node": one, "all_nodes": every,
         "visible_after_failure": before_rerun, "node_removed": removed, "injected": injected,

@@ -154,20 +154,25 @@ class TableLock:
             return True
         return holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid", 0))
 
+    def _mine(self, holder: dict) -> bool:
+        """Whether the lease body `holder` is this run's own: a write whose reply was lost took
+        effect, and its retry was then refused by its own condition."""
+        return (holder.get("run_id"), holder.get("host"), holder.get("pid")) == (
+            self.run_id, socket.gethostname(), os.getpid())
+
     def _ours(self) -> str | None:
-        """The lease's ETag when the lease in the store is this run's own: a write whose reply
-        was lost took effect, and its retry was then refused by its own condition."""
+        """The lease's ETag when the lease in the store is this run's own (`_mine`)."""
         current = self.store.read()
-        holder = json.loads(current[0]) if current else {}
-        mine = (self.run_id, socket.gethostname(), os.getpid())
-        return current[1] if (holder.get("run_id"), holder.get("host"), holder.get("pid")) \
-            == mine else None
+        return current[1] if current and self._mine(json.loads(current[0])) else None
 
     def acquire(self) -> None:
-        self.etag = self.store.create(self._body()) or self._ours()
+        self.etag = self.store.create(self._body())
         if self.etag is None:
             current = self.store.read()
             holder = json.loads(current[0]) if current else {}
+            if current and self._mine(holder):
+                self.etag = current[1]
+                return
             if current and not self._stale(holder):
                 raise LockedError(
                     f"table {self.uri} is being written by run {holder.get('run_id')} "

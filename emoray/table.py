@@ -294,12 +294,12 @@ class ChunkWriter:
         """Add the chunk's files in one transaction; count what committed. A commit that fails
         on the object store is retried (`s3clients.commit_retrying`) unless the table shows the
         failed attempt landed after all."""
+        from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import CommitProperties, Transaction
 
         counts = status_counts(data)
         info = {**self.lineage, "run_id": self.run_id, "chunk": str(chunk),
                 "rows": str(data.num_rows), "status_counts": json.dumps(counts)}
-        from deltalake.exceptions import CommitFailedError
 
         for attempt in s3clients.commit_retrying(self.table.s3):
             with attempt:
@@ -316,6 +316,19 @@ class ChunkWriter:
                         raise
         self.status_counts.update(counts)
         self.rows += data.num_rows
+
+
+ROW_KEY = ["doc_id", "task", "target", "model", "prompt_version"]
+"""What one row answers: an input row's task request, by one model under one prompt version."""
+
+
+def pair_counts(table: AnnotationTable, pairs: int, keys: list[str] = ROW_KEY) -> dict:
+    """Rows, and missing and duplicate keys against the `pairs` the input asked for: the
+    exactly-once check of the benchmarks."""
+    held = table.read(keys)
+    distinct = held.group_by(keys).aggregate([([], "count_all")]).num_rows
+    return {"rows": held.num_rows, "missing": pairs - distinct,
+            "duplicates": held.num_rows - distinct}
 
 
 def status_counts(rows: pa.Table) -> dict[str, int]:
