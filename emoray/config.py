@@ -103,7 +103,17 @@ class EngineConfig(_Strict):
         "correlates better with the gold scores per task; changing it changes the task's "
         "prompt version.")
     dtype: str = Field("auto", description="Weights dtype passed to vLLM.")
-    enforce_eager: bool = Field(False, description="Skip graph capture/compilation (faster start).")
+    enforce_eager: bool = Field(False, description="Skip graph capture/compilation: a vLLM "
+                                "engine starts sooner and runs slower (docs/performance.md, "
+                                "\"Engine start\"; GPUs also lose CUDA graphs).")
+    in_process: bool = Field(False, description="Run vLLM's engine core inside the engine "
+                             "actor's process (VLLM_ENABLE_V1_MULTIPROCESSING=0) instead of a "
+                             "child process of its own: no second process importing torch and "
+                             "vLLM, so the engine starts sooner, at a few percent of "
+                             "steady-state rate since tokenizing no longer overlaps the model "
+                             "(docs/performance.md, \"Engine start\"). The embedded CPU "
+                             "profile turns it on. Off, vLLM's default (or that variable, when "
+                             "set) stands.")
     seed: int = Field(0, description="Engine seed; decoding is greedy either way.")
     template: int = Field(0, ge=0, description="Which paraphrase of each task's instruction "
                           "to use (0 = canonical).")

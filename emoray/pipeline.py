@@ -182,7 +182,9 @@ class RunSummary:
             f"  prompts sent     {self.prompts_sent} ({self.reused} answers reused from the "
             "table; identical and blank texts sent once or not at all)",
             f"  rows per status  {statuses}",
-            f"  wall time        {self.wall_s:.1f} s ({self.rows_per_s:.1f} rows/s)",
+            f"  wall time        {self.wall_s:.1f} s ({self.rows_per_s:.1f} rows/s"
+            + (f"; first prompt {self.first_prompt_s:.1f} s after the start)"
+               if self.first_prompt_s is not None else ")"),
             f"  tokens           {self.prompt_tokens} prompt, {self.output_tokens} generated",
         ] + (["  retries          " + ", ".join(f"{k} {v}" for k, v in
                                                     sorted(self.retries.items()))]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import os
 import sys
 from dataclasses import replace
 
@@ -73,28 +74,36 @@ def cpu_kv_cache_bytes(config: EngineConfig, available: int | None = None) -> in
     return int(min(available * AUTO_KV_SHARE, AUTO_KV_MAX))
 
 
+def llm_arguments(config: EngineConfig) -> dict:
+    """The vLLM engine arguments of `config` (besides the model), as `vllm.LLM` and
+    `ray.data.llm`'s `engine_kwargs` take them."""
+    from vllm.platforms import current_platform
+
+    kv_bytes = cpu_kv_cache_bytes(config) if current_platform.is_cpu() else None
+    return dict(
+        max_model_len=config.max_model_len,
+        enable_prefix_caching=config.enable_prefix_caching,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        tensor_parallel_size=config.tensor_parallel_size,
+        dtype=config.dtype,
+        seed=config.seed,
+        enforce_eager=config.enforce_eager,
+        **({"block_size": config.block_size} if config.block_size else {}),
+        **({"kv_cache_memory_bytes": kv_bytes} if kv_bytes else {}),
+    )
+
+
 class Engine:
     """One vLLM engine plus the per-task decoding settings."""
 
     def __init__(self, config: EngineConfig):
+        if config.in_process:  # read by vLLM as the engine is built
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM
-        from vllm.platforms import current_platform
 
         self.config = config
         self.model = resolve_model(config.model)
-        kv_bytes = cpu_kv_cache_bytes(config) if current_platform.is_cpu() else None
-        self.llm = LLM(
-            model=self.model.source,
-            max_model_len=config.max_model_len,
-            enable_prefix_caching=config.enable_prefix_caching,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            tensor_parallel_size=config.tensor_parallel_size,
-            dtype=config.dtype,
-            seed=config.seed,
-            enforce_eager=config.enforce_eager,
-            **({"block_size": config.block_size} if config.block_size else {}),
-            **({"kv_cache_memory_bytes": kv_bytes} if kv_bytes else {}),
-        )
+        self.llm = LLM(model=self.model.source, **llm_arguments(config))
         self.tokenizer = self.llm.get_tokenizer()
         self._reset_decoding()
 

@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Every vLLM engine of the suite (in this process, in Ray's workers and in the subprocesses
+# the tests start, which inherit it) runs its engine core in its own process, as
+# `engine.in_process` does: each start is about 15 s shorter.
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 AEB_DIR = Path(os.environ.get("EMORAY_AEB_DIR", REPO / "emoray" / "data" / "aeb"))
 
 
