@@ -9,6 +9,8 @@ engine is excluded: rate = (rows_large - rows_small) / (time_large - time_small)
 - unconstrained: the same engine with `constrained=False` (the cost of the constraint);
 - no_confidence: the same engine with `confidence=False` (the cost of confidences: for
   regression tasks, the leading digit's distribution);
+- ray_data_llm (opt-in): the bare side's prompts and sampling params through a
+  `ray.data.llm` vLLM processor (Ray's own batch-inference stages), as the issue's yardstick;
 - pipeline: the whole Ray Data job, reading Parquet from S3 and committing the table;
 - noop: the whole job with the engine stage answered by `NoopEngine` (`NOOP_ENGINE`: prompts
   built, no model): the per-row cost of everything around the model;
@@ -16,7 +18,10 @@ engine is excluded: rate = (rows_large - rows_small) / (time_large - time_small)
   checkpoint of `seq2seq_models` (default: a tiny T5 and a tiny BART), batched as the engine
   side, one side `transformers:<folder>` per checkpoint, each in its own Ray actor.
 
-Each side runs once untimed on `WARM_UP` rows first, so both timed runs start warm.
+Each engine side runs once untimed on `WARM_UP` rows first, so both timed runs start warm. The
+whole-job sides share one untimed run (the no-op engine's, or the engine's when no engine side
+ran first to warm its caches): each whole-job run starts its own engine actor, as a real run
+does, so the warm-up is for the driver (imports, Ray Data, S3, deltalake).
 
 bare, engine, unconstrained and no_confidence share one engine in one Ray actor; the pipeline sides start
 their own, as a real run does. All run the same model, settings, prompts and constraints, one
@@ -35,6 +40,7 @@ import pyarrow.parquet as pq
 from emoray import locations
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.contract import Stage
+from emoray.cost import device_of
 from emoray.engine_stage import ENGINE, engine_resources
 from emoray.models import resolve_model
 from emoray.pipeline import Annotator, build_annotator
@@ -45,7 +51,8 @@ from emoray.seq2seq import Seq2SeqEngine
 from emoray.tasks import Task, resolve
 from emoray.vllm_engine import Engine
 
-SIDES = ("bare", "engine", "unconstrained", "no_confidence", "pipeline", "noop", "transformers")
+SIDES = ("bare", "engine", "unconstrained", "no_confidence", "ray_data_llm", "pipeline", "noop",
+         "transformers")
 WARM_UP = 64
 """Rows of the untimed run before each side's timed ones (imports, worker start, grammars)."""
 
@@ -106,8 +113,12 @@ class EngineSides:
                 "output_tokens": sum(len(o.outputs[0].token_ids) for o in outputs)}
 
     def generate(self, n: int, task_names: list[str], batch_size: int,
-                 constrained: bool = True, confidence: bool = True) -> dict:
-        engine = self.engine.variant(constrained=constrained, confidence=confidence)
+                 constrained: bool | None = None, confidence: bool | None = None) -> dict:
+        """The engine side; `constrained` or `confidence` given overrides the engine's setting
+        (the unconstrained and no_confidence sides)."""
+        settings = {k: v for k, v in (("constrained", constrained), ("confidence", confidence))
+                    if v is not None}
+        engine = self.engine.variant(**settings) if settings else self.engine
         pairs = _pairs(n, task_names)
         t0 = time.perf_counter()
         results: list[Generation] = []
@@ -124,6 +135,61 @@ class EngineSides:
         return {"rows": len(pairs), "s": elapsed, "parsed": parsed,
                 "prompt_tokens": sum(g.prompt_tokens for g in results),
                 "output_tokens": sum(g.output_tokens for g in results)}
+
+
+    def request_params(self, task_names: list[str]) -> dict[str, dict]:
+        """Per task, the bare side's sampling params as the plain dict `ray.data.llm` takes."""
+        out = {}
+        for r in resolve(task_names):
+            p = self.engine.sampling_params(r.task)
+            structured = p.structured_outputs
+            out[r.task.name] = {
+                "temperature": p.temperature, "max_tokens": p.max_tokens,
+                **({"logprobs": p.logprobs} if p.logprobs is not None else {}),
+                **({"logprob_token_ids": list(p.logprob_token_ids)}
+                   if p.logprob_token_ids else {}),
+                **({"structured_outputs": {k: v for k, v in dataclasses.asdict(structured).items()
+                                           if v not in (None, False) and not k.startswith("_")}}
+                   if structured else {})}
+        return out
+
+
+def _ray_data_llm(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
+                  batch_size: int, params: dict[str, dict]) -> list[dict]:
+    """The bare side's prompts and sampling params through a `ray.data.llm` vLLM processor
+    (one engine replica, its chat-template, tokenize and detokenize stages off, one CPU bundle
+    on a CPU engine; its own defaults otherwise), one processor run per size, each starting
+    its engine as the pipeline side does (so, like the whole-job sides, no warm-up run of its
+    own: the engine sides' warmed the caches)."""
+    import ray.data
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    from emoray.vllm_engine import llm_arguments
+
+    model = resolve_model(engine.model)
+    fitter = PromptFitter(engine, load_tokenizer(model.source), model.prompt_format,
+                          model.encoder_limit)
+    processor = build_processor(
+        vLLMEngineProcessorConfig(
+            model_source=model.source, batch_size=batch_size, concurrency=1,
+            chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
+            engine_kwargs=llm_arguments(engine),
+            **({"placement_group_config": {"bundles": [{"CPU": 1}]}}
+               if device_of(engine_resources(engine)) == "cpu" else {})),
+        preprocess=lambda row: {"prompt": row["prompt"],
+                                "sampling_params": params[row["task"]]},
+        postprocess=lambda row: {"prompt_tokens": row["num_input_tokens"],
+                                 "output_tokens": row["num_generated_tokens"]})
+    runs = []
+    for n in sizes:
+        rows = [{"task": task.name, "prompt": fitter.prompt(task, text, target)}
+                for task, text, target in _pairs(n, tasks)]
+        t0 = time.perf_counter()
+        out = processor(ray.data.from_items(rows)).to_pandas()
+        runs.append({"rows": len(out), "s": time.perf_counter() - t0,
+                     "prompt_tokens": int(out["prompt_tokens"].sum()),
+                     "output_tokens": int(out["output_tokens"].sum())})
+    return runs
 
 
 def _slope(small: dict, large: dict, key: str = "rows") -> float | None:
@@ -179,26 +245,35 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
     import ray
 
     runs: dict[str, list[dict]] = {}
-    if {"bare", "engine", "unconstrained", "no_confidence"} & set(sides):
+    engine_sides = {"bare", "engine", "unconstrained", "no_confidence"} & set(sides)
+    if engine_sides or "ray_data_llm" in sides:
         actor = ray.remote(EngineSides).options(**engine_resources(engine)).remote(engine)
         ray.get(actor.generate.remote(WARM_UP, tasks, batch_size))
         ray.get(actor.generate.remote(WARM_UP, tasks, batch_size, False))
         calls = {"bare": lambda n: actor.bare.remote(n, tasks),
                  "engine": lambda n: actor.generate.remote(n, tasks, batch_size),
                  "unconstrained": lambda n: actor.generate.remote(n, tasks, batch_size, False),
-                 "no_confidence": lambda n: actor.generate.remote(n, tasks, batch_size, True,
-                                                                  False)}
+                 "no_confidence": lambda n: actor.generate.remote(n, tasks, batch_size,
+                                                                  confidence=False)}
         for side in (s for s in calls if s in sides):
             runs[side] = [ray.get(calls[side](n)) for n in sizes]
+        params = ray.get(actor.request_params.remote(tasks))
         ray.kill(actor)
+        if "ray_data_llm" in sides:
+            runs["ray_data_llm"] = _ray_data_llm(engine, sizes, tasks, batch_size, params)
     if "transformers" in sides:
         runs.update(_seq2seq_sides(engine, sizes, tasks, batch_size, seq2seq_models))
-    for side, stage in (("pipeline", ENGINE), ("noop", NOOP_ENGINE)):
-        if side in sides:
-            runs[side] = [_pipeline(AnnotateConfig(
-                input=f"{root}/{side}-in-{n}", output=f"{root}/{side}-out-{n}", tasks=tasks,
-                engine=engine, batch_size=batch_size, concurrency=concurrency),
-                n, stage) for n in (WARM_UP, *sizes)][1:]
+    whole = [(side, stage) for side, stage in (("pipeline", ENGINE), ("noop", NOOP_ENGINE))
+             if side in sides]
+    if whole:  # one untimed run warms the driver (imports, Ray Data, S3, deltalake)
+        warm = NOOP_ENGINE if engine_sides else whole[0][1]  # those warmed the engine's caches
+        whole = [("warm-up", warm), *whole]
+    for side, stage in whole:
+        runs[side] = [_pipeline(AnnotateConfig(
+            input=f"{root}/{side}-in-{n}", output=f"{root}/{side}-out-{n}", tasks=tasks,
+            engine=engine, batch_size=batch_size, concurrency=concurrency),
+            n, stage) for n in ((WARM_UP,) if side == "warm-up" else sizes)]
+    runs.pop("warm-up", None)
     rates = {side: {"rows_per_s": _slope(*r),
                     "prompt_tokens_per_s": _slope(*r, key="prompt_tokens"),
                     "output_tokens_per_s": _slope(*r, key="output_tokens")}
@@ -207,6 +282,8 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
     for name, (a, b) in {"pipeline_over_bare": ("pipeline", "bare"),
                          "engine_over_bare": ("engine", "bare"),
                          "pipeline_over_engine": ("pipeline", "engine"),
+                         "pipeline_over_ray_data_llm": ("pipeline", "ray_data_llm"),
+                         "ray_data_llm_over_bare": ("ray_data_llm", "bare"),
                          "constrained_over_unconstrained": ("engine", "unconstrained"),
                          "confidence_on_over_off": ("engine", "no_confidence")}.items():
         if a in rates and b in rates:
@@ -228,7 +305,7 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
                      "batch_size": batch_size, "concurrency": concurrency},
         "runs": runs, "rates": rates, "ratios": ratios,
         "parse_rate": round(sum(r["parsed"] for r in checked)
-                            / max(sum(r["rows"] for r in checked), 1), 4),
+                            / sum(r["rows"] for r in checked), 4) if checked else None,
     }
 
 
@@ -260,7 +337,9 @@ def render(result: dict) -> str:
     if any(r["rows_per_s"] is None for r in result["rates"].values()):
         lines.append("n/a: the larger run was not slower; per-row cost below the noise of fixed "
                      "costs at these sizes (try larger --rows)")
-    lines.append(f"{'parse rate':32} {result['parse_rate'] * 100:.2f} %")
+    rate = result["parse_rate"]
+    lines.append(f"{'parse rate':32} " + ("n/a (no side parses its answers)" if rate is None
+                                          else f"{rate * 100:.2f} %"))
     return "\n".join(lines)
 
 

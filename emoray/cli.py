@@ -492,8 +492,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--tasks", default="v_reg", help="comma list of task requests")
     b.add_argument("--sides", default="bare,engine,unconstrained,pipeline,noop",
                    help="which sides to run (see emoray/bench.py; also no_confidence: the "
-                   "engine without confidences; transformers: the Transformers engine on "
-                   "--seq2seq-models)")
+                   "engine without confidences; ray_data_llm: the bare side through a ray.data.llm "
+                   "processor; transformers: the Transformers engine on --seq2seq-models)")
     b.add_argument("--seq2seq-models", help="transformers side: comma list of encoder-decoder "
                    "checkpoint folders (default: a tiny T5 and a tiny BART built for the run)")
     b.add_argument("--constraint", choices=["grammar", "regex", "choice", "logprobs", "none"],

@@ -10,13 +10,16 @@ import sys
 
 from tests.test_cli import cli_profile
 
+SIDES = ["bare", "engine", "unconstrained", "ray_data_llm", "pipeline", "noop"]
+"""The default sides (`emoray bench`'s --sides) and ray.data.llm's."""
+
 
 def test_bench_prints_every_side_at_both_sizes(tmp_path, tiny_model):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))}
     done = subprocess.run(
         [sys.executable, "-m", "emoray.cli", "bench", "--config", str(cli_profile()),
          "--model", str(tiny_model), "--rows", "30,90", "--tasks", "v_oc,sst5",
-         "--batch-size", "32", "--json"],
+         "--batch-size", "32", "--sides", ",".join(SIDES), "--json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -25,27 +28,31 @@ def test_bench_prints_every_side_at_both_sizes(tmp_path, tiny_model):
                                   "enable_prefix_caching": True, "block_size": None,
                                   "batch_size": 32,
                                   "concurrency": 1}
-    sides = ["bare", "engine", "unconstrained", "pipeline", "noop"]  # the default sides
-    assert list(result["runs"]) == sides
-    for side in sides:
+    assert list(result["runs"]) == SIDES
+    for side in SIDES:
         assert [r["rows"] for r in result["runs"][side]] == [60, 180], side
         assert set(result["rates"][side]) == {"rows_per_s", "prompt_tokens_per_s",
                                               "output_tokens_per_s"}
-    for side in ("bare", "engine", "unconstrained", "pipeline"):
+    for side in ("bare", "engine", "unconstrained", "ray_data_llm", "pipeline"):
         assert result["runs"][side][1]["prompt_tokens"] > result["runs"][side][0]["prompt_tokens"]
     same = [r["prompt_tokens"] for r in result["runs"]["bare"]]
-    assert [r["prompt_tokens"] for r in result["runs"]["engine"]] == same
-    assert [r["prompt_tokens"] for r in result["runs"]["pipeline"]] == same
+    for side in ("engine", "ray_data_llm", "pipeline"):
+        assert [r["prompt_tokens"] for r in result["runs"][side]] == same, side
+    # ray.data.llm decodes the bare side's first steps with the same params: same tokens out
+    assert [r["output_tokens"] for r in result["runs"]["ray_data_llm"]] == [
+        r["output_tokens"] for r in result["runs"]["bare"]]
     assert set(result["ratios"]) == {"pipeline_over_bare", "engine_over_bare",
-                                     "pipeline_over_engine", "constrained_over_unconstrained",
+                                     "pipeline_over_engine", "pipeline_over_ray_data_llm",
+                                     "ray_data_llm_over_bare", "constrained_over_unconstrained",
                                      "noop_us_per_row"}
     assert result["parse_rate"] == 1.0
 
 
 def test_bench_rejects_unknown_side(tmp_path):
-    from emoray.cli import main
+    from emoray.cli import main, parser
 
     assert main(["bench", "--sides", "bare,turbo", "--rows", "10,20"]) == 2
+    assert parser().parse_args(["bench"]).sides == "bare,engine,unconstrained,pipeline,noop"
 
 
 def test_transformers_side_times_tiny_t5_and_bart_on_the_same_prompts(ray_local, tiny_model,
