@@ -109,8 +109,8 @@ class EngineConfig(_Strict):
     in_process: bool = Field(False, description="Run vLLM's engine core inside the engine "
                              "actor's process (VLLM_ENABLE_V1_MULTIPROCESSING=0) instead of a "
                              "child process of its own: no second process importing torch and "
-                             "vLLM, so the engine starts sooner, at a few percent of "
-                             "steady-state rate since tokenizing no longer overlaps the model "
+                             "vLLM, so the engine starts sooner, at some steady-state rate "
+                             "since tokenizing no longer overlaps the model "
                              "(docs/performance.md, \"Engine start\"). The embedded CPU "
                              "profile turns it on. Off, vLLM's default (or that variable, when "
                              "set) stands.")
