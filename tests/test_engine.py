@@ -3,6 +3,8 @@ same answers and confidences (they constrain the same answers, greedily)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from emoray.bench import bench_texts
@@ -101,3 +103,22 @@ def test_vllm_and_transformers_engines_agree_on_statuses_and_types(engine, seq2s
     assert {(n, f) for n, _, f, _, _ in seen["vllm"]} == {
         ("v_reg", ("score",)), ("v_oc", ("score", "label")), ("e_c", ("labels",)),
         ("ei_reg", ("score",))}
+
+
+def test_in_process_runs_the_engine_core_in_the_callers_process(tiny_model):
+    """`engine.in_process` alone (the variable unset) keeps vLLM's engine core in the engine's
+    own process: no child process, vLLM's in-process client."""
+    import subprocess
+    import sys
+
+    code = ("import multiprocessing; from emoray.config import EngineConfig; "
+            "from emoray.vllm_engine import Engine; "
+            f"e = Engine(EngineConfig(model={str(tiny_model)!r}, device='cpu', "
+            "max_model_len=512, kv_cache_gib=0.25, enforce_eager=True, in_process=True)); "
+            "print(type(e.llm.llm_engine.engine_core).__name__, "
+            "len(multiprocessing.active_children()))")
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "InprocClient 0"
