@@ -19,9 +19,10 @@ engine is excluded: rate = (rows_large - rows_small) / (time_large - time_small)
   side, one side `transformers:<folder>` per checkpoint, each in its own Ray actor.
 
 Each engine side runs once untimed on `WARM_UP` rows first, so both timed runs start warm. The
-whole-job sides share one untimed run (the no-op engine's, or the engine's when no engine side
-ran first to warm its caches): each whole-job run starts its own engine actor, as a real run
-does, so the warm-up is for the driver (imports, Ray Data, S3, deltalake).
+sides that start their own engine in every run, as a real run does (pipeline, noop,
+ray_data_llm), share one untimed whole-job run before them that warms the driver (imports, Ray
+Data, S3, deltalake): the no-op engine's, or the engine's when no engine actor ran first to warm
+its caches.
 
 bare, engine, unconstrained and no_confidence share one engine in one Ray actor; the pipeline sides start
 their own, as a real run does. All run the same model, settings, prompts and constraints, one
@@ -159,8 +160,7 @@ def _ray_data_llm(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str]
     """The bare side's prompts and sampling params through a `ray.data.llm` vLLM processor
     (one engine replica, its chat-template, tokenize and detokenize stages off, one CPU bundle
     on a CPU engine; its own defaults otherwise), one processor run per size, each starting
-    its engine as the pipeline side does (so, like the whole-job sides, no warm-up run of its
-    own: the engine sides' warmed the caches)."""
+    its engine as the pipeline side does (after the whole-job warm-up run)."""
     import ray.data
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
@@ -245,6 +245,7 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
     import ray
 
     runs: dict[str, list[dict]] = {}
+    params: dict[str, dict] = {}  # the engine actor's sampling params, for ray_data_llm
     engine_sides = {"bare", "engine", "unconstrained", "no_confidence"} & set(sides)
     if engine_sides or "ray_data_llm" in sides:
         actor = ray.remote(EngineSides).options(**engine_resources(engine)).remote(engine)
@@ -259,21 +260,23 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
             runs[side] = [ray.get(calls[side](n)) for n in sizes]
         params = ray.get(actor.request_params.remote(tasks))
         ray.kill(actor)
-        if "ray_data_llm" in sides:
-            runs["ray_data_llm"] = _ray_data_llm(engine, sizes, tasks, batch_size, params)
     if "transformers" in sides:
         runs.update(_seq2seq_sides(engine, sizes, tasks, batch_size, seq2seq_models))
+
+    def whole_job(side: str, n: int, stage: Stage) -> dict:
+        return _pipeline(AnnotateConfig(
+            input=f"{root}/{side}-in-{n}", output=f"{root}/{side}-out-{n}", tasks=tasks,
+            engine=engine, batch_size=batch_size, concurrency=concurrency), n, stage)
+
     whole = [(side, stage) for side, stage in (("pipeline", ENGINE), ("noop", NOOP_ENGINE))
              if side in sides]
-    if whole:  # one untimed run warms the driver (imports, Ray Data, S3, deltalake)
-        warm = NOOP_ENGINE if engine_sides else whole[0][1]  # those warmed the engine's caches
-        whole = [("warm-up", warm), *whole]
+    if whole or "ray_data_llm" in sides:  # one untimed run warms the driver (imports, Ray
+        # Data, S3, deltalake); with the no-op engine once the engine actor warmed the caches
+        whole_job("warm-up", WARM_UP, NOOP_ENGINE if params else whole[0][1])
+    if "ray_data_llm" in sides:
+        runs["ray_data_llm"] = _ray_data_llm(engine, sizes, tasks, batch_size, params)
     for side, stage in whole:
-        runs[side] = [_pipeline(AnnotateConfig(
-            input=f"{root}/{side}-in-{n}", output=f"{root}/{side}-out-{n}", tasks=tasks,
-            engine=engine, batch_size=batch_size, concurrency=concurrency),
-            n, stage) for n in ((WARM_UP,) if side == "warm-up" else sizes)]
-    runs.pop("warm-up", None)
+        runs[side] = [whole_job(side, n, stage) for n in sizes]
     rates = {side: {"rows_per_s": _slope(*r),
                     "prompt_tokens_per_s": _slope(*r, key="prompt_tokens"),
                     "output_tokens_per_s": _slope(*r, key="output_tokens")}
@@ -300,8 +303,10 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
     return {
         "model": engine.model, "tasks": [r.key for r in resolve(tasks)], "sizes": list(sizes),
         "settings": {"constraint": engine.constraint, "constrained": engine.constrained,
+                     "confidence": engine.confidence,
                      "enable_prefix_caching": engine.enable_prefix_caching,
-                     "block_size": engine.block_size,
+                     "block_size": engine.block_size, "enforce_eager": engine.enforce_eager,
+                     "in_process": engine.in_process,
                      "batch_size": batch_size, "concurrency": concurrency},
         "runs": runs, "rates": rates, "ratios": ratios,
         "parse_rate": round(sum(r["parsed"] for r in checked)

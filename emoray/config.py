@@ -112,8 +112,9 @@ class EngineConfig(_Strict):
                              "vLLM, so the engine starts sooner, at some steady-state rate "
                              "since tokenizing no longer overlaps the model "
                              "(docs/performance.md, \"Engine start\"). The embedded CPU "
-                             "profile turns it on. Off, vLLM's default (or that variable, when "
-                             "set) stands.")
+                             "profile turns it on. It holds for the rest of the process (vLLM "
+                             "reads the variable, then caches it), which is the engine actor's "
+                             "own. Off, vLLM's default (or that variable, when set) stands.")
     seed: int = Field(0, description="Engine seed; decoding is greedy either way.")
     template: int = Field(0, ge=0, description="Which paraphrase of each task's instruction "
                           "to use (0 = canonical).")

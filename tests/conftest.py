@@ -10,8 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # Every vLLM engine of the suite (in this process, in Ray's workers and in the subprocesses
-# the tests start, which inherit it) runs its engine core in its own process, as
-# `engine.in_process` does: each start is about 15 s shorter.
+# the tests start, which inherit it) runs its engine core in the process that builds it, as
+# `engine.in_process` does: each start is about 15 s shorter. vLLM's default (a child process,
+# what GPU profiles run) is tested by test_engine.py's in_process test.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 AEB_DIR = Path(os.environ.get("EMORAY_AEB_DIR", REPO / "emoray" / "data" / "aeb"))
 

@@ -25,9 +25,9 @@ def test_bench_prints_every_side_at_both_sizes(tmp_path, tiny_model):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["tasks"] == ["v_oc", "sst5"]
     assert result["settings"] == {"constraint": "logprobs", "constrained": True,
-                                  "enable_prefix_caching": True, "block_size": None,
-                                  "batch_size": 32,
-                                  "concurrency": 1}
+                                  "confidence": True, "enable_prefix_caching": True,
+                                  "block_size": None, "enforce_eager": True, "in_process": True,
+                                  "batch_size": 32, "concurrency": 1}
     assert list(result["runs"]) == SIDES
     for side in SIDES:
         assert [r["rows"] for r in result["runs"][side]] == [60, 180], side

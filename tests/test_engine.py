@@ -105,20 +105,24 @@ def test_vllm_and_transformers_engines_agree_on_statuses_and_types(engine, seq2s
         ("ei_reg", ("score",))}
 
 
-def test_in_process_runs_the_engine_core_in_the_callers_process(tiny_model):
-    """`engine.in_process` alone (the variable unset) keeps vLLM's engine core in the engine's
-    own process: no child process, vLLM's in-process client."""
+@pytest.mark.parametrize("in_process, client", [(True, "InprocClient 0"),
+                                                (False, "SyncMPClient 1")])
+def test_in_process_runs_the_engine_core_in_the_callers_process(tiny_model, in_process, client):
+    """`engine.in_process` (the variable unset) keeps vLLM's engine core in the engine's own
+    process: vLLM's in-process client, no child process. Off, vLLM's default (what GPU
+    profiles run): the core in a child process."""
     import subprocess
     import sys
 
     code = ("import multiprocessing; from emoray.config import EngineConfig; "
             "from emoray.vllm_engine import Engine; "
             f"e = Engine(EngineConfig(model={str(tiny_model)!r}, device='cpu', "
-            "max_model_len=512, kv_cache_gib=0.25, enforce_eager=True, in_process=True)); "
-            "print(type(e.llm.llm_engine.engine_core).__name__, "
+            f"max_model_len=512, kv_cache_gib=0.25, enforce_eager=True, in_process={in_process})); "
+            "print('client', type(e.llm.llm_engine.engine_core).__name__, "
             "len(multiprocessing.active_children()))")
     env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "InprocClient 0"
+    assert [line for line in done.stdout.splitlines() if line.startswith("client ")] == [
+        f"client {client}"]
