@@ -45,7 +45,7 @@ from emoray.cost import device_of
 from emoray.engine_stage import ENGINE, engine_resources
 from emoray.models import resolve_model
 from emoray.pipeline import Annotator, build_annotator
-from emoray.prompting import PromptFitter, load_tokenizer
+from emoray.prompting import PromptFitter
 from emoray.sample import sample_texts
 from emoray.scoring import Generation
 from emoray.seq2seq import Seq2SeqEngine
@@ -78,8 +78,7 @@ class NoopEngine:
 
     def __init__(self, config: EngineConfig):
         model = resolve_model(config.model)
-        self.fitter = PromptFitter(config, load_tokenizer(model.source), model.prompt_format,
-                                   model.encoder_limit)
+        self.fitter = PromptFitter.for_model(config, model)
 
     def generate(self, tasks, texts, targets) -> list[Generation]:
         out = []
@@ -137,7 +136,6 @@ class EngineSides:
                 "prompt_tokens": sum(g.prompt_tokens for g in results),
                 "output_tokens": sum(g.output_tokens for g in results)}
 
-
     def request_params(self, task_names: list[str]) -> dict[str, dict]:
         """Per task, the bare side's sampling params as the plain dict `ray.data.llm` takes."""
         out = {}
@@ -167,8 +165,7 @@ def _ray_data_llm(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str]
     from emoray.vllm_engine import llm_arguments
 
     model = resolve_model(engine.model)
-    fitter = PromptFitter(engine, load_tokenizer(model.source), model.prompt_format,
-                          model.encoder_limit)
+    fitter = PromptFitter.for_model(engine, model)
     processor = build_processor(
         vLLMEngineProcessorConfig(
             model_source=model.source, batch_size=batch_size, concurrency=1,
@@ -245,9 +242,10 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
     import ray
 
     runs: dict[str, list[dict]] = {}
-    params: dict[str, dict] = {}  # the engine actor's sampling params, for ray_data_llm
-    engine_sides = {"bare", "engine", "unconstrained", "no_confidence"} & set(sides)
-    if engine_sides or "ray_data_llm" in sides:
+    # one engine actor times the engine sides and gives ray_data_llm its sampling params
+    engine_actor = bool({"bare", "engine", "unconstrained", "no_confidence", "ray_data_llm"}
+                        & set(sides))
+    if engine_actor:
         actor = ray.remote(EngineSides).options(**engine_resources(engine)).remote(engine)
         ray.get(actor.generate.remote(WARM_UP, tasks, batch_size))
         ray.get(actor.generate.remote(WARM_UP, tasks, batch_size, False))
@@ -258,7 +256,8 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
                                                                   confidence=False)}
         for side in (s for s in calls if s in sides):
             runs[side] = [ray.get(calls[side](n)) for n in sizes]
-        params = ray.get(actor.request_params.remote(tasks))
+        if "ray_data_llm" in sides:
+            params = ray.get(actor.request_params.remote(tasks))
         ray.kill(actor)
     if "transformers" in sides:
         runs.update(_seq2seq_sides(engine, sizes, tasks, batch_size, seq2seq_models))
@@ -272,7 +271,7 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
              if side in sides]
     if whole or "ray_data_llm" in sides:  # one untimed run warms the driver (imports, Ray
         # Data, S3, deltalake); with the no-op engine once the engine actor warmed the caches
-        whole_job("warm-up", WARM_UP, NOOP_ENGINE if params else whole[0][1])
+        whole_job("warm-up", WARM_UP, NOOP_ENGINE if engine_actor else whole[0][1])
     if "ray_data_llm" in sides:
         runs["ray_data_llm"] = _ray_data_llm(engine, sizes, tasks, batch_size, params)
     for side, stage in whole:

@@ -559,12 +559,11 @@ class Annotator:
         and the estimated device-hours and cost (`emoray.cost`)."""
         import ray
 
-        from emoray.prompting import PromptFitter, load_tokenizer
+        from emoray.prompting import PromptFitter
 
         stats = ray.remote(RunStats).options(num_cpus=0).remote()
         try:
-            fitter = PromptFitter(self.config.engine, load_tokenizer(self.model.source),
-                                  self.model.prompt_format, self.model.encoder_limit)
+            fitter = PromptFitter.for_model(self.config.engine, self.model)
         except Exception as e:  # a hub id without hub access: counts still, tokens not
             fitter, note = None, f"prompt tokens not counted: no tokenizer for {e}"
         else:

@@ -7,8 +7,13 @@ with the checkpoint's tokenizer and no engine.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from emoray.config import EngineConfig
 from emoray.tasks import CONVERSATION, Task
+
+if TYPE_CHECKING:
+    from emoray.models import ModelSpec
 
 
 def load_tokenizer(source: str):
@@ -30,6 +35,14 @@ class PromptFitter:
         self.wrapper = wrapper
         self.encoder_limit = encoder_limit
         self._overhead: dict[tuple[str, str | None], int] = {}
+
+    @classmethod
+    def for_model(cls, config: EngineConfig, model: ModelSpec, tokenizer=None) -> PromptFitter:
+        """The fitter of `model` (its conversation format and encoder limit), with its own
+        tokenizer (loaded from the checkpoint unless given)."""
+        if tokenizer is None:
+            tokenizer = load_tokenizer(model.source)
+        return cls(config, tokenizer, model.prompt_format, model.encoder_limit)
 
     def limit(self, task: Task) -> int:
         """Tokens a prompt may take: the context less the task's answer (decoder-only), or the

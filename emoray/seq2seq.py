@@ -67,8 +67,7 @@ class Seq2SeqEngine:
         self._candidates: dict[str, Candidates | None] = {}
         self._grammars: dict[str, object] = {}
         self._digits: dict[bool, dict[str, object]] = {}
-        self.fitter = PromptFitter(self.config, self.tokenizer, self.model.prompt_format,
-                                   self.model.encoder_limit)
+        self.fitter = PromptFitter.for_model(self.config, self.model, self.tokenizer)
 
     def variant(self, **settings) -> Seq2SeqEngine:
         """This engine (the same weights) with other decoding settings."""

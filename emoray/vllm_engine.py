@@ -114,8 +114,7 @@ class Engine:
         self._candidates: dict[str, Candidates | None] = {}
         self._numbers: dict[int, str] | None = None
         self._heads: dict[tuple, list[int] | None] = {}
-        self.fitter = PromptFitter(self.config, self.tokenizer, self.model.prompt_format,
-                                   self.model.encoder_limit)
+        self.fitter = PromptFitter.for_model(self.config, self.model, self.tokenizer)
 
     def variant(self, **settings) -> Engine:
         """This engine (the same vLLM instance) with other decoding settings, e.g.
