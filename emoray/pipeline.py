@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -41,6 +42,7 @@ from emoray import (
     cost,
     labels,
     locations,
+    routing,
     s3clients,
     stages,
     table,
@@ -60,7 +62,6 @@ from emoray.lock import TableLock
 from emoray.models import resolve_model
 from emoray.progress import Progress
 from emoray.seq2seq import Seq2SeqEngine
-from emoray.statuses import SETTLED
 from emoray.tasks import TASKS, resolve
 from emoray.vllm_engine import Engine
 
@@ -69,9 +70,6 @@ ENGINES = {"vllm": Engine, "transformers": Seq2SeqEngine}
 STAGES = (stages.NORMALIZE, stages.READ_STORED, *stages.PLAN, ENGINE, stages.PARSE)
 """The pipeline, in order; `build_annotator` checks the chain (`contract.check`) and the stored
 read takes the columns the stages declare (`contract.stored_columns`)."""
-MATCH_LIMIT = 200_000
-"""Most distinct input texts whose hashes filter the stored read; a larger night reads every
-held row of the model (the filter, shipped to every read task, would cost more than it saves)."""
 
 
 def _union(datasets: list):
@@ -341,32 +339,29 @@ class Annotator:
                         for ds in datasets]
         return datasets
 
-    def _stored(self, snapshot=None):
+    def _stored(self, named: np.ndarray, snapshot=None):
         """The stored annotations a plan can use, as plan input (side "old"), or None: one
         snapshot's rows (default: the run's, when it holds answers) of this model and these
-        prompt versions (pushed down to partitions and file statistics) whose text hash occurs
-        in tonight's input (or is null), so the shuffle carries what is new plus its matches,
-        not the whole history; the columns the stages declare (`Stage.stored`) that the table
-        has (an older table lacks newer ones)."""
+        prompt versions (pushed down to partitions and file statistics) whose text hash key is
+        in `named` (or is null), so the shuffle carries tonight's shuffled rows plus their
+        matches, not the whole history; the columns the stages declare (`Stage.stored`) that
+        the table has (an older table lacks newer ones)."""
         import ray.data
 
         if snapshot is None and not self._holds_answers:
             return None
-        dt, held = snapshot or self._snapshot, self._held
-        hashes = self._input_hashes
-        if hashes is not None:
-            sha = pads.field("text_sha256")
-            held = held & (sha.isin(hashes) | sha.is_null())
+        dt = snapshot or self._snapshot
         stored = {f.name for f in dt.schema().fields}
         columns = [c for c in contract.stored_columns(self.stages) if c in stored]
         ds = ray.data.read_delta(self.table.uri, version=dt.version(),
                                  storage_options=self.table.options, columns=columns,
-                                 filter=held)
+                                 filter=self._held)
         arguments = self._arguments()
         for s in (s for s in self.stages if s.runs == STORED):
             ds = ds.map_batches(s.task(), batch_format="pyarrow", batch_size=None,
                                 fn_kwargs=self._kwargs(s, arguments), **s.resources)
-        return ds
+        return ds.map_batches(routing.take, batch_format="pyarrow", batch_size=None,
+                              fn_kwargs={"named": named, "shuffled": True})
 
     @functools.cached_property
     def _snapshot(self):
@@ -388,46 +383,36 @@ class Annotator:
         return next(iter(fragments), None) is not None
 
     @functools.cached_property
-    def _input_hashes(self) -> list[str] | None:
-        """The distinct text hashes of tonight's input (a pass over its text column), or None
-        when there are more than `MATCH_LIMIT`: only that many reach the driver, so its memory
-        does not grow with the night's input."""
-        texts = _union(self._inputs()).select_columns(["text_sha256"])
-        distinct = texts.groupby("text_sha256", num_partitions=self.config.shuffle_partitions)
-        distinct = distinct.count().limit(MATCH_LIMIT + 2)  # + a null group
-        hashes = [h for batch in distinct.iter_batches(batch_format="pyarrow", batch_size=None)
-                  for h in batch["text_sha256"].to_pylist() if h is not None]
-        return hashes if len(hashes) <= MATCH_LIMIT else None
+    def _survey(self) -> routing.Survey:
+        """Tonight's text hash keys (a pass over the input, 8 bytes a row reach the driver)
+        and, when the table holds answers, which of them it holds (a pass over the stored
+        rows' keys): what streams and what takes the shuffle (`routing`)."""
+        keys = _union(self._inputs()).map_batches(routing.batch_keys, batch_format="pyarrow",
+                                                  batch_size=None)
+        survey = routing.Survey.of(keys.iter_batches(batch_format="pyarrow", batch_size=None))
+        if self._holds_answers:
+            survey.add_stored(self._snapshot.to_pyarrow_dataset().to_batches(
+                columns=["text_sha256", "task", "target", "status"], filter=self._held),
+                self.requests)
+        return survey
 
     def engine_wanted(self) -> bool:
         """Whether some text of tonight's input lacks a stored answer for some request, so
         prompts will be sent: then the engine actors load the model as the run starts, while
-        planning runs. Decided on the compact key set (text hash, task, target) of the stored
-        rows, before any engine starts; when not wanted (a night with nothing new) an engine
-        still starts lazily should a prompt arrive."""
-        if not self._holds_answers:
-            return True
-        hashes = self._input_hashes
-        if hashes is None:
-            return True
-        sha = pads.field("text_sha256")
-        seen = self._held & sha.isin(hashes) & pads.field("status").isin(list(SETTLED))
-        keys = self._snapshot.to_pyarrow_dataset().to_table(
-            columns=["text_sha256", "task", "target"], filter=seen)
-        wanted = pa.table({"text_sha256": pa.array(hashes, pa.string())})
-        for r in self.requests:
-            mine = pc.equal(keys["task"], r.task.name)
-            mine = pc.and_(mine, pc.equal(keys["target"], r.target) if r.target
-                           else pc.is_null(keys["target"]))
-            held = keys.filter(mine).select(["text_sha256"])
-            if wanted.join(held, "text_sha256", join_type="left anti").num_rows:
-                return True
-        return False
+        planning runs. Decided on the survey's compact key set before any engine starts; when
+        not wanted (a night with nothing new) an engine still starts lazily should a prompt
+        arrive."""
+        return not self._holds_answers or self._survey.prompts_wanted()
 
-    def _partitioned(self, stored, steps: list[tuple[Stage, dict]], stats=None):
-        """Tonight's input and `stored` rows shuffled on the text hash, each partition through
-        `steps` in one task."""
+    def _partitioned(self, stored, steps: list[tuple[Stage, dict]], stats=None,
+                     named: np.ndarray | None = None):
+        """Tonight's input (with `named`: only its rows that take the shuffle) and `stored`
+        rows shuffled on the text hash, each partition through `steps` in one task."""
         parts = self._inputs(stats)
+        if named is not None:
+            parts = [ds.map_batches(routing.take, batch_format="pyarrow", batch_size=None,
+                                    fn_kwargs={"named": named, "shuffled": True})
+                     for ds in parts]
         if stored is not None:
             parts.append(stored)
         return _union(parts).repartition(self.config.shuffle_partitions,
@@ -438,10 +423,21 @@ class Annotator:
     def planned(self, stats=None):
         """The lazy Ray dataset of what to ask the engine: one row per distinct text and task
         request, with the doc_ids it answers and any stored answer to reuse (the stages that
-        run on a text partition, in one task per partition)."""
-        arguments = self._arguments(stats)
-        return self._partitioned(self._stored(), [
-            (s, self._kwargs(s, arguments)) for s in self.stages if s.runs == PARTITION], stats)
+        run on a text partition). Rows whose text needs no other row (`routing`) stream
+        through those stages batch by batch; only the others wait for the hash shuffle."""
+        arguments, survey = self._arguments(stats), self._survey
+        steps = [(s, self._kwargs(s, arguments)) for s in self.stages if s.runs == PARTITION]
+        named, branches = survey.named, []
+        if survey.streamed_rows:
+            branches += [ds.map_batches(routing.take, batch_format="pyarrow", batch_size=None,
+                                        fn_kwargs={"named": named, "shuffled": False})
+                         .map_batches(stages.run_chain, batch_format="pyarrow", batch_size=None,
+                                      fn_kwargs={"steps": steps})
+                         for ds in self._inputs(stats)]
+        if survey.shuffled_rows or not branches:
+            branches.append(self._partitioned(self._stored(named), steps,
+                                              None if branches else stats, named))
+        return _union(branches)
 
     def missing_pairs(self) -> int:
         """Input row x task pairs the table does not hold now, under any status (this model,
@@ -449,7 +445,7 @@ class Annotator:
         and SkipHeld over a fresh snapshot. The run's verdict when the stages' counters (sent
         fire-and-forget, so a retried task can count twice) disagree with the rows written."""
         snapshot = self.table.snapshot() if self.table.exists() else None
-        stored = self._stored(snapshot) if snapshot is not None else None
+        stored = self._stored(self._survey.keys, snapshot) if snapshot is not None else None
         steps = [(stages.EXPAND_REQUESTS, {"requests": self.requests, "versions": self.versions}),
                  (stages.SKIP_HELD, {"not_held": ()})]
         return sum(pc.sum(pc.equal(b["side"], "new")).as_py() or 0
