@@ -259,10 +259,14 @@ def cmd_bench(args) -> int:
                       config.batch_size, commit_rows, args.json)
         return EXIT_OK
     if args.scenario == "memory":
-        from emoray.footprint import main_memory
+        from emoray.footprint import PLANS, main_memory
 
+        plans = tuple(args.plans.split(","))
+        if set(plans) - set(PLANS):
+            raise ConfigError(f"--plans takes {', '.join(PLANS)}; unknown: "
+                              + ", ".join(sorted(set(plans) - set(PLANS))))
         main_memory(config.engine, sizes, args.tasks.split(","), config.batch_size,
-                    commit_rows, args.json, args.file_rows)
+                    commit_rows, args.json, args.file_rows, plans)
         return EXIT_OK
     main_bench(args.scenario, config.engine, sizes, args.tasks.split(","), config.batch_size,
                commit_rows, args.json, config.concurrency, sides,
@@ -493,7 +497,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--sides", default="bare,engine,unconstrained,pipeline,noop",
                    help="which sides to run (see emoray/bench.py; also no_confidence: the "
                    "engine without confidences; ray_data_llm: the bare side through a ray.data.llm "
-                   "processor; transformers: the Transformers engine on --seq2seq-models)")
+                   "processor; shuffled: the pipeline with every row through the plan's "
+                   "hash shuffle; transformers: the Transformers engine on --seq2seq-models)")
     b.add_argument("--seq2seq-models", help="transformers side: comma list of encoder-decoder "
                    "checkpoint folders (default: a tiny T5 and a tiny BART built for the run)")
     b.add_argument("--constraint", choices=["grammar", "regex", "choice", "logprobs", "none"],
@@ -507,6 +512,10 @@ def parser() -> argparse.ArgumentParser:
                    "faults 1000, memory 100000)")
     b.add_argument("--file-rows", type=int, default=250_000,
                    help="memory: rows per input Parquet file (one file: the largest --rows)")
+    b.add_argument("--plans", default="stream",
+                   help="memory: comma list of plans to run at each size: stream (rows that need "
+                   "no other row stream to the engine) and/or shuffle (every row through the "
+                   "hash shuffle, stream_plan false)")
     b.add_argument("--device", choices=["auto", "gpu", "cpu"])
     b.add_argument("--gpu-memory-utilization", type=float)
     b.add_argument("--max-model-len", type=int)

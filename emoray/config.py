@@ -253,6 +253,11 @@ class AnnotateConfig(_Strict):
         "at least an hour, so a running writer's not yet committed files are never touched).")
     shuffle_partitions: int = Field(
         16, ge=1, description="Hash partitions of the dedup/incremental shuffle.")
+    stream_plan: bool = Field(
+        True, description="Input rows whose text occurs once tonight and is not in the table "
+        "stream to the engine as they are read; only the others wait for the hash shuffle. "
+        "false: every row takes the shuffle (the plan before streaming, for comparison: "
+        "`emoray bench --sides pipeline,shuffled`).")
     run_id: str | None = Field(None, description="Run id; default: UTC time plus a random suffix.")
     engine_wait_s: float = Field(
         900, gt=0, description="How long a run waits while no alive Ray node can host an engine "

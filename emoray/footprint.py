@@ -94,20 +94,28 @@ def write_input(uri: str, rows: int, file_rows: int, group_rows: int = 50_000) -
     return rows
 
 
+PLANS = ("stream", "shuffle")
+"""The plan of a run: stream the rows that need no other row (`stream_plan`), or shuffle all."""
+
+
 def memory_bench(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str], root: str,
-                 batch_size: int, commit_rows: int, file_rows: int = 250_000) -> dict:
-    """Each size's run: rows committed, wall time, peak driver RSS and object store bytes."""
+                 batch_size: int, commit_rows: int, file_rows: int = 250_000,
+                 plans: tuple[str, ...] = ("stream",)) -> dict:
+    """Each size's run under each plan (`PLANS`): rows committed, wall time, peak driver RSS
+    and object store bytes."""
     import psutil
 
     from emoray.bench import NOOP_ENGINE
     from emoray.pipeline import Annotator
 
     runs = []
-    for rows in sizes:
-        src, out = f"{root}/memory-in-{rows}", f"{root}/memory-out-{rows}"
-        write_input(src, rows, file_rows)
+    for rows, plan in ((rows, plan) for rows in sizes for plan in plans):
+        src, out = f"{root}/memory-in-{rows}", f"{root}/memory-out-{rows}-{plan}"
+        if plan == plans[0]:
+            write_input(src, rows, file_rows)
         config = AnnotateConfig(input=src, output=out, tasks=tasks, engine=engine,
-                                batch_size=batch_size, commit_rows=commit_rows)
+                                batch_size=batch_size, commit_rows=commit_rows,
+                                stream_plan=plan == "stream")
         sampler = PeakSampler()
         before, before_anon = psutil.Process().memory_info().rss, _anon_rss()
         sampler.start()
@@ -118,7 +126,7 @@ def memory_bench(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
         sampler.join()
         if sampler.error is not None:
             raise RuntimeError(f"memory sampling failed: {sampler.error}")
-        runs.append({"rows": rows, "rows_out": summary.rows_out,
+        runs.append({"rows": rows, "plan": plan, "rows_out": summary.rows_out,
                      "statuses": summary.status_counts, "wall_s": round(wall, 1),
                      "driver_rss_before_mib": before >> 20,
                      "peak_driver_rss_mib": sampler.rss >> 20,
@@ -132,10 +140,10 @@ def memory_bench(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
 def render(result: dict) -> str:
     lines = [f"no-op engine, tasks {','.join(result['tasks'])}, batch {result['batch_size']}, "
              f"commit {result['commit_rows']} rows, input files of {result['file_rows']} rows",
-             f"{'input rows':>11} {'committed':>10} {'wall s':>7} {'driver RSS MiB':>15} "
-             f"{'(before)':>9} {'private MiB':>12} {'(before)':>9} {'object store MiB':>17}"]
+             f"{'input rows':>11} {'plan':>8} {'committed':>10} {'wall s':>7} "
+             f"{'driver RSS MiB':>15} {'(before)':>9} {'private MiB':>12} {'(before)':>9} {'object store MiB':>17}"]
     for r in result["runs"]:
-        lines.append(f"{r['rows']:>11} {r['rows_out']:>10} {r['wall_s']:>7} "
+        lines.append(f"{r['rows']:>11} {r['plan']:>8} {r['rows_out']:>10} {r['wall_s']:>7} "
                      f"{r['peak_driver_rss_mib']:>15} {r['driver_rss_before_mib']:>9} "
                      f"{r['peak_driver_private_mib']:>12} {r['driver_private_before_mib']:>9} "
                      f"{r['peak_object_store_mib']:>17}")
@@ -144,7 +152,7 @@ def render(result: dict) -> str:
 
 def main_memory(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
                 batch_size: int, commit_rows: int, as_json: bool,
-                file_rows: int = 250_000) -> None:
+                file_rows: int = 250_000, plans: tuple[str, ...] = ("stream",)) -> None:
     """`emoray bench memory` against S3 on 127.0.0.1 and local Ray, printed."""
     import json
 
@@ -154,5 +162,5 @@ def main_memory(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
     with local_s3("emoray-bench"):
         start_ray()
         result = memory_bench(engine, sizes, tasks, "s3://emoray-bench", batch_size,
-                              commit_rows, file_rows)
+                              commit_rows, file_rows, plans)
     print(json.dumps(result) if as_json else render(result))

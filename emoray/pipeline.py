@@ -425,8 +425,12 @@ class Annotator:
         request, with the doc_ids it answers and any stored answer to reuse (the stages that
         run on a text partition). Rows whose text needs no other row (`routing`) stream
         through those stages batch by batch; only the others wait for the hash shuffle."""
-        arguments, survey = self._arguments(stats), self._survey
+        arguments = self._arguments(stats)
         steps = [(s, self._kwargs(s, arguments)) for s in self.stages if s.runs == PARTITION]
+        if not self.config.stream_plan:
+            stored = self._stored(self._survey.keys) if self._holds_answers else None
+            return self._partitioned(stored, steps, stats)
+        survey = self._survey
         named, branches = survey.named, []
         if survey.streamed_rows:
             branches += [ds.map_batches(routing.take, batch_format="pyarrow", batch_size=None,

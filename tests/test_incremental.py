@@ -115,6 +115,22 @@ def test_runs_lists_every_night(nights, capsys):
         (nights["again"].run_id, 0, "ok"), (nights["first"].run_id, 60, "ok")]
 
 
+def test_streaming_plan_plans_exactly_as_the_shuffle(nights, tiny_model):
+    """A night of held rows, a held text under a new id, texts repeated tonight (these take the
+    shuffle) and texts seen once (these stream): the dry run plans the same rows, prompts,
+    reuse and prompt tokens whichever plan runs."""
+    src = "s3://emoray-test/inc/mixed"
+    repeated = ["twice over, first", "twice over, second"]
+    once = ["only once tonight", "also only once"]
+    put_parquet(f"{src}/mixed.parquet", ["d0", "d1", "w", "x0", "x1", "y0", "y1", "z0", "z1"],
+                TEXTS[0:2] + [TEXTS[3]] + repeated * 2 + once)
+    plans = {stream: job(tiny_model, src, nights["out"], stream_plan=stream).dry_run()
+             for stream in (True, False)}
+    assert plans[True] == plans[False]
+    assert (plans[True]["rows_in"], plans[True]["already_held"], plans[True]["rows_to_write"],
+            plans[True]["prompts"], plans[True]["reused"]) == (9, 4, 14, 8, 2)
+
+
 def _engine_actor_pid():
     """The engine actor's process: Ray titles it `ray::MapWorker(...EngineStage...)`."""
     import psutil
