@@ -12,8 +12,8 @@ engine is excluded: rate = (rows_large - rows_small) / (time_large - time_small)
 - ray_data_llm (opt-in): the bare side's prompts and sampling params through a
   `ray.data.llm` vLLM processor (Ray's own batch-inference stages), as the issue's yardstick;
 - pipeline: the whole Ray Data job, reading Parquet from S3 and committing the table;
-- shuffled: the pipeline side with every input row through the plan's hash shuffle
-  (`stream_plan: false`, the plan before streaming), to compare the two plans;
+- streamed: the pipeline side with the streaming plan (`stream_plan: true`: rows that need no
+  other row skip the hash shuffle), to compare the two plans;
 - noop: the whole job with the engine stage answered by `NoopEngine` (`NOOP_ENGINE`: prompts
   built, no model): the per-row cost of everything around the model;
 - transformers (opt-in): `emoray.seq2seq.Seq2SeqEngine.generate` on each encoder-decoder
@@ -55,7 +55,7 @@ from emoray.tasks import Task, resolve
 from emoray.vllm_engine import Engine
 
 SIDES = ("bare", "engine", "unconstrained", "no_confidence", "ray_data_llm", "pipeline",
-         "shuffled", "noop", "transformers")
+         "streamed", "noop", "transformers")
 WARM_UP = 64
 """Rows of the untimed run before each side's timed ones (imports, worker start, grammars)."""
 
@@ -268,9 +268,9 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
         return _pipeline(AnnotateConfig(
             input=f"{root}/{side}-in-{n}", output=f"{root}/{side}-out-{n}", tasks=tasks,
             engine=engine, batch_size=batch_size, concurrency=concurrency,
-            stream_plan=side != "shuffled"), n, stage)
+            stream_plan=side == "streamed"), n, stage)
 
-    whole = [(side, stage) for side, stage in (("pipeline", ENGINE), ("shuffled", ENGINE),
+    whole = [(side, stage) for side, stage in (("pipeline", ENGINE), ("streamed", ENGINE),
                                                ("noop", NOOP_ENGINE))
              if side in sides]
     if whole or "ray_data_llm" in sides:  # one untimed run warms the driver (imports, Ray
@@ -288,7 +288,7 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
     for name, (a, b) in {"pipeline_over_bare": ("pipeline", "bare"),
                          "engine_over_bare": ("engine", "bare"),
                          "pipeline_over_engine": ("pipeline", "engine"),
-                         "pipeline_over_shuffled": ("pipeline", "shuffled"),
+                         "streamed_over_pipeline": ("streamed", "pipeline"),
                          "pipeline_over_ray_data_llm": ("pipeline", "ray_data_llm"),
                          "ray_data_llm_over_bare": ("ray_data_llm", "bare"),
                          "constrained_over_unconstrained": ("engine", "unconstrained"),
@@ -337,7 +337,7 @@ def render(result: dict) -> str:
         lines.append(f"{side:24} {_fmt(r['rows_per_s']):>9} {_fmt(r['prompt_tokens_per_s']):>13} "
                      f"{_fmt(r['output_tokens_per_s']):>10}")
     lines += [f"{name:32} {_fmt(value)}" for name, value in result["ratios"].items()]
-    for side in ("pipeline", "shuffled", "noop"):
+    for side in ("pipeline", "streamed", "noop"):
         for r in result["runs"].get(side, []):
             share = r["engine_idle_share"]
             lines.append(f"{side} at {r['rows']} rows: first prompt {r['first_prompt_s']} s "

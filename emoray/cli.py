@@ -497,8 +497,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--sides", default="bare,engine,unconstrained,pipeline,noop",
                    help="which sides to run (see emoray/bench.py; also no_confidence: the "
                    "engine without confidences; ray_data_llm: the bare side through a ray.data.llm "
-                   "processor; shuffled: the pipeline with every row through the plan's "
-                   "hash shuffle; transformers: the Transformers engine on --seq2seq-models)")
+                   "processor; streamed: the pipeline with the streaming plan "
+                   "(stream_plan true); transformers: the Transformers engine on "
+                   "--seq2seq-models)")
     b.add_argument("--seq2seq-models", help="transformers side: comma list of encoder-decoder "
                    "checkpoint folders (default: a tiny T5 and a tiny BART built for the run)")
     b.add_argument("--constraint", choices=["grammar", "regex", "choice", "logprobs", "none"],
@@ -514,8 +515,8 @@ def parser() -> argparse.ArgumentParser:
                    help="memory: rows per input Parquet file (one file: the largest --rows)")
     b.add_argument("--plans", default="stream",
                    help="memory: comma list of plans to run at each size: stream (rows that need "
-                   "no other row stream to the engine) and/or shuffle (every row through the "
-                   "hash shuffle, stream_plan false)")
+                   "no other row stream to the engine, stream_plan true) and/or shuffle (every "
+                   "row through the hash shuffle, the default)")
     b.add_argument("--device", choices=["auto", "gpu", "cpu"])
     b.add_argument("--gpu-memory-utilization", type=float)
     b.add_argument("--max-model-len", type=int)

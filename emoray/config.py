@@ -254,10 +254,11 @@ class AnnotateConfig(_Strict):
     shuffle_partitions: int = Field(
         16, ge=1, description="Hash partitions of the dedup/incremental shuffle.")
     stream_plan: bool = Field(
-        True, description="Input rows whose text occurs once tonight and is not in the table "
-        "stream to the engine as they are read; only the others wait for the hash shuffle. "
-        "false: every row takes the shuffle (the plan before streaming, for comparison: "
-        "`emoray bench --sides pipeline,shuffled`).")
+        False, description="true: input rows whose text occurs once tonight and is not in the "
+        "table skip the hash shuffle and stream to the engine, after a pass over the input's "
+        "text hashes; false: every row takes the shuffle. Off by default: on one machine it "
+        "was not faster (docs/performance.md); compare with `emoray bench --sides "
+        "pipeline,streamed` and `emoray bench memory --plans stream,shuffle`.")
     run_id: str | None = Field(None, description="Run id; default: UTC time plus a random suffix.")
     engine_wait_s: float = Field(
         900, gt=0, description="How long a run waits while no alive Ray node can host an engine "

@@ -101,8 +101,8 @@ PLANS = ("stream", "shuffle")
 def memory_bench(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str], root: str,
                  batch_size: int, commit_rows: int, file_rows: int = 250_000,
                  plans: tuple[str, ...] = ("stream",)) -> dict:
-    """Each size's run under each plan (`PLANS`): rows committed, wall time, peak driver RSS
-    and object store bytes."""
+    """Each size's run under each plan (`PLANS`): rows committed, wall time, first prompt
+    (when the no-op engine got its first batch), peak driver RSS and object store bytes."""
     import psutil
 
     from emoray.bench import NOOP_ENGINE
@@ -128,6 +128,7 @@ def memory_bench(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
             raise RuntimeError(f"memory sampling failed: {sampler.error}")
         runs.append({"rows": rows, "plan": plan, "rows_out": summary.rows_out,
                      "statuses": summary.status_counts, "wall_s": round(wall, 1),
+                     "first_prompt_s": summary.first_prompt_s,
                      "driver_rss_before_mib": before >> 20,
                      "peak_driver_rss_mib": sampler.rss >> 20,
                      "driver_private_before_mib": before_anon >> 20,
@@ -141,9 +142,12 @@ def render(result: dict) -> str:
     lines = [f"no-op engine, tasks {','.join(result['tasks'])}, batch {result['batch_size']}, "
              f"commit {result['commit_rows']} rows, input files of {result['file_rows']} rows",
              f"{'input rows':>11} {'plan':>8} {'committed':>10} {'wall s':>7} "
-             f"{'driver RSS MiB':>15} {'(before)':>9} {'private MiB':>12} {'(before)':>9} {'object store MiB':>17}"]
+             f"{'1st prompt s':>13} "
+             f"{'driver RSS MiB':>15} {'(before)':>9} {'private MiB':>12} {'(before)':>9} "
+             f"{'object store MiB':>17}"]
     for r in result["runs"]:
         lines.append(f"{r['rows']:>11} {r['plan']:>8} {r['rows_out']:>10} {r['wall_s']:>7} "
+                     f"{r['first_prompt_s']:>13} "
                      f"{r['peak_driver_rss_mib']:>15} {r['driver_rss_before_mib']:>9} "
                      f"{r['peak_driver_private_mib']:>12} {r['driver_private_before_mib']:>9} "
                      f"{r['peak_object_store_mib']:>17}")
