@@ -262,9 +262,9 @@ def cmd_bench(args) -> int:
         from emoray.footprint import PLANS, main_memory
 
         plans = tuple(args.plans.split(","))
-        if set(plans) - set(PLANS):
-            raise ConfigError(f"--plans takes {', '.join(PLANS)}; unknown: "
-                              + ", ".join(sorted(set(plans) - set(PLANS))))
+        if set(plans) - set(PLANS) or len(set(plans)) < len(plans):
+            raise ConfigError(f"--plans takes each of {', '.join(PLANS)} at most once; got "
+                              f"{args.plans}")
         main_memory(config.engine, sizes, args.tasks.split(","), config.batch_size,
                     commit_rows, args.json, args.file_rows, plans)
         return EXIT_OK
@@ -513,7 +513,7 @@ def parser() -> argparse.ArgumentParser:
                    "faults 1000, memory 100000)")
     b.add_argument("--file-rows", type=int, default=250_000,
                    help="memory: rows per input Parquet file (one file: the largest --rows)")
-    b.add_argument("--plans", default="stream",
+    b.add_argument("--plans", default="shuffle",
                    help="memory: comma list of plans to run at each size: stream (rows that need "
                    "no other row stream to the engine, stream_plan true) and/or shuffle (every "
                    "row through the hash shuffle, the default)")

@@ -100,7 +100,7 @@ PLANS = ("stream", "shuffle")
 
 def memory_bench(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str], root: str,
                  batch_size: int, commit_rows: int, file_rows: int = 250_000,
-                 plans: tuple[str, ...] = ("stream",)) -> dict:
+                 plans: tuple[str, ...] = ("shuffle",)) -> dict:
     """Each size's run under each plan (`PLANS`): rows committed, wall time, first prompt
     (when the no-op engine got its first batch), peak driver RSS and object store bytes."""
     import psutil
@@ -147,7 +147,7 @@ def render(result: dict) -> str:
              f"{'object store MiB':>17}"]
     for r in result["runs"]:
         lines.append(f"{r['rows']:>11} {r['plan']:>8} {r['rows_out']:>10} {r['wall_s']:>7} "
-                     f"{r['first_prompt_s']:>13} "
+                     f"{'n/a' if r['first_prompt_s'] is None else r['first_prompt_s']:>13} "
                      f"{r['peak_driver_rss_mib']:>15} {r['driver_rss_before_mib']:>9} "
                      f"{r['peak_driver_private_mib']:>12} {r['driver_private_before_mib']:>9} "
                      f"{r['peak_object_store_mib']:>17}")
@@ -156,7 +156,7 @@ def render(result: dict) -> str:
 
 def main_memory(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
                 batch_size: int, commit_rows: int, as_json: bool,
-                file_rows: int = 250_000, plans: tuple[str, ...] = ("stream",)) -> None:
+                file_rows: int = 250_000, plans: tuple[str, ...] = ("shuffle",)) -> None:
     """`emoray bench memory` against S3 on 127.0.0.1 and local Ray, printed."""
     import json
 

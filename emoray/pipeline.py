@@ -343,8 +343,8 @@ class Annotator:
         """The stored annotations a plan can use, as plan input (side "old"), or None: one
         snapshot's rows (default: the run's, when it holds answers) of this model and these
         prompt versions (pushed down to partitions and file statistics) whose text hash key is
-        in `named` (or is null), so the shuffle carries tonight's shuffled rows plus their
-        matches, not the whole history; the columns the stages declare (`Stage.stored`) that
+        in `named` (or is null; kept by the read tasks after reading), so the shuffle carries
+        tonight's shuffled rows plus their matches, not the whole history; the columns the stages declare (`Stage.stored`) that
         the table has (an older table lacks newer ones)."""
         import ray.data
 
