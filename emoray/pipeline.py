@@ -76,6 +76,12 @@ def _union(datasets: list):
     return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
 
 
+def _routed(ds, named: np.ndarray, shuffled: bool):
+    """`ds`'s rows that take the shuffle (`shuffled`) or stream (`routing.take`)."""
+    return ds.map_batches(routing.take, batch_format="pyarrow", batch_size=None,
+                          fn_kwargs={"named": named, "shuffled": shuffled})
+
+
 class IncompleteRunError(RuntimeError):
     """A run committed fewer rows than its input asks for; a re-run fills the gap."""
 
@@ -344,8 +350,8 @@ class Annotator:
         snapshot's rows (default: the run's, when it holds answers) of this model and these
         prompt versions (pushed down to partitions and file statistics) whose text hash key is
         in `named` (or is null; kept by the read tasks after reading), so the shuffle carries
-        tonight's shuffled rows plus their matches, not the whole history; the columns the stages declare (`Stage.stored`) that
-        the table has (an older table lacks newer ones)."""
+        tonight's shuffled rows plus their matches, not the whole history; the columns the
+        stages declare (`Stage.stored`) that the table has (an older table lacks newer ones)."""
         import ray.data
 
         if snapshot is None and not self._holds_answers:
@@ -360,8 +366,7 @@ class Annotator:
         for s in (s for s in self.stages if s.runs == STORED):
             ds = ds.map_batches(s.task(), batch_format="pyarrow", batch_size=None,
                                 fn_kwargs=self._kwargs(s, arguments), **s.resources)
-        return ds.map_batches(routing.take, batch_format="pyarrow", batch_size=None,
-                              fn_kwargs={"named": named, "shuffled": True})
+        return _routed(ds, named, shuffled=True)
 
     @functools.cached_property
     def _snapshot(self):
@@ -410,9 +415,7 @@ class Annotator:
         rows shuffled on the text hash, each partition through `steps` in one task."""
         parts = self._inputs(stats)
         if named is not None:
-            parts = [ds.map_batches(routing.take, batch_format="pyarrow", batch_size=None,
-                                    fn_kwargs={"named": named, "shuffled": True})
-                     for ds in parts]
+            parts = [_routed(ds, named, shuffled=True) for ds in parts]
         if stored is not None:
             parts.append(stored)
         return _union(parts).repartition(self.config.shuffle_partitions,
@@ -433,11 +436,9 @@ class Annotator:
         survey = self._survey
         named, branches = survey.named, []
         if survey.streamed_rows:
-            branches += [ds.map_batches(routing.take, batch_format="pyarrow", batch_size=None,
-                                        fn_kwargs={"named": named, "shuffled": False})
-                         .map_batches(stages.run_chain, batch_format="pyarrow", batch_size=None,
-                                      fn_kwargs={"steps": steps})
-                         for ds in self._inputs(stats)]
+            branches += [_routed(ds, named, shuffled=False).map_batches(
+                stages.run_chain, batch_format="pyarrow", batch_size=None,
+                fn_kwargs={"steps": steps}) for ds in self._inputs(stats)]
         if survey.shuffled_rows or not branches:
             branches.append(self._partitioned(self._stored(named), steps,
                                               None if branches else stats, named))
