@@ -10,6 +10,7 @@ docs/performance.md).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -133,6 +134,11 @@ class Regression:
         """The answers' leading characters, one per `place`-wide bucket, in order, as the
         constraint writes them: `0.0` … `0.9`, `1.0` on [0, 1]; `-4`, `-3` … `-0`, `0` … `4`
         on [-4, 4] (`-3` holds -3.99 … -3, `-0` holds -0.99 … -0.01)."""
+        return list(self._grid())
+
+    @functools.cache
+    def _grid(self) -> tuple[str, ...]:
+        """`grid`, computed once per answer kind: every regression answer's confidence reads it."""
         k = -round(math.log10(self.place))
         if k < 0:
             raise ValueError(f"no leading-digit grid for a range as wide as [{self.low}, "
@@ -147,7 +153,7 @@ class Regression:
                 buckets.append(whole)
             else:
                 buckets += [f"{whole}.{d:0{k}d}" for d in ([0] if edge else range(10 ** k))]
-        return sorted(dict.fromkeys(buckets), key=self._middle)
+        return tuple(sorted(dict.fromkeys(buckets), key=self._middle))
 
     def _middle(self, bucket: str) -> float:
         """The middle of a bucket's values (a `-k` bucket lies below -k)."""
@@ -159,15 +165,16 @@ class Regression:
         k = -round(math.log10(self.place))
         whole, _, frac = text.partition(".")
         lead = whole + (("." + (frac + "0" * k)[:k]) if k else "")
-        return lead if lead in self.grid() else None
+        return lead if lead in self._grid() else None
 
-    def _next(self) -> dict[str, set[str]]:
+    @functools.cache
+    def _next(self) -> dict[str, frozenset[str]]:
         """For each start of a bucket string, the characters that may follow it there."""
         out: dict[str, set[str]] = {}
-        for s in self.grid():
+        for s in self._grid():
             for j in range(len(s)):
                 out.setdefault(s[:j], set()).add(s[j])
-        return out
+        return {head: frozenset(chars) for head, chars in out.items()}
 
     def heads(self) -> list[str]:
         """The answer starts after which the model chooses among several characters (sign or
@@ -180,7 +187,7 @@ class Regression:
         a bucket continues with; None when a head is missing or has no probability."""
         following = self._next()
         out = {}
-        for s in self.grid():
+        for s in self._grid():
             p = 1.0
             for j in range(len(s)):
                 options = following[s[:j]]
@@ -205,11 +212,11 @@ class Regression:
         if dist is None or own is None:
             return None
         rest = abs(self.parse(raw).score) - abs(float(own))
-        order = self.grid()
+        order = {s: i for i, s in enumerate(self._grid())}
         expected = sum(p * min(max(float(s) + (-rest if s.startswith("-") else rest),
                                    self.low), self.high) for s, p in dist.items())
         near = sum(p for s, p in dist.items()
-                   if abs(order.index(s) - order.index(own)) <= 1)
+                   if abs(order[s] - order[own]) <= 1)
         return expected, near
 
 

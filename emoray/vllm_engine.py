@@ -34,8 +34,6 @@ from emoray.config import EngineConfig
 from emoray.models import resolve_model
 from emoray.prompting import PromptFitter
 from emoray.scoring import (
-    NUMBER_CHARS,
-    NUMBER_START,
     Candidates,
     Generation,
     logsumexp,
@@ -136,7 +134,7 @@ class Engine:
                 self._scoring_params(candidates.next_tokens(())) if candidates else
                 SamplingParams(temperature=0.0, max_tokens=task.max_tokens,
                                logprobs=0 if self.config.confidence and not digits else None,
-                               logprob_token_ids=digits or None,
+                               logprob_token_ids=digits or None, detokenize=not digits,
                                structured_outputs=self._structured(task)))
         return self._params[task.name]
 
@@ -148,10 +146,16 @@ class Engine:
         if self._numbers is None:
             from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
 
-            found = number_vocabulary(self.tokenizer)
+            found = self.number_texts
             kept = sorted(found, key=lambda i: (len(found[i]), i))[:MAX_LOGPROB_TOKEN_IDS]
             self._numbers = {i: found[i] for i in sorted(kept)}
         return self._numbers
+
+    @functools.cached_property
+    def number_texts(self) -> dict[int, str]:
+        """Every number token's text mid-answer (`number_vocabulary`): how an answer and its
+        steps read without asking vLLM to decode the tokens it returns."""
+        return number_vocabulary(self.tokenizer)
 
     def _scoring_params(self, tokens: list[int]):
         from vllm import SamplingParams
@@ -159,7 +163,7 @@ class Engine:
         key = tuple(tokens)
         if key not in self._params:
             self._params[key] = SamplingParams(temperature=0.0, max_tokens=1,
-                                               logprob_token_ids=tokens)
+                                               logprob_token_ids=tokens, detokenize=False)
         return self._params[key]
 
     def _structured(self, task: Task):
@@ -271,31 +275,36 @@ class Engine:
         if self.config.confidence and completion.cumulative_logprob is not None:
             confidence = math.exp(completion.cumulative_logprob)
         return Generation(
-            completion.text, confidence, cut, None, completion.finish_reason,
+            self._text(completion), confidence, cut, None, completion.finish_reason,
             len(output.prompt_token_ids or ()), len(completion.token_ids))
+
+    def _text(self, completion) -> str:
+        """The answer's text: vLLM's, or decoded here from its tokens when the request asked
+        vLLM not to detokenize (those asking for the number tokens' log-probabilities: vLLM
+        would decode every one of them at every step, half of a tiny model's time)."""
+        if completion.text or not completion.token_ids:
+            return completion.text
+        return self.tokenizer.decode(completion.token_ids, skip_special_tokens=True)
 
     def _branches(self, answer: Regression, output) -> dict[str, dict[str, float]]:
         """The model's probability of each next number character after each of the answer
         starts `answer.heads()` that the generated answer went through (the steps whose token
         starts at such a point)."""
         completion = output.outputs[0]
-        heads, branches, start = set(answer.heads()), {}, 0
+        heads, branches, text = set(answer.heads()), {}, ""
         for token, step in zip(completion.token_ids, completion.logprobs or []):
-            head = completion.text[:start]
-            if head in heads:
-                branches[head] = self._first_chars(step)
-            picked = step[token].decoded_token
-            start += len(picked if picked is not None else self.tokenizer.decode([token]))
+            if text in heads:
+                branches[text] = self._first_chars(step)
+            text += self.number_texts.get(token) or self.tokenizer.decode([token])
         return branches
 
     def _first_chars(self, step) -> dict[str, float]:
         """One step's log-probabilities of the number tokens (those asked for, and the one
         picked), as probability per first character."""
         probs: dict[str, float] = {}
-        numbers = self.number_tokens()
         for i, lp in step.items():
-            text = numbers.get(i) or lp.decoded_token or ""
-            if text and text[0] in NUMBER_START and set(text) <= NUMBER_CHARS:
+            text = self.number_texts.get(i)
+            if text:
                 probs[text[0]] = probs.get(text[0], 0.0) + math.exp(lp.logprob)
         return probs
 

@@ -3,6 +3,7 @@ same answers and confidences (they constrain the same answers, greedily)."""
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -46,6 +47,28 @@ def test_every_constraint_method_gives_the_same_answers(engine, name):
     assert answers["regex"] == answers["grammar"]
     assert answers["choice"] == answers["grammar"]
     assert answers["logprobs"] == answers["grammar"]
+
+
+def test_regression_answers_read_without_vllm_decoding_match_its_text(engine):
+    """A regression request asks vLLM for the number tokens' log-probabilities and not to
+    decode them (its cost); the engine's own reading of the answer and of each step's tokens
+    equals what vLLM decodes when asked."""
+    task, texts = TASKS["v_reg"], bench_texts(16)
+    params = engine.sampling_params(task)
+    assert params.detokenize is False and len(params.logprob_token_ids) == 37
+    decoded = copy.copy(params)
+    decoded.detokenize = True
+    prompts = [engine.fitter.prompt(task, text, None) for text in texts]
+    reference = engine.llm.generate(prompts, [decoded] * 16, use_tqdm=False)
+    ours = engine.generate([task] * 16, texts, [None] * 16)
+    assert [g.raw_output for g in ours] == [o.outputs[0].text for o in reference]
+    steps = [step for o in reference for step in o.outputs[0].logprobs]
+    assert len(steps) >= 16 * 2
+    for step in steps:
+        numbers = {i: lp.decoded_token for i, lp in step.items() if i in engine.number_texts}
+        assert len(numbers) >= 37
+        assert numbers == {i: engine.number_texts[i] for i in numbers}
+    assert all(0 < g.confidence <= 1 for g in ours)
 
 
 def test_unconstrained_answers_are_free_text(engine):
