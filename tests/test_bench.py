@@ -26,7 +26,7 @@ def test_bench_prints_every_side_at_both_sizes(tmp_path, tiny_model):
     assert result["tasks"] == ["v_oc", "sst5"]
     assert result["settings"] == {"constraint": "logprobs", "constrained": True,
                                   "confidence": True, "enable_prefix_caching": True,
-                                  "block_size": None, "enforce_eager": True, "in_process": True,
+                                  "block_size": 32, "enforce_eager": True, "in_process": True,
                                   "batch_size": 32, "concurrency": 1}
     assert list(result["runs"]) == SIDES
     for side in SIDES:
