@@ -149,7 +149,7 @@ class EngineSides:
                 **({"logprobs": p.logprobs} if p.logprobs is not None else {}),
                 **({"logprob_token_ids": list(p.logprob_token_ids)}
                    if p.logprob_token_ids else {}),
-                **({"detokenize": False} if not p.detokenize else {}),
+                "detokenize": p.detokenize,  # every row: Arrow fills a missing key with None
                 **({"structured_outputs": {k: v for k, v in dataclasses.asdict(structured).items()
                                            if v not in (None, False) and not k.startswith("_")}}
                    if structured else {})}

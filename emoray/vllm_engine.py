@@ -134,7 +134,8 @@ class Engine:
                 self._scoring_params(candidates.next_tokens(())) if candidates else
                 SamplingParams(temperature=0.0, max_tokens=task.max_tokens,
                                logprobs=0 if self.config.confidence and not digits else None,
-                               logprob_token_ids=digits or None, detokenize=not digits,
+                               logprob_token_ids=digits or None,
+                               detokenize=not (digits and self.config.constrained),
                                structured_outputs=self._structured(task)))
         return self._params[task.name]
 
@@ -280,8 +281,9 @@ class Engine:
 
     def _text(self, completion) -> str:
         """The answer's text: vLLM's, or decoded here from its tokens when the request asked
-        vLLM not to detokenize (those asking for the number tokens' log-probabilities: vLLM
-        would decode every one of them at every step, half of a tiny model's time)."""
+        vLLM not to detokenize (constrained answers asking for the number tokens'
+        log-probabilities: vLLM would decode every one of them at every step, half of a tiny
+        model's time; their grammar admits no leading space, which decoding alone would drop)."""
         if completion.text or not completion.token_ids:
             return completion.text
         return self.tokenizer.decode(completion.token_ids, skip_special_tokens=True)
@@ -295,7 +297,9 @@ class Engine:
         for token, step in zip(completion.token_ids, completion.logprobs or []):
             if text in heads:
                 branches[text] = self._first_chars(step)
-            text += self.number_texts.get(token) or self.tokenizer.decode([token])
+            picked = step[token].decoded_token  # set when vLLM decoded (free text)
+            text += picked if picked is not None else (
+                self.number_texts.get(token) or self.tokenizer.decode([token]))
         return branches
 
     def _first_chars(self, step) -> dict[str, float]:
