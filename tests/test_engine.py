@@ -56,6 +56,8 @@ def test_regression_answers_read_without_vllm_decoding_match_its_text(engine):
     task, texts = TASKS["v_reg"], bench_texts(16)
     params = engine.sampling_params(task)
     assert params.detokenize is False and len(params.logprob_token_ids) == 37
+    free = engine.variant(constrained=False).sampling_params(task)  # may start with a space
+    assert free.detokenize is True and free.logprob_token_ids == params.logprob_token_ids
     decoded = copy.copy(params)
     decoded.detokenize = True
     prompts = [engine.fitter.prompt(task, text, None) for text in texts]
