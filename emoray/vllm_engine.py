@@ -110,7 +110,6 @@ class Engine:
         scoring step, candidate token paths by task, the prompt fitter's overheads)."""
         self._params: dict[object, object] = {}
         self._candidates: dict[str, Candidates | None] = {}
-        self._numbers: dict[int, str] | None = None
         self._heads: dict[tuple, list[int] | None] = {}
         self.fitter = PromptFitter.for_model(self.config, self.model, self.tokenizer)
 
@@ -128,7 +127,7 @@ class Engine:
             from vllm import SamplingParams
 
             candidates = self.candidates(task)
-            digits = (list(self.number_tokens()) if self.config.confidence
+            digits = (self.number_tokens if self.config.confidence
                       and isinstance(task.answer, Regression) else [])
             self._params[task.name] = (
                 self._scoring_params(candidates.next_tokens(())) if candidates else
@@ -139,18 +138,16 @@ class Engine:
                                structured_outputs=self._structured(task)))
         return self._params[task.name]
 
-    def number_tokens(self) -> dict[int, str]:
-        """The number tokens (`number_vocabulary`) vLLM returns log-probabilities of: all, or
-        when there are more than it takes in one request (byte-level BPE vocabularies hold
-        hundreds of `25`-like tokens), the shortest ones; a longer token the model picked
-        still counts (`_first_chars`)."""
-        if self._numbers is None:
-            from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
+    @functools.cached_property
+    def number_tokens(self) -> list[int]:
+        """The number tokens (`number_texts`) vLLM returns log-probabilities of: all, or when
+        there are more than it takes in one request (byte-level BPE vocabularies hold hundreds
+        of `25`-like tokens), the shortest ones; a longer token the model picked still counts
+        (`_first_chars`)."""
+        from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
 
-            found = self.number_texts
-            kept = sorted(found, key=lambda i: (len(found[i]), i))[:MAX_LOGPROB_TOKEN_IDS]
-            self._numbers = {i: found[i] for i in sorted(kept)}
-        return self._numbers
+        found = self.number_texts
+        return sorted(sorted(found, key=lambda i: (len(found[i]), i))[:MAX_LOGPROB_TOKEN_IDS])
 
     @functools.cached_property
     def number_texts(self) -> dict[int, str]:
@@ -342,7 +339,7 @@ class Engine:
                 if head not in branches[i] and ids is not None:
                     extra.append((i, head, list(outputs[i].prompt_token_ids) + ids))
         if extra:
-            params = self._scoring_params(list(self.number_tokens()))
+            params = self._scoring_params(self.number_tokens)
             outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for _, _, ids in extra],
                                      [params] * len(extra), use_tqdm=False)
             for (i, head, _), o in zip(extra, outs):
