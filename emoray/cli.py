@@ -265,8 +265,9 @@ def cmd_bench(args) -> int:
         if set(plans) - set(PLANS) or len(set(plans)) < len(plans):
             raise ConfigError(f"--plans takes each of {', '.join(PLANS)} at most once; got "
                               f"{args.plans}")
+        waves = tuple(int(w) or None for w in args.wave_rows.split(","))
         main_memory(config.engine, sizes, args.tasks.split(","), config.batch_size,
-                    commit_rows, args.json, args.file_rows, plans)
+                    commit_rows, args.json, args.file_rows, plans, waves)
         return EXIT_OK
     main_bench(args.scenario, config.engine, sizes, args.tasks.split(","), config.batch_size,
                commit_rows, args.json, config.concurrency, sides,
@@ -517,6 +518,9 @@ def parser() -> argparse.ArgumentParser:
                    help="memory: comma list of plans to run at each size: stream (rows that need "
                    "no other row stream to the engine, stream_plan true) and/or shuffle (every "
                    "row through the hash shuffle, the default)")
+    b.add_argument("--wave-rows", default=str(AnnotateConfig.model_fields["wave_rows"].default),
+                   help="memory: comma list of wave_rows to run at each size (0: one wave; "
+                   "default: the annotate default)")
     b.add_argument("--device", choices=["auto", "gpu", "cpu"])
     b.add_argument("--gpu-memory-utilization", type=float)
     b.add_argument("--max-model-len", type=int)

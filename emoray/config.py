@@ -259,6 +259,13 @@ class AnnotateConfig(_Strict):
         "text hashes; false: every row takes the shuffle. Off by default: on one machine it "
         "was not faster (docs/performance.md); compare with `emoray bench --sides "
         "pipeline,streamed` and `emoray bench memory --plans stream,shuffle`.")
+    wave_rows: int | None = Field(
+        1_000_000, ge=1, description="A night of more input rows than this runs in waves of "
+        "about this many rows, each a share of the text hashes (so dedup and reuse never cross "
+        "a wave) planned and annotated before the next: the plan's hash shuffle holds one wave, "
+        "so the object store's peak does not grow with the night. Each wave reads the whole "
+        "input again and starts its own engine actors (a model load); null: one wave "
+        "(docs/faults.md, \"Memory at ten times the input\").")
     run_id: str | None = Field(None, description="Run id; default: UTC time plus a random suffix.")
     engine_wait_s: float = Field(
         900, gt=0, description="How long a run waits while no alive Ray node can host an engine "

@@ -100,33 +100,37 @@ PLANS = ("stream", "shuffle")
 
 def memory_bench(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str], root: str,
                  batch_size: int, commit_rows: int, file_rows: int = 250_000,
-                 plans: tuple[str, ...] = ("shuffle",)) -> dict:
-    """Each size's run under each plan (`PLANS`): rows committed, wall time, first prompt
-    (when the no-op engine got its first batch), peak driver RSS and object store bytes."""
+                 plans: tuple[str, ...] = ("shuffle",),
+                 wave_rows: tuple[int | None, ...] = (None,)) -> dict:
+    """Each size's run under each plan (`PLANS`) and each `wave_rows` (None: one wave): rows
+    committed, waves, wall time, first prompt (when the no-op engine got its first batch),
+    peak driver RSS and object store bytes."""
     import psutil
 
     from emoray.bench import NOOP_ENGINE
     from emoray.pipeline import Annotator
 
     runs = []
-    for rows, plan in ((rows, plan) for rows in sizes for plan in plans):
-        src, out = f"{root}/memory-in-{rows}", f"{root}/memory-out-{rows}-{plan}"
-        if plan == plans[0]:
+    for rows, plan, wave in ((r, p, w) for r in sizes for p in plans for w in wave_rows):
+        src, out = f"{root}/memory-in-{rows}", f"{root}/memory-out-{rows}-{plan}-{wave}"
+        if plan == plans[0] and wave == wave_rows[0]:
             write_input(src, rows, file_rows)
         config = AnnotateConfig(input=src, output=out, tasks=tasks, engine=engine,
                                 batch_size=batch_size, commit_rows=commit_rows,
-                                stream_plan=plan == "stream")
+                                stream_plan=plan == "stream", wave_rows=wave)
         sampler = PeakSampler()
         before, before_anon = psutil.Process().memory_info().rss, _anon_rss()
         sampler.start()
         t0 = time.perf_counter()
-        summary = Annotator(config, engine=NOOP_ENGINE).run()
+        annotator = Annotator(config, engine=NOOP_ENGINE)
+        summary = annotator.run()
         wall = time.perf_counter() - t0
         sampler.stop.set()
         sampler.join()
         if sampler.error is not None:
             raise RuntimeError(f"memory sampling failed: {sampler.error}")
-        runs.append({"rows": rows, "plan": plan, "rows_out": summary.rows_out,
+        runs.append({"rows": rows, "plan": plan, "wave_rows": wave, "waves": annotator.waves,
+                     "rows_out": summary.rows_out,
                      "statuses": summary.status_counts, "wall_s": round(wall, 1),
                      "first_prompt_s": summary.first_prompt_s,
                      "driver_rss_before_mib": before >> 20,
@@ -141,12 +145,13 @@ def memory_bench(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
 def render(result: dict) -> str:
     lines = [f"no-op engine, tasks {','.join(result['tasks'])}, batch {result['batch_size']}, "
              f"commit {result['commit_rows']} rows, input files of {result['file_rows']} rows",
-             f"{'input rows':>11} {'plan':>8} {'committed':>10} {'wall s':>7} "
+             f"{'input rows':>11} {'plan':>8} {'waves':>6} {'committed':>10} {'wall s':>7} "
              f"{'1st prompt s':>13} "
              f"{'driver RSS MiB':>15} {'(before)':>9} {'private MiB':>12} {'(before)':>9} "
              f"{'object store MiB':>17}"]
     for r in result["runs"]:
-        lines.append(f"{r['rows']:>11} {r['plan']:>8} {r['rows_out']:>10} {r['wall_s']:>7} "
+        lines.append(f"{r['rows']:>11} {r['plan']:>8} {r['waves']:>6} {r['rows_out']:>10} "
+                     f"{r['wall_s']:>7} "
                      f"{'n/a' if r['first_prompt_s'] is None else r['first_prompt_s']:>13} "
                      f"{r['peak_driver_rss_mib']:>15} {r['driver_rss_before_mib']:>9} "
                      f"{r['peak_driver_private_mib']:>12} {r['driver_private_before_mib']:>9} "
@@ -156,7 +161,8 @@ def render(result: dict) -> str:
 
 def main_memory(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
                 batch_size: int, commit_rows: int, as_json: bool,
-                file_rows: int = 250_000, plans: tuple[str, ...] = ("shuffle",)) -> None:
+                file_rows: int = 250_000, plans: tuple[str, ...] = ("shuffle",),
+                wave_rows: tuple[int | None, ...] = (None,)) -> None:
     """`emoray bench memory` against S3 on 127.0.0.1 and local Ray, printed."""
     import json
 
@@ -166,5 +172,5 @@ def main_memory(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
     with local_s3("emoray-bench"):
         start_ray()
         result = memory_bench(engine, sizes, tasks, "s3://emoray-bench", batch_size,
-                              commit_rows, file_rows, plans)
+                              commit_rows, file_rows, plans, wave_rows)
     print(json.dumps(result) if as_json else render(result))

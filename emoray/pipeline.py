@@ -18,6 +18,7 @@ covers exactly the rows in its files however Ray retried the batches that made t
 
 from __future__ import annotations
 
+import bisect
 import functools
 import inspect
 import queue
@@ -82,6 +83,12 @@ def _routed(ds, named: np.ndarray, shuffled: bool):
                           fn_kwargs={"named": named, "shuffled": shuffled})
 
 
+def _ended(started: float, wave_ends: list[float]) -> float:
+    """When the engine actor started at `started` ended: with the end of its wave (Ray Data
+    ends a wave's actors with its execution)."""
+    return wave_ends[min(bisect.bisect_left(wave_ends, started), len(wave_ends) - 1)]
+
+
 class IncompleteRunError(RuntimeError):
     """A run committed fewer rows than its input asks for; a re-run fills the gap."""
 
@@ -102,7 +109,7 @@ class RunStats:
         self.clocks: dict[str, dict] = {}
 
     def actor_started(self, at: float) -> None:
-        """An engine actor came up (it holds its devices from now to the end of the run)."""
+        """An engine actor came up (it holds its devices from now to the end of its wave)."""
         self.starts.append(at)
 
     def actor_starts(self) -> list[float]:
@@ -160,7 +167,9 @@ class RunSummary:
     engine_idle_share: float | None = None
     retries: dict[str, int] | None = None
     """Retries the driver made, by what was retried (`s3clients.RETRIES`); engine actors
-    restarted are the report's `engine_starts` beyond the first."""
+    restarted are the report's `engine_starts` beyond one per wave and actor."""
+    waves: int = 1
+    """Waves the night ran in (`wave_rows`), each with its own engine actors."""
     status: str = "ok"
 
     @property
@@ -190,7 +199,8 @@ class RunSummary:
             + (f"; first prompt {self.first_prompt_s:.1f} s after the start)"
                if self.first_prompt_s is not None else ")"),
             f"  tokens           {self.prompt_tokens} prompt, {self.output_tokens} generated",
-        ] + (["  retries          " + ", ".join(f"{k} {v}" for k, v in
+        ] + ([f"  waves            {self.waves} (each a share of the texts, planned and "
+              "annotated in turn)"] if self.waves > 1 else []) + (["  retries          " + ", ".join(f"{k} {v}" for k, v in
                                                     sorted(self.retries.items()))]
              if self.retries else [])
             + ([render_usage(self.usage)] if self.usage else [])
@@ -313,7 +323,7 @@ class Annotator:
                       f"task {name} under prompt version {version}; its confidences are "
                       f"marked {calibration.UNCALIBRATED}", file=sys.stderr)
 
-    def _arguments(self, stats=None) -> dict:
+    def _arguments(self, stats=None, wave: tuple[int, int] = (0, 1)) -> dict:
         """The run's values a stage function may take, each by its parameter's name."""
         cfg = self.config
         return {"id_column": cfg.id_column, "text_column": cfg.text_column,
@@ -321,7 +331,7 @@ class Annotator:
                 "stats": stats, "schema": self._plan_input, "model": self.model,
                 "requests": self.requests, "versions": self.versions,
                 "model_identity": self.model.identity, "run_id": self.run_id,
-                "calibration": self.calibration}
+                "calibration": self.calibration, "wave": wave}
 
     @staticmethod
     def _kwargs(stage: Stage, arguments: dict) -> dict:
@@ -334,9 +344,10 @@ class Annotator:
     def _plan_input(self) -> pa.Schema:
         return stages.plan_input(contract.stored_columns(self.stages))
 
-    def _inputs(self, stats=None) -> list:
-        """The input datasets through the stages that run on input files (Normalize)."""
-        cfg, arguments = self.config, self._arguments(stats)
+    def _inputs(self, stats=None, wave: tuple[int, int] = (0, 1)) -> list:
+        """The input datasets through the stages that run on input files (Normalize), which
+        keep the rows of `wave` (k, n)."""
+        cfg, arguments = self.config, self._arguments(stats, wave)
         datasets = locations.read_inputs(self.in_fs, self.inputs, cfg.id_column,
                                          cfg.text_column, cfg.task_column)
         for s in (s for s in self.stages if s.runs == INPUT):
@@ -345,13 +356,14 @@ class Annotator:
                         for ds in datasets]
         return datasets
 
-    def _stored(self, named: np.ndarray, snapshot=None):
+    def _stored(self, named: np.ndarray, snapshot=None, wave: tuple[int, int] = (0, 1)):
         """The stored annotations a plan can use, as plan input (side "old"), or None: one
         snapshot's rows (default: the run's, when it holds answers) of this model and these
         prompt versions (pushed down to partitions and file statistics) whose text hash key is
-        in `named` (or is null; kept by the read tasks after reading), so the shuffle carries
-        tonight's shuffled rows plus their matches, not the whole history; the columns the
-        stages declare (`Stage.stored`) that the table has (an older table lacks newer ones)."""
+        in `named` (or is null; kept by the read tasks after reading) and in `wave`, so the
+        shuffle carries tonight's shuffled rows plus their matches, not the whole history; the
+        columns the stages declare (`Stage.stored`) that the table has (an older table lacks
+        newer ones)."""
         import ray.data
 
         if snapshot is None and not self._holds_answers:
@@ -366,6 +378,9 @@ class Annotator:
         for s in (s for s in self.stages if s.runs == STORED):
             ds = ds.map_batches(s.task(), batch_format="pyarrow", batch_size=None,
                                 fn_kwargs=self._kwargs(s, arguments), **s.resources)
+        if wave[1] > 1:
+            ds = ds.map_batches(routing.in_wave, batch_format="pyarrow", batch_size=None,
+                                fn_args=wave)
         return _routed(ds, named, shuffled=True)
 
     @functools.cached_property
@@ -410,10 +425,10 @@ class Annotator:
         return not self._holds_answers or self._survey.prompts_wanted()
 
     def _partitioned(self, stored, steps: list[tuple[Stage, dict]], stats=None,
-                     named: np.ndarray | None = None):
-        """Tonight's input (with `named`: only its rows that take the shuffle) and `stored`
-        rows shuffled on the text hash, each partition through `steps` in one task."""
-        parts = self._inputs(stats)
+                     named: np.ndarray | None = None, wave: tuple[int, int] = (0, 1)):
+        """Tonight's input of `wave` (with `named`: only its rows that take the shuffle) and
+        `stored` rows shuffled on the text hash, each partition through `steps` in one task."""
+        parts = self._inputs(stats, wave)
         if named is not None:
             parts = [_routed(ds, named, shuffled=True) for ds in parts]
         if stored is not None:
@@ -423,26 +438,37 @@ class Annotator:
             stages.run_chain, batch_format="pyarrow", batch_size=None,
             fn_kwargs={"steps": steps})
 
-    def planned(self, stats=None):
-        """The lazy Ray dataset of what to ask the engine: one row per distinct text and task
-        request, with the doc_ids it answers and any stored answer to reuse (the stages that
-        run on a text partition). Rows whose text needs no other row (`routing`) stream
-        through those stages batch by batch; only the others wait for the hash shuffle."""
-        arguments = self._arguments(stats)
+    def planned(self, stats=None, wave: tuple[int, int] = (0, 1)):
+        """The lazy Ray dataset of what to ask the engine for `wave` (k, n) of the night: one
+        row per distinct text and task request, with the doc_ids it answers and any stored
+        answer to reuse (the stages that run on a text partition). With `stream_plan`, rows
+        whose text needs no other row (`routing`) stream through those stages batch by batch;
+        only the others wait for the hash shuffle."""
+        arguments = self._arguments(stats, wave)
         steps = [(s, self._kwargs(s, arguments)) for s in self.stages if s.runs == PARTITION]
         if not self.config.stream_plan:
-            stored = self._stored(self._survey.keys) if self._holds_answers else None
-            return self._partitioned(stored, steps, stats)
+            stored = (self._stored(self._survey.keys, wave=wave) if self._holds_answers
+                      else None)
+            return self._partitioned(stored, steps, stats, wave=wave)
         survey = self._survey
         named, branches = survey.named, []
         if survey.streamed_rows:
             branches += [_routed(ds, named, shuffled=False).map_batches(
                 stages.run_chain, batch_format="pyarrow", batch_size=None,
-                fn_kwargs={"steps": steps}) for ds in self._inputs(stats)]
+                fn_kwargs={"steps": steps}) for ds in self._inputs(stats, wave)]
         if survey.shuffled_rows or not branches:
-            branches.append(self._partitioned(self._stored(named), steps,
-                                              None if branches else stats, named))
+            branches.append(self._partitioned(self._stored(named, wave=wave), steps,
+                                              None if branches else stats, named, wave))
         return _union(branches)
+
+    @functools.cached_property
+    def waves(self) -> int:
+        """Waves the night runs in: its input rows (`locations.estimate_rows`) over `wave_rows`,
+        at least 1."""
+        if self.config.wave_rows is None:
+            return 1
+        rows = locations.estimate_rows(self.in_fs, self.inputs)
+        return max(1, -(-rows // self.config.wave_rows))
 
     def missing_pairs(self) -> int:
         """Input row x task pairs the table does not hold now, under any status (this model,
@@ -450,20 +476,24 @@ class Annotator:
         and SkipHeld over a fresh snapshot. The run's verdict when the stages' counters (sent
         fire-and-forget, so a retried task can count twice) disagree with the rows written."""
         snapshot = self.table.snapshot() if self.table.exists() else None
-        stored = self._stored(self._survey.keys, snapshot) if snapshot is not None else None
         steps = [(stages.EXPAND_REQUESTS, {"requests": self.requests, "versions": self.versions}),
                  (stages.SKIP_HELD, {"not_held": ()})]
-        return sum(pc.sum(pc.equal(b["side"], "new")).as_py() or 0
-                   for b in self._partitioned(stored, steps).iter_batches(
-                       batch_format="pyarrow", batch_size=None))
+        missing = 0
+        for wave in ((k, self.waves) for k in range(self.waves)):
+            stored = (self._stored(self._survey.keys, snapshot, wave) if snapshot is not None
+                      else None)
+            missing += sum(pc.sum(pc.equal(b["side"], "new")).as_py() or 0
+                           for b in self._partitioned(stored, steps, wave=wave).iter_batches(
+                               batch_format="pyarrow", batch_size=None))
+        return missing
 
-    def dataset(self, stats=None):
-        """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`): the
-        plan, then the stages after it (the engine's actor pool, Parse)."""
+    def dataset(self, stats=None, wave: tuple[int, int] = (0, 1)):
+        """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`) of `wave`
+        (k, n): the plan, then the stages after it (the engine's actor pool, Parse)."""
         import ray.data
 
-        cfg, arguments = self.config, self._arguments(stats)
-        ds = self.planned(stats)
+        cfg, arguments = self.config, self._arguments(stats, wave)
+        ds = self.planned(stats, wave)
         placed = {INPUT, STORED, PARTITION}
         for s in (s for s in self.stages if s.runs not in placed):
             if s.runs == ACTORS:
@@ -571,7 +601,8 @@ class Annotator:
             note = None
         by_request: dict[str, Counter] = {r.key: Counter() for r in self.requests}
         keys = {(r.task.name, r.target): r.key for r in self.requests}
-        for batch in self.planned(stats).iter_batches(batch_format="pyarrow", batch_size=None):
+        for batch in (b for k in range(self.waves) for b in self.planned(
+                stats, (k, self.waves)).iter_batches(batch_format="pyarrow", batch_size=None)):
             rows = batch.select(["task", "target", "text", "text_status", "cached_output",
                                  "doc_ids"]).to_pylist()
             send = [r for r in rows if stages.sends_prompt(r["text_status"], r["cached_output"])]
@@ -638,15 +669,18 @@ class Annotator:
             "input": self.config.input, "engine": self.model.engine,
             "calibration": self._calibration_tag()})
         label_stats = labels.LabelStats()
+        wave_ends = []
         with Progress(lambda: ray.get(stats.get.remote(), timeout=10),
                       self.config.progress_interval_s) as progress:
             try:
-                for batch in self._watched(self.dataset(stats).iter_batches(
-                        batch_format="pyarrow", batch_size=None)):
-                    lease.check()
-                    writer.write(batch)
-                    label_stats.add(batch)
-                    progress.add(batch.num_rows, table.status_counts(batch))
+                for wave in ((k, self.waves) for k in range(self.waves)):
+                    for batch in self._watched(self.dataset(stats, wave).iter_batches(
+                            batch_format="pyarrow", batch_size=None)):
+                        lease.check()
+                        writer.write(batch)
+                        label_stats.add(batch)
+                        progress.add(batch.num_rows, table.status_counts(batch))
+                    wave_ends.append(time.time())
             except Exception as e:
                 lost = isinstance(e, NoEngineNodeError)  # the engine ran; its nodes went
                 failure = str(e) if lost else ray.get(stats.failure.remote())
@@ -664,10 +698,11 @@ class Annotator:
         starts = ray.get(stats.actor_starts.remote())
         clocks = ray.get(stats.engine_clocks.remote())
         ray.kill(stats)
-        end, resources = time.time(), self.resources()
-        engines = [EngineClock(**c).report(end) for _, c in sorted(clocks.items())]
-        usage = {**cost.usage(sum(end - t for t in starts) * devices_per_engine(resources),
-                              writer.rows, self.config.cost),
+        resources = self.resources()
+        engines = [EngineClock(**c).report(_ended(c["started"], wave_ends))
+                   for _, c in sorted(clocks.items())]
+        usage = {**cost.usage(sum(_ended(t, wave_ends) - t for t in starts)
+                              * devices_per_engine(resources), writer.rows, self.config.cost),
                  "device": device_of(resources), "engines": len(starts)}
         summary = RunSummary(
             run_id=self.run_id, output=self.config.output, rows_in=counts.get("rows_in", 0),
@@ -680,7 +715,7 @@ class Annotator:
             first_prompt_s=(round(first_prompt - started.timestamp(), 2)
                             if first_prompt is not None else None),
             usage=usage, engine_actors=engines, engine_idle_share=idle_share(engines),
-            retries=dict(s3clients.RETRIES - retried),
+            retries=dict(s3clients.RETRIES - retried), waves=self.waves,
         )
         expected = counts.get("pairs", 0) - summary.already_held
         missing = None if summary.rows_out == expected else self.missing_pairs()

@@ -136,3 +136,12 @@ def take(batch: pa.Table, named: np.ndarray, shuffled: bool) -> pa.Table:
     goes = ~valid | hit
     return batch.filter(pa.array(goes if shuffled else ~goes))
 
+
+def in_wave(batch: pa.Table, wave: int, waves: int) -> pa.Table:
+    """The rows of a normalized batch (or stored rows) in `wave` of `waves`: their text hash
+    key modulo `waves`; rows without a hash are in wave 0. Every row of a text lands in one
+    wave, so each wave dedups and reuses on its own."""
+    if waves == 1:
+        return batch
+    keys, valid = hash_keys(batch["text_sha256"])
+    return batch.filter(pa.array(np.where(valid, keys.view(np.uint64) % waves, 0) == wave))

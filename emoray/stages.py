@@ -30,6 +30,7 @@ from emoray.contract import (
     stored_columns,
 )
 from emoray.models import ModelSpec
+from emoray.routing import in_wave
 from emoray.statuses import LATEST, NOT_HELD, REUSABLE, TEXT_PROBLEMS
 from emoray.table import SCHEMA
 from emoray.tasks import TASKS, TaskRequest
@@ -50,11 +51,13 @@ def _check_text(raw: bytes | None) -> tuple[str | None, str | None, str]:
 
 
 def normalize(batch: pa.Table, id_column: str, text_column: str, task_column: str | None = None,
-              n_requests: int = 1, stats=None, schema: pa.Schema | None = None) -> pa.Table:
+              n_requests: int = 1, stats=None, schema: pa.Schema | None = None,
+              wave: tuple[int, int] = (0, 1)) -> pa.Table:
     """Input rows → doc_id (string), text, text_sha256, text_status (`ok`, or why no
     prompt can be sent: `empty_text`, `invalid_text`) and the row's own task request (when the
     input names one), as plan input (`schema`, default `PLAN_INPUT`). Texts are read as bytes
-    so one invalid value marks its row instead of failing the file. Counts rows in and the
+    so one invalid value marks its row instead of failing the file. Keeps the rows of `wave`
+    (k, n) (`routing.in_wave`: a large night runs in n waves). Counts the rows kept and the
     row x task pairs they ask for."""
     ids = pc.cast(batch[id_column], pa.string())
     request = (pc.cast(batch[task_column], pa.string()) if task_column
@@ -63,13 +66,15 @@ def normalize(batch: pa.Table, id_column: str, text_column: str, task_column: st
     if not pa.types.is_binary(raw.type):
         raw = pc.cast(pc.cast(raw, pa.string()), pa.binary())
     texts, sha, status = zip(*map(_check_text, raw.to_pylist())) if len(raw) else ([], [], [])
-    if stats is not None:
-        own = batch.num_rows - request.null_count
-        stats.add.remote(rows_in=batch.num_rows, pairs=own + request.null_count * n_requests)
-    return as_plan_input(pa.table({
+    rows = in_wave(pa.table({
         "doc_id": ids, "text": pa.array(texts, pa.string()),
         "text_sha256": pa.array(sha, pa.string()),
-        "text_status": pa.array(status, pa.string()), "request": request}), "new", schema)
+        "text_status": pa.array(status, pa.string()), "request": request}), *wave)
+    if stats is not None:
+        unasked = rows["request"].null_count
+        stats.add.remote(rows_in=rows.num_rows,
+                         pairs=rows.num_rows - unasked + unasked * n_requests)
+    return as_plan_input(rows, "new", schema)
 
 
 def sends_prompt(text_status: str, cached_output: str | None) -> bool:

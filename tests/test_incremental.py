@@ -119,16 +119,57 @@ def test_streaming_plan_plans_exactly_as_the_shuffle(nights, tiny_model):
     """A night of held rows, a held text under a new id, texts repeated tonight (these take the
     shuffle) and texts seen once (these stream): the dry run plans the same rows, prompts,
     reuse and prompt tokens whichever plan runs."""
-    src = "s3://emoray-test/inc/mixed"
-    repeated = ["twice over, first", "twice over, second"]
-    once = ["only once tonight", "also only once"]
-    put_parquet(f"{src}/mixed.parquet", ["d0", "d1", "w", "x0", "x1", "y0", "y1", "z0", "z1"],
-                TEXTS[0:2] + [TEXTS[3]] + repeated * 2 + once)
+    src = put_mixed()
     plans = {stream: job(tiny_model, src, nights["out"], stream_plan=stream).dry_run()
              for stream in (True, False)}
     assert plans[True] == plans[False]
     assert (plans[True]["rows_in"], plans[True]["already_held"], plans[True]["rows_to_write"],
             plans[True]["prompts"], plans[True]["reused"]) == (9, 4, 14, 8, 2)
+
+
+def put_mixed() -> str:
+    """Nine rows against the `nights` table: two held rows, a held text under a new id, two
+    texts twice and two once."""
+    src = "s3://emoray-test/inc/mixed"
+    repeated = ["twice over, first", "twice over, second"]
+    once = ["only once tonight", "also only once"]
+    put_parquet(f"{src}/mixed.parquet", ["d0", "d1", "w", "x0", "x1", "y0", "y1", "z0", "z1"],
+                TEXTS[0:2] + [TEXTS[3]] + repeated * 2 + once)
+    return src
+
+
+def test_waves_plan_exactly_as_one_wave(nights, tiny_model):
+    """The same night in waves of about four rows plans the same rows, prompts, reuse and
+    prompt tokens as in one wave."""
+    src = put_mixed()
+    one, waved = job(tiny_model, src, nights["out"]), job(tiny_model, src, nights["out"],
+                                                          wave_rows=4)
+    assert (one.waves, waved.waves) == (1, 3)
+    assert waved.dry_run() == one.dry_run()
+
+
+def test_a_night_in_waves_annotates_every_pair_once(s3_endpoint, ray_local, tiny_model):
+    """Ten rows (seven texts, two of them twice, one blank) in waves of five: two waves,
+    each with its own engine actor; every pair once, a text's copies sent once; the re-run
+    finds everything held."""
+    src, out = "s3://emoray-test/waves/in", "s3://emoray-test/waves/out"
+    texts = TEXTS[0:6] + TEXTS[0:2] + ["", TEXTS[6]]
+    put_parquet(f"{src}/a.parquet", [f"d{i}" for i in range(10)], texts)
+    night = job(tiny_model, src, out, wave_rows=5)
+    assert night.waves == 2
+    summary = night.run()
+    assert (summary.rows_in, summary.rows_out, summary.prompts_sent) == (10, 20, 14)
+    rows = committed(out)
+    assert rows.num_rows == 20 and duplicate_keys(rows) == 0
+    answers = {(r["doc_id"], r["task"]): r["raw_output"] for r in rows.to_pylist()}
+    assert all(answers["d6", t] == answers["d0", t] and answers["d7", t] == answers["d1", t]
+               for t in ("v_reg", "ei_oc"))
+    report = next(r for r in table.run_reports(table.AnnotationTable(out))
+                  if r["run_id"] == summary.run_id)
+    assert (report["waves"], report["engine_starts"], len(report["engine_actors"])) == (2, 2, 2)
+    assert "waves            2 (each a share of the texts" in summary.render()
+    again = annotate(tiny_model, src, out, wave_rows=5)
+    assert (again.rows_out, again.prompts_sent, again.already_held) == (0, 0, 20)
 
 
 def _engine_actor_pid():

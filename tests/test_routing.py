@@ -83,3 +83,25 @@ def test_texts_sharing_a_key_both_take_the_shuffle():
     survey = routing.Survey.of([routing.batch_keys(batch)])
     assert routing.take(batch, survey.named, shuffled=True)["text_sha256"].to_pylist() == [
         "ab" * 8 + "1" * 48, "ab" * 8 + "2" * 48]
+
+
+def test_waves_split_rows_by_text_and_plan_exactly_as_one():
+    """Every row lands in exactly one wave, a text's rows (input and stored) in the same one,
+    rows without a hash in wave 0; planning wave by wave gives the plan of all rows."""
+    batch = new_rows(DOCS)
+    old = stored([{"doc": "a", "text": "so happy", "task": "v_reg", "answer": "0.2"},
+                  {"doc": "q", "text": "calm", "task": "v_oc", "answer": "2"}])
+    together = canonical(stages.plan(pa.concat_tables([batch, old]), REQUESTS, VERSIONS))
+    assert routing.in_wave(batch, 0, 1) is batch
+    for waves in (2, 3, 5):
+        parts = [(routing.in_wave(batch, k, waves), routing.in_wave(old, k, waves))
+                 for k in range(waves)]
+        assert sorted(d for new, _ in parts for d in docs(new)) == sorted(docs(batch))
+        assert sorted(d for _, o in parts for d in docs(o)) == ["a", "q"]
+        wave_of = {(side, d): k for k, tables in enumerate(parts)
+                   for side, t in zip(("new", "old"), tables) for d in docs(t)}
+        assert wave_of["new", "a"] == wave_of["new", "c"] == wave_of["old", "a"]  # "so happy"
+        assert wave_of["new", "e"] == wave_of["old", "q"]  # "calm"
+        assert "d" in docs(parts[0][0])  # a null text has no hash
+        assert sorted(r for new, o in parts for r in canonical(
+            stages.plan(pa.concat_tables([new, o]), REQUESTS, VERSIONS))) == together
