@@ -200,9 +200,10 @@ class RunSummary:
                if self.first_prompt_s is not None else ")"),
             f"  tokens           {self.prompt_tokens} prompt, {self.output_tokens} generated",
         ] + ([f"  waves            {self.waves} (each a share of the texts, planned and "
-              "annotated in turn)"] if self.waves > 1 else []) + (["  retries          " + ", ".join(f"{k} {v}" for k, v in
-                                                    sorted(self.retries.items()))]
-             if self.retries else [])
+              "annotated in turn)"] if self.waves > 1 else [])
+            + (["  retries          " + ", ".join(f"{k} {v}" for k, v in
+                                                  sorted(self.retries.items()))]
+               if self.retries else [])
             + ([render_usage(self.usage)] if self.usage else [])
             + [render_engine_actor(r) for r in self.engine_actors or []])
 
@@ -231,6 +232,8 @@ def render_dry_run(d: dict) -> str:
              "nothing written",
              f"  rows in          {d['rows_in']}",
              f"  already held     {d['already_held']} of {d['pairs']} row x task pairs",
+             *([f"  waves            {d['waves']} (wave_rows), each starting its own engine "
+                "actors"] if d["waves"] > 1 else []),
              f"  {'request':<14}{'rows':>10}{'prompts':>10}{'reused':>10}{'prompt tokens':>15}"]
     for key, r in [*d["by_request"].items(), ("total", {
             "rows": d["rows_to_write"], "prompts": d["prompts"], "reused": d["reused"],
@@ -623,6 +626,7 @@ class Annotator:
             "input": self.config.input, "output": self.config.output,
             "model": self.model.identity,
             "rows_in": counts.get("rows_in", 0), "pairs": counts.get("pairs", 0),
+            "waves": self.waves,
             "already_held": counts.get("pairs", 0) - totals["rows"],
             "rows_to_write": totals["rows"], "prompts": totals["prompts"],
             "reused": totals["reused"],

@@ -34,6 +34,7 @@ def test_usage_prices_device_time_per_million_rows():
 def test_dry_run_text_on_a_gpu_cluster():
     plan = {"input": "s3://lake/texts/", "output": "s3://lake/affect/", "model": "Emollama-chat-7b",
             "rows_in": 1000, "pairs": 2000, "already_held": 500, "rows_to_write": 1500,
+            "waves": 3,
             "prompts": 1400, "reused": 100, "prompt_tokens": 140_000,
             "by_request": {"v_reg": {"rows": 750, "prompts": 700, "reused": 50,
                                      "prompt_tokens": 70_000},
@@ -46,8 +47,9 @@ def test_dry_run_text_on_a_gpu_cluster():
     assert lines[0] == ("dry run of s3://lake/texts/ -> s3://lake/affect/ (Emollama-chat-7b): no "
                         "engine started, nothing written")
     assert lines[2] == "  already held     500 of 2000 row x task pairs"
-    assert lines[6] == "  total               1500      1400       100         140000"
-    assert lines[7] == ("  estimate         0.0011 GPU-hours of prefill (36685 prompt tokens/s per "
+    assert lines[3] == "  waves            3 (wave_rows), each starting its own engine actors"
+    assert lines[7] == "  total               1500      1400       100         140000"
+    assert lines[8] == ("  estimate         0.0011 GPU-hours of prefill (36685 prompt tokens/s per "
                         "GPU, cost model (H100 bf16)), 0.0 min on 8 GPU(s), $0.00; engine "
                         "start-up not included")
-    assert lines[8] == "  (the quality gate is not run by a dry run)"
+    assert lines[9] == "  (the quality gate is not run by a dry run)"
