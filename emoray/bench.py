@@ -12,6 +12,8 @@ engine is excluded: rate = (rows_large - rows_small) / (time_large - time_small)
 - ray_data_llm (opt-in): the bare side's prompts and sampling params through a
   `ray.data.llm` vLLM processor (Ray's own batch-inference stages), as the issue's yardstick;
 - pipeline: the whole Ray Data job, reading Parquet from S3 and committing the table;
+- one_batch: the pipeline side with one batch in flight per engine actor
+  (`batches_in_flight: 1`; the default holds two), to compare;
 - streamed: the pipeline side with the streaming plan (`stream_plan: true`: rows that need no
   other row skip the hash shuffle), to compare the two plans;
 - noop: the whole job with the engine stage answered by `NoopEngine` (`NOOP_ENGINE`: prompts
@@ -55,7 +57,7 @@ from emoray.tasks import Task, resolve
 from emoray.vllm_engine import Engine
 
 SIDES = ("bare", "engine", "unconstrained", "no_confidence", "ray_data_llm", "pipeline",
-         "streamed", "noop", "transformers")
+         "one_batch", "streamed", "noop", "transformers")
 WARM_UP = 64
 """Rows of the untimed run before each side's timed ones (imports, worker start, grammars)."""
 
@@ -269,10 +271,11 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
         return _pipeline(AnnotateConfig(
             input=f"{root}/{side}-in-{n}", output=f"{root}/{side}-out-{n}", tasks=tasks,
             engine=engine, batch_size=batch_size, concurrency=concurrency,
-            stream_plan=side == "streamed"), n, stage)
+            stream_plan=side == "streamed",
+            **({"batches_in_flight": 1} if side == "one_batch" else {})), n, stage)
 
-    whole = [(side, stage) for side, stage in (("pipeline", ENGINE), ("streamed", ENGINE),
-                                               ("noop", NOOP_ENGINE))
+    whole = [(side, stage) for side, stage in (("pipeline", ENGINE), ("one_batch", ENGINE),
+                                               ("streamed", ENGINE), ("noop", NOOP_ENGINE))
              if side in sides]
     if whole or "ray_data_llm" in sides:  # one untimed run warms the driver (imports, Ray
         # Data, S3, deltalake); with the no-op engine once the engine actor warmed the caches
@@ -290,6 +293,7 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
                          "engine_over_bare": ("engine", "bare"),
                          "pipeline_over_engine": ("pipeline", "engine"),
                          "streamed_over_pipeline": ("streamed", "pipeline"),
+                         "pipeline_over_one_batch": ("pipeline", "one_batch"),
                          "pipeline_over_ray_data_llm": ("pipeline", "ray_data_llm"),
                          "ray_data_llm_over_bare": ("ray_data_llm", "bare"),
                          "constrained_over_unconstrained": ("engine", "unconstrained"),
@@ -338,7 +342,7 @@ def render(result: dict) -> str:
         lines.append(f"{side:24} {_fmt(r['rows_per_s']):>9} {_fmt(r['prompt_tokens_per_s']):>13} "
                      f"{_fmt(r['output_tokens_per_s']):>10}")
     lines += [f"{name:32} {_fmt(value)}" for name, value in result["ratios"].items()]
-    for side in ("pipeline", "streamed", "noop"):
+    for side in ("pipeline", "one_batch", "streamed", "noop"):
         for r in result["runs"].get(side, []):
             share = r["engine_idle_share"]
             lines.append(f"{side} at {r['rows']} rows: first prompt {r['first_prompt_s']} s "

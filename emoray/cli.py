@@ -498,7 +498,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--sides", default="bare,engine,unconstrained,pipeline,noop",
                    help="which sides to run (see emoray/bench.py; also no_confidence: the "
                    "engine without confidences; ray_data_llm: the bare side through a ray.data.llm "
-                   "processor; streamed: the pipeline with the streaming plan "
+                   "processor; one_batch: the pipeline with one batch in flight per engine actor; "
+                   "streamed: the pipeline with the streaming plan "
                    "(stream_plan true); transformers: the Transformers engine on "
                    "--seq2seq-models)")
     b.add_argument("--seq2seq-models", help="transformers side: comma list of encoder-decoder "

@@ -419,13 +419,13 @@ class Annotator:
                 self.requests)
         return survey
 
-    def engine_wanted(self) -> bool:
-        """Whether some text of tonight's input lacks a stored answer for some request, so
-        prompts will be sent: then the engine actors load the model as the run starts, while
-        planning runs. Decided on the survey's compact key set before any engine starts; when
-        not wanted (a night with nothing new) an engine still starts lazily should a prompt
-        arrive."""
-        return not self._holds_answers or self._survey.prompts_wanted()
+    def engine_wanted(self, wave: tuple[int, int] = (0, 1)) -> bool:
+        """Whether some text of tonight's input (in `wave`) lacks a stored answer for some
+        request, so prompts will be sent: then the engine actors load the model as the run (or
+        the wave) starts, while planning runs. Decided on the survey's compact key set before
+        any engine starts; when not wanted (a night, or a wave, with nothing new) an engine
+        still starts lazily should a prompt arrive."""
+        return not self._holds_answers or self._survey.prompts_wanted(wave)
 
     def _partitioned(self, stored, steps: list[tuple[Stage, dict]], stats=None,
                      named: np.ndarray | None = None, wave: tuple[int, int] = (0, 1)):
@@ -450,11 +450,11 @@ class Annotator:
         arguments = self._arguments(stats, wave)
         steps = [(s, self._kwargs(s, arguments)) for s in self.stages if s.runs == PARTITION]
         if not self.config.stream_plan:
-            stored = (self._stored(self._survey.keys, wave=wave) if self._holds_answers
-                      else None)
+            stored = (self._stored(routing.keys_in_wave(self._survey.keys, *wave), wave=wave)
+                      if self._holds_answers else None)
             return self._partitioned(stored, steps, stats, wave=wave)
         survey = self._survey
-        named, branches = survey.named, []
+        named, branches = routing.keys_in_wave(survey.named, *wave), []
         if survey.streamed_rows:
             branches += [_routed(ds, named, shuffled=False).map_batches(
                 stages.run_chain, batch_format="pyarrow", batch_size=None,
@@ -504,8 +504,10 @@ class Annotator:
                     s.fn, batch_format="pyarrow", batch_size=cfg.batch_size,
                     fn_constructor_kwargs={"config": cfg.engine, "stats": stats,
                                            "engine_class": ENGINES[self.model.engine],
-                                           "eager": self.engine_wanted(), **s.args},
-                    compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
+                                           "eager": self.engine_wanted(wave), **s.args},
+                    compute=ray.data.ActorPoolStrategy(
+                        size=cfg.concurrency,
+                        max_concurrent_calls_per_actor=cfg.batches_in_flight),
                     **self.resources())
             else:
                 ds = ds.map_batches(s.task(), batch_format="pyarrow", batch_size=None,
@@ -675,15 +677,18 @@ class Annotator:
         label_stats = labels.LabelStats()
         wave_ends = []
         with Progress(lambda: ray.get(stats.get.remote(), timeout=10),
-                      self.config.progress_interval_s) as progress:
+                      self.config.progress_interval_s, waves=self.waves) as progress:
             try:
                 for wave in ((k, self.waves) for k in range(self.waves)):
+                    if wave[0]:
+                        progress.next_wave()
                     for batch in self._watched(self.dataset(stats, wave).iter_batches(
                             batch_format="pyarrow", batch_size=None)):
                         lease.check()
                         writer.write(batch)
                         label_stats.add(batch)
                         progress.add(batch.num_rows, table.status_counts(batch))
+                    writer.flush()  # a finished wave is committed whatever the next one meets
                     wave_ends.append(time.time())
             except Exception as e:
                 lost = isinstance(e, NoEngineNodeError)  # the engine ran; its nodes went
@@ -696,7 +701,6 @@ class Annotator:
                         f"{failure} The run committed {writer.rows} rows before that; they "
                         "stand, and a re-run completes the table.") from None
                 raise EngineStartError(failure) from None
-            writer.flush()
         counts = ray.get(stats.get.remote())
         first_prompt = ray.get(stats.marks.remote()).get("first_prompt")
         starts = ray.get(stats.actor_starts.remote())

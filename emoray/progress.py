@@ -28,8 +28,9 @@ class Progress:
     `engine_starts`); it is called from the display thread, so it must be thread-safe."""
 
     def __init__(self, poll: Callable[[], dict], interval_s: float = 30,
-                 stream: TextIO | None = None, tty: bool | None = None):
+                 stream: TextIO | None = None, tty: bool | None = None, waves: int = 1):
         self.poll = poll
+        self.waves, self.wave, self._wave_rows = waves, 0, 0
         self.interval_s = interval_s
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
@@ -60,6 +61,12 @@ class Progress:
             self._refresh_bar()
             self._bar.close()
 
+    def next_wave(self) -> None:
+        """The run's next wave starts: its rows are not planned yet."""
+        with self._lock:
+            self.wave += 1
+            self._wave_rows = self.rows
+
     def add(self, rows: int, statuses: Counter) -> None:
         with self._lock:
             if not self.rows:
@@ -82,18 +89,19 @@ class Progress:
                 print(self.line(), file=self.stream, flush=True)
 
     def total(self) -> int | None:
-        """Rows the run will write, known once every input row is planned."""
+        """Rows the run will write, known once every input row is planned (in the last wave)."""
         c = self.counts
-        if not (self.rows and c.get("pairs")):
+        if self.wave < self.waves - 1 or not (self.rows > self._wave_rows and c.get("pairs")):
             return None  # (until every partition is planned, already_held still grows)
         return max(c["pairs"] - c.get("already_held", 0), self.rows)
 
     def phase(self) -> str:
-        if self.rows:
-            return "annotating"
+        wave = f" (wave {self.wave + 1}/{self.waves})" if self.waves > 1 else ""
+        if self.rows > self._wave_rows:
+            return "annotating" + wave
         if self.counts.get("prompts") or self.counts.get("engine_starts"):
-            return "engine running"
-        return "planning"
+            return "engine running" + wave
+        return "planning" + wave
 
     def _statuses(self) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))

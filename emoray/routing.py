@@ -121,11 +121,14 @@ class Survey:
         """Whether some input row streams (its key is not named)."""
         return len(self.keys) > len(self.named)
 
-    def prompts_wanted(self) -> bool:
-        """Whether some distinct text lacks a settled stored answer for some request (after
-        `add_stored`): then the engine is wanted. A key collision can only hide a text as
-        held; the engine then starts on the first prompt instead of with the run."""
-        return any(not h.all() for h in self.held.values()) if self.held else len(self.keys) > 0
+    def prompts_wanted(self, wave: tuple[int, int] = (0, 1)) -> bool:
+        """Whether some distinct text (of `wave`) lacks a settled stored answer for some
+        request (after `add_stored`): then the engine is wanted. A key collision can only hide
+        a text as held; the engine then starts on the first prompt instead of with the run."""
+        mine = wave_of(self.keys, wave[1]) == wave[0]
+        if not self.held:
+            return bool(mine.any())
+        return any(not h[mine].all() for h in self.held.values())
 
 
 def take(batch: pa.Table, named: np.ndarray, shuffled: bool) -> pa.Table:
@@ -137,11 +140,21 @@ def take(batch: pa.Table, named: np.ndarray, shuffled: bool) -> pa.Table:
     return batch.filter(pa.array(goes if shuffled else ~goes))
 
 
+def wave_of(keys: np.ndarray, waves: int) -> np.ndarray:
+    """Each text hash key's wave of `waves`: the key (as unsigned) modulo `waves`."""
+    return keys.view(np.uint64) % np.uint64(waves)
+
+
+def keys_in_wave(keys: np.ndarray, wave: int, waves: int) -> np.ndarray:
+    """The (sorted) `keys` whose texts are in `wave` of `waves`."""
+    return keys if waves == 1 else keys[wave_of(keys, waves) == wave]
+
+
 def in_wave(batch: pa.Table, wave: int, waves: int) -> pa.Table:
-    """The rows of a normalized batch (or stored rows) in `wave` of `waves`: their text hash
-    key modulo `waves`; rows without a hash are in wave 0. Every row of a text lands in one
-    wave, so each wave dedups and reuses on its own."""
+    """The rows of a normalized batch (or stored rows) in `wave` of `waves` (`wave_of`); rows
+    without a hash (a null text) are in wave 0. Every row of a text lands in one wave, so each
+    wave dedups and reuses on its own."""
     if waves == 1:
         return batch
     keys, valid = hash_keys(batch["text_sha256"])
-    return batch.filter(pa.array(np.where(valid, keys.view(np.uint64) % waves, 0) == wave))
+    return batch.filter(pa.array(np.where(valid, wave_of(keys, waves), 0) == wave))

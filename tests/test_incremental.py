@@ -151,8 +151,8 @@ def test_waves_plan_exactly_as_one_wave(nights, tiny_model):
 
 def test_a_night_in_waves_annotates_every_pair_once(s3_endpoint, ray_local, tiny_model):
     """Ten rows (seven texts, two of them twice, one blank) in waves of five: two waves,
-    each with its own engine actor; every pair once, a text's copies sent once; the re-run
-    finds everything held."""
+    each with its own engine actor and its own commit; every pair once, a text's copies sent
+    once; the re-run finds everything held."""
     src, out = "s3://emoray-test/waves/in", "s3://emoray-test/waves/out"
     texts = TEXTS[0:6] + TEXTS[0:2] + ["", TEXTS[6]]
     put_parquet(f"{src}/a.parquet", [f"d{i}" for i in range(10)], texts)
@@ -168,6 +168,7 @@ def test_a_night_in_waves_annotates_every_pair_once(s3_endpoint, ray_local, tiny
     report = next(r for r in table.run_reports(table.AnnotationTable(out))
                   if r["run_id"] == summary.run_id)
     assert (report["waves"], report["engine_starts"], len(report["engine_actors"])) == (2, 2, 2)
+    assert report["chunks"] == 2  # each wave committed before the next
     assert "waves            2 (each a share of the texts" in summary.render()
     again = annotate(tiny_model, src, out, wave_rows=5)
     assert (again.rows_out, again.prompts_sent, again.already_held) == (0, 0, 20)

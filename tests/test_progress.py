@@ -63,3 +63,19 @@ def test_a_terminal_gets_one_live_bar_with_the_total():
     out = stream.getvalue()
     assert "\r" in out and "\n" not in out.rstrip("\n")
     assert "8/8" in out and "ok 8" in out
+
+
+def test_a_night_in_waves_names_its_wave_and_knows_its_total_in_the_last():
+    p = Progress(lambda: {}, interval_s=30, stream=Stream(), waves=2)
+    p.counts = {"rows_in": 300, "pairs": 600, "engine_starts": 1}
+    assert p.line().startswith("emoray: engine running (wave 1/2) 0:00:00; read 300 rows")
+    p.add(600, Counter({"ok": 600}))
+    assert p.total() is None  # the second wave's rows are not counted yet
+    assert p.line().startswith("emoray: annotating (wave 1/2) 0:00:00; read 300 rows; ok 600")
+    p.next_wave()
+    p.counts = {"rows_in": 450, "pairs": 900, "engine_starts": 2}
+    assert p.phase() == "engine running (wave 2/2)" and p.total() is None
+    p.add(100, Counter({"ok": 100}))
+    assert p.total() == 900
+    assert p.line().startswith("emoray: annotating (wave 2/2) 0:00:00; read 450 rows; "
+                               "wrote 700/900 (78 %), ")

@@ -3,6 +3,7 @@ names the rows that need the shuffle (repeated texts, texts the table holds, bla
 planning the others batch by batch and the named ones together gives exactly the plan of all
 rows together."""
 
+import numpy as np
 import pyarrow as pa
 
 from emoray import routing, stages
@@ -105,3 +106,17 @@ def test_waves_split_rows_by_text_and_plan_exactly_as_one():
         assert "d" in docs(parts[0][0])  # a null text has no hash
         assert sorted(r for new, o in parts for r in canonical(
             stages.plan(pa.concat_tables([new, o]), REQUESTS, VERSIONS))) == together
+
+
+def test_the_engine_is_wanted_in_a_wave_only_for_its_unheld_texts():
+    batch = new_rows([("a", "so happy"), ("b", "so sad")])
+    old = stored([{"doc": "a", "text": "so happy", "task": t, "answer": "1"}
+                  for t in ("v_reg", "v_oc")])
+    survey = survey_of(batch, old)
+    n = next(n for n in range(2, 64) if len(set(routing.wave_of(survey.keys, n))) == 2)
+    happy_key = routing.hash_keys(old["text_sha256"])[0][0]
+    happy = int(routing.wave_of(np.array([happy_key]), n)[0])
+    sad = next(w for w in range(n) if w != happy and routing.keys_in_wave(survey.keys, w, n).size)
+    assert survey.prompts_wanted() and survey.prompts_wanted((sad, n))
+    assert not survey.prompts_wanted((happy, n))
+    assert list(routing.keys_in_wave(survey.keys, happy, n)) == [happy_key]
