@@ -326,7 +326,7 @@ class Annotator:
                       f"task {name} under prompt version {version}; its confidences are "
                       f"marked {calibration.UNCALIBRATED}", file=sys.stderr)
 
-    def _arguments(self, stats=None, wave: tuple[int, int] = (0, 1)) -> dict:
+    def _arguments(self, stats=None, wave: tuple[int, int] = routing.ONE_WAVE) -> dict:
         """The run's values a stage function may take, each by its parameter's name."""
         cfg = self.config
         return {"id_column": cfg.id_column, "text_column": cfg.text_column,
@@ -347,7 +347,7 @@ class Annotator:
     def _plan_input(self) -> pa.Schema:
         return stages.plan_input(contract.stored_columns(self.stages))
 
-    def _inputs(self, stats=None, wave: tuple[int, int] = (0, 1)) -> list:
+    def _inputs(self, stats=None, wave: tuple[int, int] = routing.ONE_WAVE) -> list:
         """The input datasets through the stages that run on input files (Normalize), which
         keep the rows of `wave` (k, n)."""
         cfg, arguments = self.config, self._arguments(stats, wave)
@@ -359,7 +359,8 @@ class Annotator:
                         for ds in datasets]
         return datasets
 
-    def _stored(self, named: np.ndarray, snapshot=None, wave: tuple[int, int] = (0, 1)):
+    def _stored(self, named: np.ndarray, snapshot=None,
+                wave: tuple[int, int] = routing.ONE_WAVE):
         """The stored annotations a plan can use, as plan input (side "old"), or None: one
         snapshot's rows (default: the run's, when it holds answers) of this model and these
         prompt versions (pushed down to partitions and file statistics) whose text hash key is
@@ -419,7 +420,7 @@ class Annotator:
                 self.requests)
         return survey
 
-    def engine_wanted(self, wave: tuple[int, int] = (0, 1)) -> bool:
+    def engine_wanted(self, wave: tuple[int, int] = routing.ONE_WAVE) -> bool:
         """Whether some text of tonight's input (in `wave`) lacks a stored answer for some
         request, so prompts will be sent: then the engine actors load the model as the run (or
         the wave) starts, while planning runs. Decided on the survey's compact key set before
@@ -428,7 +429,7 @@ class Annotator:
         return not self._holds_answers or self._survey.prompts_wanted(wave)
 
     def _partitioned(self, stored, steps: list[tuple[Stage, dict]], stats=None,
-                     named: np.ndarray | None = None, wave: tuple[int, int] = (0, 1)):
+                     named: np.ndarray | None = None, wave: tuple[int, int] = routing.ONE_WAVE):
         """Tonight's input of `wave` (with `named`: only its rows that take the shuffle) and
         `stored` rows shuffled on the text hash, each partition through `steps` in one task."""
         parts = self._inputs(stats, wave)
@@ -441,7 +442,7 @@ class Annotator:
             stages.run_chain, batch_format="pyarrow", batch_size=None,
             fn_kwargs={"steps": steps})
 
-    def planned(self, stats=None, wave: tuple[int, int] = (0, 1)):
+    def planned(self, stats=None, wave: tuple[int, int] = routing.ONE_WAVE):
         """The lazy Ray dataset of what to ask the engine for `wave` (k, n) of the night: one
         row per distinct text and task request, with the doc_ids it answers and any stored
         answer to reuse (the stages that run on a text partition). With `stream_plan`, rows
@@ -473,6 +474,11 @@ class Annotator:
         rows = locations.estimate_rows(self.in_fs, self.inputs)
         return max(1, -(-rows // self.config.wave_rows))
 
+    @property
+    def _each_wave(self) -> list[tuple[int, int]]:
+        """(wave, waves) of each of the night's waves, in the order they run."""
+        return [(k, self.waves) for k in range(self.waves)]
+
     def missing_pairs(self) -> int:
         """Input row x task pairs the table does not hold now, under any status (this model,
         these prompt versions): counted from the committed data by the plan's own ExpandRequests
@@ -482,7 +488,7 @@ class Annotator:
         steps = [(stages.EXPAND_REQUESTS, {"requests": self.requests, "versions": self.versions}),
                  (stages.SKIP_HELD, {"not_held": ()})]
         missing = 0
-        for wave in ((k, self.waves) for k in range(self.waves)):
+        for wave in self._each_wave:
             stored = (self._stored(self._survey.keys, snapshot, wave) if snapshot is not None
                       else None)
             missing += sum(pc.sum(pc.equal(b["side"], "new")).as_py() or 0
@@ -490,7 +496,7 @@ class Annotator:
                                batch_format="pyarrow", batch_size=None))
         return missing
 
-    def dataset(self, stats=None, wave: tuple[int, int] = (0, 1)):
+    def dataset(self, stats=None, wave: tuple[int, int] = routing.ONE_WAVE):
         """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`) of `wave`
         (k, n): the plan, then the stages after it (the engine's actor pool, Parse)."""
         import ray.data
@@ -606,8 +612,8 @@ class Annotator:
             note = None
         by_request: dict[str, Counter] = {r.key: Counter() for r in self.requests}
         keys = {(r.task.name, r.target): r.key for r in self.requests}
-        for batch in (b for k in range(self.waves) for b in self.planned(
-                stats, (k, self.waves)).iter_batches(batch_format="pyarrow", batch_size=None)):
+        for batch in (b for wave in self._each_wave for b in self.planned(
+                stats, wave).iter_batches(batch_format="pyarrow", batch_size=None)):
             rows = batch.select(["task", "target", "text", "text_status", "cached_output",
                                  "doc_ids"]).to_pylist()
             send = [r for r in rows if stages.sends_prompt(r["text_status"], r["cached_output"])]
@@ -679,7 +685,7 @@ class Annotator:
         with Progress(lambda: ray.get(stats.get.remote(), timeout=10),
                       self.config.progress_interval_s, waves=self.waves) as progress:
             try:
-                for wave in ((k, self.waves) for k in range(self.waves)):
+                for wave in self._each_wave:
                     if wave[0]:
                         progress.next_wave()
                     for batch in self._watched(self.dataset(stats, wave).iter_batches(

@@ -27,6 +27,9 @@ from emoray.tasks import TaskRequest
 KEY_DIGITS = 16
 """Hex digits of the text hash in a key (64 bits)."""
 
+ONE_WAVE = (0, 1)
+"""(wave, waves) of a night that runs in one wave: every row."""
+
 
 def hash_keys(sha: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """(keys, valid): each text hash's first 64 bits as an int64, and which rows have a hash
@@ -121,7 +124,7 @@ class Survey:
         """Whether some input row streams (its key is not named)."""
         return len(self.keys) > len(self.named)
 
-    def prompts_wanted(self, wave: tuple[int, int] = (0, 1)) -> bool:
+    def prompts_wanted(self, wave: tuple[int, int] = ONE_WAVE) -> bool:
         """Whether some distinct text (of `wave`) lacks a settled stored answer for some
         request (after `add_stored`): then the engine is wanted. A key collision can only hide
         a text as held; the engine then starts on the first prompt instead of with the run."""

@@ -30,7 +30,7 @@ from emoray.contract import (
     stored_columns,
 )
 from emoray.models import ModelSpec
-from emoray.routing import in_wave
+from emoray.routing import ONE_WAVE, in_wave
 from emoray.statuses import LATEST, NOT_HELD, REUSABLE, TEXT_PROBLEMS
 from emoray.table import SCHEMA
 from emoray.tasks import TASKS, TaskRequest
@@ -52,7 +52,7 @@ def _check_text(raw: bytes | None) -> tuple[str | None, str | None, str]:
 
 def normalize(batch: pa.Table, id_column: str, text_column: str, task_column: str | None = None,
               n_requests: int = 1, stats=None, schema: pa.Schema | None = None,
-              wave: tuple[int, int] = (0, 1)) -> pa.Table:
+              wave: tuple[int, int] = ONE_WAVE) -> pa.Table:
     """Input rows → doc_id (string), text, text_sha256, text_status (`ok`, or why no
     prompt can be sent: `empty_text`, `invalid_text`) and the row's own task request (when the
     input names one), as plan input (`schema`, default `PLAN_INPUT`). Texts are read as bytes
