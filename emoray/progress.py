@@ -31,6 +31,7 @@ class Progress:
                  stream: TextIO | None = None, tty: bool | None = None, waves: int = 1):
         self.poll = poll
         self.waves, self.wave, self._wave_rows = waves, 0, 0
+        self._wave_engine = (0, 0)  # (prompts, engine_starts) when this wave began
         self.interval_s = interval_s
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
@@ -62,10 +63,19 @@ class Progress:
             self._bar.close()
 
     def next_wave(self) -> None:
-        """The run's next wave starts: its rows are not planned yet."""
+        """The run's next wave starts: its rows are not planned and its engine not started."""
+        try:
+            counts = self.poll()
+        except Exception:  # as in _loop: keep the last counts
+            counts = self.counts
         with self._lock:
             self.wave += 1
             self._wave_rows = self.rows
+            self.counts = counts
+            self._wave_engine = self._engine()
+
+    def _engine(self) -> tuple[int, int]:
+        return self.counts.get("prompts", 0), self.counts.get("engine_starts", 0)
 
     def add(self, rows: int, statuses: Counter) -> None:
         with self._lock:
@@ -99,8 +109,8 @@ class Progress:
         wave = f" (wave {self.wave + 1}/{self.waves})" if self.waves > 1 else ""
         if self.rows > self._wave_rows:
             return "annotating" + wave
-        if self.counts.get("prompts") or self.counts.get("engine_starts"):
-            return "engine running" + wave
+        if any(now > then for now, then in zip(self._engine(), self._wave_engine)):
+            return "engine running" + wave  # (the counts are the night's, not the wave's)
         return "planning" + wave
 
     def _statuses(self) -> str:

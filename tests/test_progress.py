@@ -66,14 +66,19 @@ def test_a_terminal_gets_one_live_bar_with_the_total():
 
 
 def test_a_night_in_waves_names_its_wave_and_knows_its_total_in_the_last():
-    p = Progress(lambda: {}, interval_s=30, stream=Stream(), waves=2)
-    p.counts = {"rows_in": 300, "pairs": 600, "engine_starts": 1}
+    night = {"rows_in": 300, "pairs": 600, "engine_starts": 1}
+    p = Progress(lambda: dict(night), interval_s=30, stream=Stream(), waves=2)
+    p.counts = {"rows_in": 300, "pairs": 600}
+    assert p.phase() == "planning (wave 1/2)"
+    p.counts = dict(night)
     assert p.line().startswith("emoray: engine running (wave 1/2) 0:00:00; read 300 rows")
     p.add(600, Counter({"ok": 600}))
     assert p.total() is None  # the second wave's rows are not counted yet
     assert p.line().startswith("emoray: annotating (wave 1/2) 0:00:00; read 300 rows; ok 600")
+    night["prompts"] = 600  # wave 1's last prompts, counted after the display's last poll
     p.next_wave()
-    p.counts = {"rows_in": 450, "pairs": 900, "engine_starts": 2}
+    assert p.phase() == "planning (wave 2/2)"  # the night's counts hold wave 1's engine
+    p.counts = {"rows_in": 450, "pairs": 900, "prompts": 600, "engine_starts": 2}
     assert p.phase() == "engine running (wave 2/2)" and p.total() is None
     p.add(100, Counter({"ok": 100}))
     assert p.total() == 900
