@@ -64,10 +64,7 @@ class Progress:
 
     def next_wave(self) -> None:
         """The run's next wave starts: its rows are not planned and its engine not started."""
-        try:
-            counts = self.poll()
-        except Exception:  # as in _loop: keep the last counts
-            counts = self.counts
+        counts = self._polled()
         with self._lock:
             self.wave += 1
             self._wave_rows = self.rows
@@ -86,13 +83,16 @@ class Progress:
             if self._bar is not None:
                 self._bar.update(rows)
 
+    def _polled(self) -> dict:
+        try:
+            return self.poll()
+        except Exception:  # a slow or restarting counter actor: keep the last counts
+            return self.counts
+
     def _loop(self) -> None:
         period = 1.0 if self.tty else self.interval_s
         while not self._stop.wait(period):
-            try:
-                self.counts = self.poll()
-            except Exception:  # a slow or restarting counter actor: keep the last counts
-                pass
+            self.counts = self._polled()
             if self._bar is not None:
                 self._refresh_bar()
             else:
