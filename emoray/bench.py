@@ -433,8 +433,19 @@ def nightly_bench(engine: EngineConfig, rows: int, tasks: list[str], root: str,
     }
 
 
-def _stored_rows(n: int, task: str, model: str, prompt_version: str, seed: int) -> pa.Table:
-    """n annotation rows of distinct random texts (none of them in `bench_texts`)."""
+def stored_texts(n: int, seed: int) -> list[str]:
+    """n distinct texts shaped like the AEB sample's (its texts with a suffix naming `seed` and
+    the row), none of them in `bench_texts`."""
+    base = [t for _, t in sample_texts()]
+    return [f"{base[i % len(base)]} [{seed}-{i}]" for i in range(n)]
+
+
+def _stored_rows(n: int, task: str, model: str, prompt_version: str, seed: int,
+                 texts: list[str] | None = None) -> pa.Table:
+    """n annotation rows as a run writes them, of `texts` (default n distinct `stored_texts`):
+    each text hash is the real SHA-256 of its text, so the hashes spread over the whole hash
+    space as a real table's do (no file's statistics can prune them)."""
+    import hashlib
     from datetime import datetime, timezone
 
     import numpy as np
@@ -442,8 +453,9 @@ def _stored_rows(n: int, task: str, model: str, prompt_version: str, seed: int) 
     from emoray import table
 
     rng = np.random.default_rng(seed)
+    texts = texts if texts is not None else stored_texts(n, seed)
     ids = pa.array(np.char.add(f"s{seed}-", np.arange(n).astype(str)))
-    sha = pa.array([f"{x:064x}" for x in rng.integers(0, 2**62, n)])
+    sha = pa.array([hashlib.sha256(t.encode()).hexdigest() for t in texts])
     cols = {f.name: pa.nulls(n, f.type) for f in table.SCHEMA}
     cols.update(doc_id=ids, text_sha256=sha, task=pa.array([task] * n),
                 score=pa.array(rng.random(n)), raw_output=pa.array(["0.500"] * n),
@@ -455,43 +467,81 @@ def _stored_rows(n: int, task: str, model: str, prompt_version: str, seed: int) 
     return pa.table(cols, schema=table.SCHEMA)
 
 
+def fill_table(annotations, rows: int, requests: list, model: str, prompt_versions: dict,
+               file_rows: int = 500_000, texts: list[str] | None = None) -> float:
+    """Commit `rows` stored annotations (`_stored_rows`: real SHA-256 hashes of distinct texts,
+    or of `texts`) in files of `file_rows` rows, one commit each, the requests taking turns:
+    the shape of a compacted table. Returns the seconds it took."""
+    from emoray import table
+
+    t0 = time.perf_counter()
+    writer = table.ChunkWriter(annotations, "stored", file_rows)
+    for start in range(0, rows, file_rows):
+        r = requests[(start // file_rows) % len(requests)]
+        n = min(file_rows, rows - start)
+        writer.commit_chunk(_stored_rows(
+            n, r.task.name, model, prompt_versions[r.task.name], start,
+            texts[start:start + n] if texts is not None else None), start // file_rows)
+    return time.perf_counter() - t0
+
+
 def table_bench(engine: EngineConfig, new_rows: int, stored_sizes: list[int],
                 tasks: list[str], root: str, chunk_rows: int = 100_000,
-                write_rows: int = 1_000_000) -> dict:
+                write_rows: int = 1_000_000, file_rows: int = 500_000) -> dict:
     """The Delta table's figures: a nightly run of `new_rows` new texts against stored tables
-    of each size (time to first prompt and total: how the incremental check grows with the
-    table), the driver's commit rate (one commit per `chunk_rows`) against Ray Data's
-    `write_delta` (workers write the files, one commit) on `write_rows` rows, and the files of
-    30 small nights before and after optimize."""
+    of each size (`fill_table`: real hashes, files of `file_rows` rows), with the time to first
+    prompt, the total and what the night read of the table (how the held check grows with
+    the table); a night in waves (`wave_rows` a quarter of its input) whose input holds
+    stored texts besides new ones, with its model loads; the driver's commit rate (one commit
+    per `chunk_rows`) against Ray Data's `write_delta` (workers write the files, one commit)
+    on `write_rows` rows; and the files of 30 small nights before and after optimize."""
     from emoray import table
 
     requests = resolve(tasks)
     spec = resolve_model(engine.model)
     model = spec.identity
+    versions = {r.task.name: engine.prompt_version(r.task, spec.prompt_format) for r in requests}
     src = f"{root}/table-in"
     locations.write_texts(src, S3Config(), [f"n{i}" for i in range(new_rows)],
                           bench_texts(new_rows))
     nights = []
     for stored in stored_sizes:
         annotations = table.AnnotationTable(f"{root}/table-{stored}")
-        t0 = time.perf_counter()
-        writer = table.ChunkWriter(annotations, "stored", chunk_rows)
-        for start in range(0, stored, chunk_rows):
-            r = requests[(start // chunk_rows) % len(requests)]
-            writer.commit_chunk(_stored_rows(min(chunk_rows, stored - start), r.task.name, model,
-                                             engine.prompt_version(r.task, spec.prompt_format),
-                                             start), start // chunk_rows)
-        fill_s = time.perf_counter() - t0
+        fill_s = fill_table(annotations, stored, requests, model, versions, file_rows)
         summary = build_annotator(AnnotateConfig(input=src, output=annotations.uri, tasks=tasks,
                                                  engine=engine)).run()
         nights.append({"stored_rows": stored, "fill_s": round(fill_s, 2),
-                       "fill_rows_per_s": round(stored / fill_s) if stored else None,
                        "first_prompt_s": summary.first_prompt_s,
                        "total_s": round(summary.wall_s, 2), "prompts": summary.prompts_sent,
-                       "rows_out": summary.rows_out})
+                       "rows_out": summary.rows_out, "read": summary.stored_read})
     writes = _write_paths(root, write_rows, chunk_rows, model)
     return {"new_rows": new_rows, "tasks": [r.key for r in requests], "nightly": nights,
+            "waves": waves_bench(engine, new_rows, requests, versions, root),
             "write_1_chunk_per_commit": writes, "small_nights": _small_nights(root, model)}
+
+
+def waves_bench(engine: EngineConfig, new_rows: int, requests: list, versions: dict,
+                root: str) -> dict:
+    """A night of 3 x `new_rows` texts the table answers plus `new_rows` new ones, in waves of
+    a quarter of its input: rows reused and sent, waves, and model loads (engine starts)."""
+    from emoray import table
+
+    model = resolve_model(engine.model).identity
+    held, new = stored_texts(3 * new_rows, 7), bench_texts(new_rows)
+    annotations = table.AnnotationTable(f"{root}/waves-out")
+    fill_table(annotations, len(held), requests[:1], model, versions, texts=held)
+    src = f"{root}/waves-in"
+    locations.write_texts(src, S3Config(), [f"s7-{i}" for i in range(len(held))]
+                          + [f"n{i}" for i in range(new_rows)], held + new)
+    night = build_annotator(AnnotateConfig(input=src, output=annotations.uri,
+                                           tasks=[requests[0].key], engine=engine,
+                                           wave_rows=len(held + new) // 4))
+    summary = night.run()
+    report = next(r for r in table.run_reports(annotations) if r["run_id"] == summary.run_id)
+    return {"input_rows": len(held + new), "waves": summary.waves,
+            "model_loads": report["engine_starts"], "already_held": summary.already_held,
+            "prompts": summary.prompts_sent, "rows_out": summary.rows_out,
+            "total_s": round(summary.wall_s, 2)}
 
 
 def _write_paths(root: str, rows: int, chunk_rows: int, model: str) -> dict:

@@ -357,6 +357,13 @@ def cmd_table(args) -> int:
               f"optimized {annotations.uri}: {result['files_before']} files before, "
               f"{result['files_after']} after (version {result['version']})")
         return EXIT_OK
+    if args.action == "index":
+        result = table.index(annotations)
+        print(json.dumps(result) if args.json else
+              f"key index of {annotations.uri}: {result['written']} sidecars written for the "
+              f"{result['files']} data files of version {result['version']} (the rest had "
+              f"theirs); {result['pruned']} sidecars of removed files deleted")
+        return EXIT_OK
     files = table.vacuum(annotations, args.retain_hours, dry_run=not args.no_dry_run)
     if args.json:
         print(json.dumps({"dry_run": not args.no_dry_run, "files": files}))
@@ -555,8 +562,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     r.set_defaults(fn=cmd_runs)
     tb = _command(sub, "table", help="the annotation table (Delta): history, optimize, "
-                        "vacuum, migrate from the old marker layout")
-    tb.add_argument("action", choices=["history", "optimize", "vacuum", "migrate"])
+                        "vacuum, index (rebuild the key index the nightly held check reads), "
+                        "migrate from the old marker layout")
+    tb.add_argument("action", choices=["history", "optimize", "vacuum", "index", "migrate"])
     tb.add_argument("table", nargs="?", help="table location (default: the profile's output); "
                     "for migrate, the old marker-layout table")
     tb.add_argument("new", nargs="?", help="migrate: where the Delta table goes")
@@ -615,8 +623,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emoray: {e}", file=sys.stderr)
         return EXIT_CONFIG
     except (InputError, EnrichError, ValueError) as e:
+        if _internal(e):
+            raise
         print(f"emoray: {e}", file=sys.stderr)
         return EXIT_INPUT
+
+
+def _internal(error: ValueError) -> bool:
+    """Whether a ValueError is emoray's or a library's own failure, not bad input: Arrow's
+    errors (`ArrowInvalid` is a ValueError) and errors raised inside Ray tasks. They end the
+    command with a traceback and exit 1, never the bad-input code, which tells the operator to
+    fix their input."""
+    import pyarrow as pa
+    from ray.exceptions import RayError
+
+    from emoray.enrich import EnrichError
+    from emoray.locations import InputError
+    from emoray.table import TableError
+
+    return (isinstance(error, (pa.ArrowException, RayError))
+            and not isinstance(error, (InputError, EnrichError, TableError)))
 
 
 if __name__ == "__main__":

@@ -269,7 +269,7 @@ class AnnotateConfig(_Strict):
         "about this many rows, each a share of the text hashes (so dedup and reuse never cross "
         "a wave) planned and annotated before the next: the plan's hash shuffle holds one wave, "
         "so the object store's peak does not grow with the night. Each wave reads the whole "
-        "input again and starts its own engine actors (a model load); null: one wave "
+        "input again; the engine actors (one model load each) serve every wave; null: one wave "
         "(docs/faults.md, \"Memory at ten times the input\").")
     run_id: str | None = Field(None, description="Run id; default: UTC time plus a random suffix.")
     engine_wait_s: float = Field(

@@ -18,7 +18,6 @@ covers exactly the rows in its files however Ray retried the batches that made t
 
 from __future__ import annotations
 
-import bisect
 import functools
 import inspect
 import queue
@@ -41,6 +40,7 @@ from emoray import (
     calibration,
     contract,
     cost,
+    key_index,
     labels,
     locations,
     routing,
@@ -59,6 +59,7 @@ from emoray.engine_stage import (
     check_fits,
     idle_share,
 )
+from emoray.engine_pool import EngineCall, EnginePool
 from emoray.lock import TableLock
 from emoray.models import resolve_model
 from emoray.progress import Progress
@@ -81,12 +82,6 @@ def _routed(ds, named: np.ndarray, shuffled: bool):
     """`ds`'s rows that take the shuffle (`shuffled`) or stream (`routing.take`)."""
     return ds.map_batches(routing.take, batch_format="pyarrow", batch_size=None,
                           fn_kwargs={"named": named, "shuffled": shuffled})
-
-
-def _ended(started: float, wave_ends: list[float]) -> float:
-    """When the engine actor started at `started` ended: with the end of its wave (Ray Data
-    ends a wave's actors with its execution)."""
-    return wave_ends[min(bisect.bisect_left(wave_ends, started), len(wave_ends) - 1)]
 
 
 class IncompleteRunError(RuntimeError):
@@ -167,9 +162,12 @@ class RunSummary:
     engine_idle_share: float | None = None
     retries: dict[str, int] | None = None
     """Retries the driver made, by what was retried (`s3clients.RETRIES`); engine actors
-    restarted are the report's `engine_starts` beyond one per wave and actor."""
+    restarted are the report's `engine_starts` beyond one per actor."""
     waves: int = 1
-    """Waves the night ran in (`wave_rows`), each with its own engine actors."""
+    """Waves the night ran in (`wave_rows`); the engine actors serve them all."""
+    stored_read: dict | None = None
+    """What the held check read of the table (`key_index.Read`): files, sidecars, key rows,
+    and the data files (rows) holding a match, all the stored read then reads."""
     status: str = "ok"
 
     @property
@@ -201,6 +199,8 @@ class RunSummary:
             f"  tokens           {self.prompt_tokens} prompt, {self.output_tokens} generated",
         ] + ([f"  waves            {self.waves} (each a share of the texts, planned and "
               "annotated in turn)"] if self.waves > 1 else [])
+            + ([render_stored_read(self.stored_read)]
+               if self.stored_read and self.stored_read["table_files"] else [])
             + (["  retries          " + ", ".join(f"{k} {v}" for k, v in
                                                   sorted(self.retries.items()))]
                if self.retries else [])
@@ -214,6 +214,14 @@ def render_engine_actor(r: dict) -> str:
     return (f"  engine actor     model loaded {r['load_s']} s after start, first prompt at "
             f"{r['first_prompt_s']} s; busy {r['busy_s']} s, idle {r['idle_s']} s "
             f"(idle share {share})")
+
+
+def render_stored_read(r: dict) -> str:
+    """The held check's line of a summary: what it read of the table."""
+    return (f"  stored read      {r['matched_files']} of {r['table_files']} table files "
+            f"({r['matched_rows']} rows) hold tonight's texts; the check read "
+            f"{r['sidecars_read']} key sidecars ({r['key_rows']} keys, {r['sidecar_bytes']} "
+            f"bytes) and {r['files_without_sidecar']} files without one")
 
 
 def render_usage(usage: dict) -> str:
@@ -232,7 +240,7 @@ def render_dry_run(d: dict) -> str:
              "nothing written",
              f"  rows in          {d['rows_in']}",
              f"  already held     {d['already_held']} of {d['pairs']} row x task pairs",
-             *([f"  waves            {d['waves']} (wave_rows), each starting its own engine "
+             *([f"  waves            {d['waves']} (wave_rows), served by the same engine "
                 "actors"] if d["waves"] > 1 else []),
              f"  {'request':<14}{'rows':>10}{'prompts':>10}{'reused':>10}{'prompt tokens':>15}"]
     for key, r in [*d["by_request"].items(), ("total", {
@@ -310,6 +318,8 @@ class Annotator:
             raise locations.InputError(f"cannot write to output {config.output}: {e}") from None
         self.table = table.AnnotationTable(config.output, config.s3)
         self.table.check_layout()
+        self.stored_read = key_index.Read()
+        """What the night's held check read of the table (`key_index.scan`)."""
         self.run_id = config.run_id or (
             datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
         for reason in self.bad_files.values():
@@ -359,25 +369,29 @@ class Annotator:
                         for ds in datasets]
         return datasets
 
-    def _stored(self, named: np.ndarray, snapshot=None,
-                wave: tuple[int, int] = routing.ONE_WAVE):
-        """The stored annotations a plan can use, as plan input (side "old"), or None: one
-        snapshot's rows (default: the run's, when it holds answers) of this model and these
-        prompt versions (pushed down to partitions and file statistics) whose text hash key is
-        in `named` (or is null; kept by the read tasks after reading) and in `wave`, so the
-        shuffle carries tonight's shuffled rows plus their matches, not the whole history; the
-        columns the stages declare (`Stage.stored`) that the table has (an older table lacks
-        newer ones)."""
+    def _stored(self, named: np.ndarray, wave: tuple[int, int] = routing.ONE_WAVE,
+                lookup: tuple[routing.Survey, key_index.Matched] | None = None):
+        """The stored annotations a plan can use, as plan input (side "old"), or None when no
+        stored row can match: of the snapshot the survey matched (`lookup`: a survey and its
+        matched files' fragments; default the run's), only the data files whose key index holds
+        a key in `named` of `wave` (or, in wave 0, stored rows without a hash), read through
+        that snapshot's dataset (its schema, partitions and statistics, as `read_delta` does),
+        rows of this model under tonight's prompt versions whose key is in `named` (or is
+        null); the columns the stages declare (`Stage.stored`) that the table has (an older
+        table lacks newer ones)."""
         import ray.data
+        from ray.data._internal.datasource.parquet_datasource import ParquetDatasource
 
-        if snapshot is None and not self._holds_answers:
+        if lookup is None and not self._holds_answers:
             return None
-        dt = snapshot or self._snapshot
-        stored = {f.name for f in dt.schema().fields}
-        columns = [c for c in contract.stored_columns(self.stages) if c in stored]
-        ds = ray.data.read_delta(self.table.uri, version=dt.version(),
-                                 storage_options=self.table.options, columns=columns,
-                                 filter=self._held)
+        survey, matched = lookup or (self._survey, self._matched)
+        files = survey.files_for(named, wave)
+        if not files:
+            return None
+        subset = matched.dataset(files)
+        columns = [c for c in contract.stored_columns(self.stages) if c in subset.schema.names]
+        ds = ray.data.read_datasource(ParquetDatasource.from_pyarrow_dataset(
+            subset, columns=columns, to_batch_kwargs={"filter": self._held}))
         arguments = self._arguments()
         for s in (s for s in self.stages if s.runs == STORED):
             ds = ds.map_batches(s.task(), batch_format="pyarrow", batch_size=None,
@@ -409,16 +423,21 @@ class Annotator:
     @functools.cached_property
     def _survey(self) -> routing.Survey:
         """Tonight's text hash keys (a pass over the input, 8 bytes a row reach the driver)
-        and, when the table holds answers, which of them it holds (a pass over the stored
-        rows' keys): what streams and what takes the shuffle (`routing`)."""
+        and, when the table holds answers, which of them it holds (from the table's key index,
+        `_matched`): what streams and what takes the shuffle (`routing`)."""
         keys = _union(self._inputs()).map_batches(routing.batch_keys, batch_format="pyarrow",
                                                   batch_size=None)
         survey = routing.Survey.of(keys.iter_batches(batch_format="pyarrow", batch_size=None))
         if self._holds_answers:
-            survey.add_stored(self._snapshot.to_pyarrow_dataset().to_batches(
-                columns=["text_sha256", "task", "target", "status"], filter=self._held),
-                self.requests)
+            self._matched = self._match(survey, self._snapshot, self.stored_read)
         return survey
+
+    def _match(self, survey: routing.Survey, snapshot,
+               read: key_index.Read) -> key_index.Matched:
+        """`key_index.match` of `survey` against `snapshot`, this model's rows under tonight's
+        prompt versions."""
+        fs, root = self.table._fs()
+        return key_index.match(snapshot, fs, root, self._held, survey, self.requests, read)
 
     def engine_wanted(self, wave: tuple[int, int] = routing.ONE_WAVE) -> bool:
         """Whether some text of tonight's input (in `wave`) lacks a stored answer for some
@@ -451,8 +470,7 @@ class Annotator:
         arguments = self._arguments(stats, wave)
         steps = [(s, self._kwargs(s, arguments)) for s in self.stages if s.runs == PARTITION]
         if not self.config.stream_plan:
-            stored = (self._stored(routing.keys_in_wave(self._survey.keys, *wave), wave=wave)
-                      if self._holds_answers else None)
+            stored = self._stored(routing.keys_in_wave(self._survey.keys, *wave), wave)
             return self._partitioned(stored, steps, stats, wave=wave)
         survey = self._survey
         named, branches = routing.keys_in_wave(survey.named, *wave), []
@@ -461,7 +479,7 @@ class Annotator:
                 stages.run_chain, batch_format="pyarrow", batch_size=None,
                 fn_kwargs={"steps": steps}) for ds in self._inputs(stats, wave)]
         if survey.shuffled_rows or not branches:
-            branches.append(self._partitioned(self._stored(named, wave=wave), steps,
+            branches.append(self._partitioned(self._stored(named, wave), steps,
                                               None if branches else stats, named, wave))
         return _union(branches)
 
@@ -484,21 +502,26 @@ class Annotator:
         these prompt versions): counted from the committed data by the plan's own ExpandRequests
         and SkipHeld over a fresh snapshot. The run's verdict when the stages' counters (sent
         fire-and-forget, so a retried task can count twice) disagree with the rows written."""
-        snapshot = self.table.snapshot() if self.table.exists() else None
+        lookup = None
+        if self.table.exists():
+            survey = self._survey.unmatched()
+            lookup = survey, self._match(survey, self.table.snapshot(), key_index.Read())
         steps = [(stages.EXPAND_REQUESTS, {"requests": self.requests, "versions": self.versions}),
                  (stages.SKIP_HELD, {"not_held": ()})]
         missing = 0
         for wave in self._each_wave:
-            stored = (self._stored(self._survey.keys, snapshot, wave) if snapshot is not None
+            stored = (self._stored(lookup[0].keys, wave, lookup) if lookup is not None
                       else None)
             missing += sum(pc.sum(pc.equal(b["side"], "new")).as_py() or 0
                            for b in self._partitioned(stored, steps, wave=wave).iter_batches(
                                batch_format="pyarrow", batch_size=None))
         return missing
 
-    def dataset(self, stats=None, wave: tuple[int, int] = routing.ONE_WAVE):
+    def dataset(self, engines: EnginePool, stats=None,
+                wave: tuple[int, int] = routing.ONE_WAVE):
         """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`) of `wave`
-        (k, n): the plan, then the stages after it (the engine's actor pool, Parse)."""
+        (k, n): the plan, then the stages after it (the night's engine actors, `engines`, then
+        Parse)."""
         import ray.data
 
         cfg, arguments = self.config, self._arguments(stats, wave)
@@ -507,18 +530,26 @@ class Annotator:
         for s in (s for s in self.stages if s.runs not in placed):
             if s.runs == ACTORS:
                 ds = ds.map_batches(
-                    s.fn, batch_format="pyarrow", batch_size=cfg.batch_size,
-                    fn_constructor_kwargs={"config": cfg.engine, "stats": stats,
-                                           "engine_class": ENGINES[self.model.engine],
-                                           "eager": self.engine_wanted(wave), **s.args},
+                    EngineCall, batch_format="pyarrow", batch_size=cfg.batch_size,
+                    fn_constructor_kwargs={"actors": engines.actors},
                     compute=ray.data.ActorPoolStrategy(
                         size=cfg.concurrency,
                         max_concurrent_calls_per_actor=cfg.batches_in_flight),
-                    **self.resources())
+                    num_cpus=0)
             else:
                 ds = ds.map_batches(s.task(), batch_format="pyarrow", batch_size=None,
                                     fn_kwargs=self._kwargs(s, arguments), **s.resources)
         return ds
+
+    def engines(self, stats=None) -> EnginePool:
+        """The night's engine actors (`engine_pool`), loading the model as they start when
+        some wave has prompts to send (`engine_wanted`), so the load overlaps planning."""
+        engine = next(s for s in self.stages if s.runs == ACTORS)
+        return EnginePool(engine, {
+            "config": self.config.engine, "stats": stats,
+            "engine_class": ENGINES[self.model.engine],
+            "eager": any(self.engine_wanted(w) for w in self._each_wave), **engine.args},
+            self.resources(), self.config.concurrency, self.config.batches_in_flight)
 
     def _watched(self, batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
         """`batches`, pulled by a thread so the driver can see when no alive node could host an
@@ -681,21 +712,22 @@ class Annotator:
             "input": self.config.input, "engine": self.model.engine,
             "calibration": self._calibration_tag()})
         label_stats = labels.LabelStats()
-        wave_ends = []
         with Progress(lambda: ray.get(stats.get.remote(), timeout=10),
                       self.config.progress_interval_s, waves=self.waves) as progress:
             try:
-                for wave in self._each_wave:
-                    if wave[0]:
-                        progress.next_wave()
-                    for batch in self._watched(self.dataset(stats, wave).iter_batches(
-                            batch_format="pyarrow", batch_size=None)):
-                        lease.check()
-                        writer.write(batch)
-                        label_stats.add(batch)
-                        progress.add(batch.num_rows, table.status_counts(batch))
-                    writer.flush()  # a finished wave is committed whatever the next one meets
-                    wave_ends.append(time.time())
+                with self.engines(stats) as engines:
+                    for wave in self._each_wave:
+                        if wave[0]:
+                            progress.next_wave()
+                        for batch in self._watched(self.dataset(engines, stats, wave)
+                                                   .iter_batches(batch_format="pyarrow",
+                                                                 batch_size=None)):
+                            lease.check()
+                            writer.write(batch)
+                            label_stats.add(batch)
+                            progress.add(batch.num_rows, table.status_counts(batch))
+                        writer.flush()  # a finished wave is committed whatever the next meets
+                    ended = time.time()
             except Exception as e:
                 lost = isinstance(e, NoEngineNodeError)  # the engine ran; its nodes went
                 failure = str(e) if lost else ray.get(stats.failure.remote())
@@ -713,9 +745,8 @@ class Annotator:
         clocks = ray.get(stats.engine_clocks.remote())
         ray.kill(stats)
         resources = self.resources()
-        engines = [EngineClock(**c).report(_ended(c["started"], wave_ends))
-                   for _, c in sorted(clocks.items())]
-        usage = {**cost.usage(sum(_ended(t, wave_ends) - t for t in starts)
+        engines = [EngineClock(**c).report(ended) for _, c in sorted(clocks.items())]
+        usage = {**cost.usage(sum(ended - t for t in starts)
                               * devices_per_engine(resources), writer.rows, self.config.cost),
                  "device": device_of(resources), "engines": len(starts)}
         summary = RunSummary(
@@ -730,6 +761,7 @@ class Annotator:
                             if first_prompt is not None else None),
             usage=usage, engine_actors=engines, engine_idle_share=idle_share(engines),
             retries=dict(s3clients.RETRIES - retried), waves=self.waves,
+            stored_read=self.stored_read.as_dict(),
         )
         expected = counts.get("pairs", 0) - summary.already_held
         missing = None if summary.rows_out == expected else self.missing_pairs()

@@ -14,7 +14,7 @@ hashes, so a key collision costs a shuffle, never a wrong answer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,16 +33,35 @@ ONE_WAVE = (0, 1)
 
 def hash_keys(sha: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """(keys, valid): each text hash's first 64 bits as an int64, and which rows have a hash
-    (vectorised: the digits as one fixed-width buffer, decoded by `bytes.fromhex`)."""
-    valid = pc.is_valid(sha).to_numpy(zero_copy_only=False)
-    digits = pc.utf8_slice_codeunits(pc.drop_null(sha), 0, KEY_DIGITS)
+    (vectorised: the digits as one fixed-width buffer, decoded by `bytes.fromhex`). A value
+    that is not a hex digest (a table written by another tool) has no key: it can match no
+    hash of tonight's, whose are all SHA-256 digests."""
+    valid = pc.fill_null(pc.greater_equal(pc.binary_length(sha), KEY_DIGITS), False).to_numpy(
+        zero_copy_only=False)
+    digits = pc.utf8_slice_codeunits(sha.filter(pa.array(valid)), 0, KEY_DIGITS)
     digits = digits.combine_chunks() if isinstance(digits, pa.ChunkedArray) else digits
     digits = digits.cast(pa.binary()).cast(pa.binary(KEY_DIGITS))
     raw = np.frombuffer(digits.buffers()[1], np.uint8, len(digits) * KEY_DIGITS,
                         digits.offset * KEY_DIGITS) if len(digits) else np.zeros(0, np.uint8)
     keys = np.zeros(len(valid), np.int64)
-    keys[valid] = np.frombuffer(bytes.fromhex(raw.tobytes().decode("ascii")), ">u8").astype(
-        np.uint64).view(np.int64)
+    try:
+        decoded = bytes.fromhex(raw.tobytes().decode("ascii"))
+    except ValueError:  # some value is not hex: decode one by one, those without a key
+        return _keys_one_by_one(sha)
+    keys[valid] = np.frombuffer(decoded, ">u8").astype(np.uint64).view(np.int64)
+    return keys, valid
+
+
+def _keys_one_by_one(sha: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """`hash_keys` of values that are not all hex digests (the slow path)."""
+    keys, valid = np.zeros(len(sha), np.int64), np.zeros(len(sha), bool)
+    for i, value in enumerate(sha.to_pylist()):
+        try:
+            keys[i] = np.frombuffer(bytes.fromhex(value[:KEY_DIGITS]), ">u8").astype(
+                np.uint64).view(np.int64)[0]
+            valid[i] = len(value) >= KEY_DIGITS
+        except (TypeError, ValueError, UnicodeDecodeError):
+            continue
     return keys, valid
 
 
@@ -65,7 +84,8 @@ def _members(keys: np.ndarray, sorted_set: np.ndarray) -> tuple[np.ndarray, np.n
 class Survey:
     """Tonight's input as keys: the distinct keys, the ones whose rows take the shuffle
     (`named`), how many rows have no hash, and per task request which distinct keys the table
-    holds a settled answer for (`held`, filled by `add_stored`)."""
+    holds a settled answer for (`held`, filled by `add_stored` from the table's key index), and
+    which stored data files hold tonight's keys (`files_for`)."""
 
     keys: np.ndarray
     repeated: np.ndarray
@@ -73,9 +93,18 @@ class Survey:
     unhashed: int
     stored: np.ndarray = field(init=False)
     held: dict[str, np.ndarray] = field(default_factory=dict)
+    files: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per stored data file, the indexes of tonight's keys it holds (`add_stored`)."""
+    unhashed_files: set[str] = field(default_factory=set)
+    """Stored data files holding rows without a text hash."""
 
     def __post_init__(self):
         self.stored = np.zeros(len(self.keys), bool)
+
+    def unmatched(self) -> Survey:
+        """The same keys of tonight's input, matched against no stored rows yet."""
+        return Survey(keys=self.keys, repeated=self.repeated, rows=self.rows,
+                      unhashed=self.unhashed)
 
     @classmethod
     def of(cls, batches: Iterable[pa.Table]) -> Survey:
@@ -89,25 +118,42 @@ class Survey:
                                  return_counts=True)
         return cls(keys=keys, repeated=keys[counts > 1], rows=rows, unhashed=unhashed)
 
-    def add_stored(self, batches: Iterator[pa.Table], requests: list[TaskRequest]) -> None:
-        """Mark tonight's keys the stored rows (`text_sha256`, `task`, `target`, `status`;
-        this model, tonight's prompt versions) hold, and per request those with a settled
-        answer."""
+    def add_stored(self, file: str, rows: pa.Table, requests: list[TaskRequest]) -> bool:
+        """Mark tonight's keys that the stored rows of one data file (`file`; its key index rows:
+        `key`, `task`, `target`, `status`, already this model's under tonight's prompt
+        versions) hold, and per request those with a settled answer; remember which of
+        tonight's keys the file holds, and whether it holds rows without a hash. True when the
+        file holds anything tonight's plan must read."""
         for r in requests:
             self.held.setdefault(r.key, np.zeros(len(self.keys), bool))
-        for b in batches:
-            keys, valid = hash_keys(b["text_sha256"])
-            hit, index = _members(keys, self.keys)
-            hit &= valid
-            self.stored[index[hit]] = True
-            settled = hit & pc.is_in(b["status"], pa.array(list(SETTLED))).to_numpy(
-                zero_copy_only=False)
-            for r in requests:
-                mine = pc.equal(b["task"], r.task.name)
-                mine = pc.and_(mine, pc.equal(b["target"], r.target) if r.target
-                               else pc.is_null(b["target"]))
-                mine = pc.fill_null(mine, False).to_numpy(zero_copy_only=False)
-                self.held[r.key][index[settled & mine]] = True
+        valid = pc.is_valid(rows["key"]).to_numpy(zero_copy_only=False)
+        keys = pc.fill_null(rows["key"], 0).to_numpy()
+        hit, index = _members(keys, self.keys)
+        hit &= valid
+        self.stored[index[hit]] = True
+        settled = hit & pc.is_in(rows["status"], pa.array(list(SETTLED))).to_numpy(
+            zero_copy_only=False)
+        for r in requests:
+            mine = pc.equal(rows["task"], r.task.name)
+            mine = pc.and_(mine, pc.equal(rows["target"], r.target) if r.target
+                           else pc.is_null(rows["target"]))
+            mine = pc.fill_null(mine, False).to_numpy(zero_copy_only=False)
+            self.held[r.key][index[settled & mine]] = True
+        if hit.any():
+            self.files[file] = np.unique(index[hit])
+        if not valid.all():
+            self.unhashed_files.add(file)
+        return bool(hit.any()) or not valid.all()
+
+    def files_for(self, named: np.ndarray, wave: tuple[int, int] = ONE_WAVE) -> list[str]:
+        """The data files (after `add_stored`) that hold a key in `named` of `wave`, plus in the
+        wave of texts without a hash (wave 0), when tonight has such rows, the files holding
+        stored rows without one (they match by doc id)."""
+        out = [f for f, index in self.files.items()
+               if len(np.intersect1d(keys_in_wave(self.keys[index], *wave), named))]
+        if wave[0] == 0 and self.unhashed:
+            out += sorted(self.unhashed_files - set(out))
+        return out
 
     @property
     def named(self) -> np.ndarray:

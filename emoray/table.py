@@ -31,7 +31,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from emoray import s3clients
+from emoray import key_index, s3clients
 from emoray.config import S3Config
 from emoray.locations import filesystem_for
 
@@ -270,8 +270,8 @@ class ChunkWriter:
         return recorded is not None and recorded >= chunk
 
     def write_files(self, data: pa.Table, chunk: int) -> list:
-        """One Parquet file per task (the partition column lives in the path, as Delta asks);
-        returns their add actions."""
+        """One Parquet file per task (the partition column lives in the path, as Delta asks),
+        each with its key index sidecar (`emoray.key_index`); returns their add actions."""
         from deltalake.transaction import AddAction
 
         actions = []
@@ -283,6 +283,7 @@ class ChunkWriter:
                 self.fs.create_dir(posixpath.dirname(path), recursive=True)
             with self.fs.open_output_stream(path) as out:
                 pq.write_table(part.drop_columns(PARTITION_BY), out, compression="snappy")
+            key_index.write(self.fs, self.root, rel, part)
             size = self.fs.get_file_info(path).size
             actions.append(AddAction(
                 path=rel, size=size, partition_values={"task": task},
@@ -397,14 +398,16 @@ def run_reports(table: AnnotationTable) -> list[dict]:
 
 def optimize(table: AnnotationTable) -> dict:
     """Compact small files into larger ones (one Delta commit; readers of older versions keep
-    their files until `vacuum`)."""
+    their files until `vacuum`), then write the new files' key index sidecars (until then the
+    held check reads those files' key columns: slower, as exact)."""
     dt = table.snapshot()
     before = len(dt.file_uris())
     metrics = dt.optimize.compact()
     dt.update_incremental()
+    indexed = key_index.index(dt, *table._fs())
     return {"version": dt.version(), "files_before": before, "files_after": len(dt.file_uris()),
             "files_added": metrics.get("numFilesAdded"),
-            "files_removed": metrics.get("numFilesRemoved")}
+            "files_removed": metrics.get("numFilesRemoved"), "sidecars_written": indexed["written"]}
 
 
 def maintain(table: AnnotationTable, min_small_files: int, retain_hours: float,
@@ -422,9 +425,21 @@ def maintain(table: AnnotationTable, min_small_files: int, retain_hours: float,
     return result
 
 
+def index(table: AnnotationTable) -> dict:
+    """Bring the key index (`emoray.key_index`) in line with the latest snapshot: write the
+    sidecars its data files lack, delete those of files that are gone."""
+    dt = table.snapshot()
+    result = key_index.index(dt, *table._fs())
+    return {**result, "version": dt.version(), "pruned": key_index.prune(*table._fs())}
+
+
 def vacuum(table: AnnotationTable, retain_hours: float, dry_run: bool = True) -> list[str]:
     """Files under the table that no version within `retain_hours` references: compacted-away
-    files and a crashed chunk's never-committed ones. Deletes them unless `dry_run`."""
+    files and a crashed chunk's never-committed ones. Deletes them unless `dry_run`, and then
+    the key index sidecars whose data file is gone."""
     dt = table.snapshot()
-    return dt.vacuum(retention_hours=int(retain_hours), dry_run=dry_run,
-                     enforce_retention_duration=False, full=True)
+    removed = dt.vacuum(retention_hours=int(retain_hours), dry_run=dry_run,
+                        enforce_retention_duration=False, full=True)
+    if not dry_run:
+        key_index.prune(*table._fs())
+    return removed

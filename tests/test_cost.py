@@ -47,7 +47,7 @@ def test_dry_run_text_on_a_gpu_cluster():
     assert lines[0] == ("dry run of s3://lake/texts/ -> s3://lake/affect/ (Emollama-chat-7b): no "
                         "engine started, nothing written")
     assert lines[2] == "  already held     500 of 2000 row x task pairs"
-    assert lines[3] == "  waves            3 (wave_rows), each starting its own engine actors"
+    assert lines[3] == "  waves            3 (wave_rows), served by the same engine actors"
     assert lines[7] == "  total               1500      1400       100         140000"
     assert lines[8] == ("  estimate         0.0011 GPU-hours of prefill (36685 prompt tokens/s per "
                         "GPU, cost model (H100 bf16)), 0.0 min on 8 GPU(s), $0.00; engine "

@@ -40,6 +40,11 @@ def annotate_args(src: str, out: str, tiny_model, run_id: str) -> list[str]:
             "--run-id", run_id]
 
 
+def data_files(out: str) -> set[str]:
+    """The table's data files on disk (not its log, not its key index sidecars)."""
+    return {str(p) for p in Path(out).glob("task=*/*.parquet")}
+
+
 def seen_by_every_reader(uri: str, spark) -> dict[str, tuple[int, int]]:
     """(rows, duplicate keys) as deltalake, Polars, Ray Data and Spark see the table."""
     def counted(t: pa.Table) -> tuple[int, int]:
@@ -75,7 +80,7 @@ def test_killed_driver_leaves_nothing_half_visible_and_the_rerun_completes(
         assert 0 < committed < ROWS * 2  # chunk 0 committed, chunk 1 not
     seen = seen_by_every_reader(out, spark)
     assert seen == {r: (committed, 0) for r in ("deltalake", "polars", "ray", "spark")}
-    on_disk = {str(p) for p in Path(out).rglob("*.parquet")}
+    on_disk = data_files(out)
     assert (on_disk != set(annotations.file_uris())) == (point == "files-written@1")
 
     assert cli.main(args) == cli.EXIT_OK  # the same command again: resumes run `crashed`
@@ -84,7 +89,7 @@ def test_killed_driver_leaves_nothing_half_visible_and_the_rerun_completes(
     assert seen == {r: (ROWS * 2, 0) for r in ("deltalake", "polars", "ray", "spark")}
     assert table.runs(annotations)["crashed"]["rows_out"] == ROWS * 2
     assert cli.main(["table", "vacuum", out, "--retain-hours", "0", "--no-dry-run"]) == 0
-    assert {str(p) for p in Path(out).rglob("*.parquet")} == set(annotations.file_uris())
+    assert data_files(out) == set(annotations.file_uris())
 
 
 def test_two_runs_started_together_write_the_table_exactly_once(

@@ -5,6 +5,8 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -149,10 +151,18 @@ def test_waves_plan_exactly_as_one_wave(nights, tiny_model):
     assert plans[0] == plans[1]
 
 
-def test_a_night_in_waves_annotates_every_pair_once(s3_endpoint, ray_local, tiny_model):
-    """Ten rows (seven texts, two of them twice, one blank) in waves of five: two waves,
-    each with its own engine actor and its own commit; every pair once, a text's copies sent
-    once; the re-run finds everything held."""
+def test_a_night_in_waves_annotates_every_pair_once(s3_endpoint, ray_local, tiny_model,
+                                                     monkeypatch, capsys):
+    """Ten rows (seven texts, two of them twice, one blank) in waves of five: two waves, one
+    engine actor started once for both, each wave its own commit; every pair once, a text's
+    copies sent once. The next night (21 rows in waves of seven: the ten held rows, four held
+    texts under new ids, six new texts, a null text) meets stored answers in every wave; killed
+    after a mid-night chunk's files were written, then resumed with the same command: exit 0,
+    every pair once, stored answers reused exactly, one model load for the three waves; then
+    everything is held."""
+    from emoray.faults import EXIT_CODE
+    from emoray.routing import hash_keys, wave_of
+
     src, out = "s3://emoray-test/waves/in", "s3://emoray-test/waves/out"
     texts = TEXTS[0:6] + TEXTS[0:2] + ["", TEXTS[6]]
     put_parquet(f"{src}/a.parquet", [f"d{i}" for i in range(10)], texts)
@@ -167,11 +177,38 @@ def test_a_night_in_waves_annotates_every_pair_once(s3_endpoint, ray_local, tiny
                for t in ("v_reg", "ei_oc"))
     report = next(r for r in table.run_reports(table.AnnotationTable(out))
                   if r["run_id"] == summary.run_id)
-    assert (report["waves"], report["engine_starts"], len(report["engine_actors"])) == (2, 2, 2)
+    assert (report["waves"], report["engine_starts"], len(report["engine_actors"])) == (2, 1, 1)
     assert report["chunks"] == 2  # each wave committed before the next
     assert "waves            2 (each a share of the texts" in summary.render()
-    again = annotate(tiny_model, src, out, wave_rows=5)
-    assert (again.rows_out, again.prompts_sent, again.already_held) == (0, 0, 20)
+
+    new_texts = [f"a new text for the second night, number {i}" for i in range(6)]
+    put_parquet(f"{src}/b.parquet", [f"r{i}" for i in range(4)] + [f"n{i}" for i in range(6)]
+                + ["z"], TEXTS[0:4] + new_texts + [None])
+    sha = pa.array([hashlib.sha256(t.encode()).hexdigest() for t in TEXTS[0:7]])
+    assert set(wave_of(hash_keys(sha)[0], 3)) == {0, 1, 2}  # every wave meets stored answers
+    monkeypatch.setenv("EMORAY_WAVE_ROWS", "7")
+    args = ["annotate", "--input", src, "--output", out, "--tasks", ",".join(TASK_SPEC),
+            "--model", str(tiny_model), "--device", "cpu", "--gpu-memory-utilization", "0.1",
+            "--max-model-len", "512", "--run-id", "waved"]
+    crashed = subprocess.run([sys.executable, "-m", "emoray.faults", "files-written@1", *args],
+                             env={**os.environ, "RAY_ADDRESS": ""}, capture_output=True,
+                             text=True, timeout=600)
+    assert crashed.returncode == EXIT_CODE, crashed.stderr[-2000:]
+    assert 20 < committed(out).num_rows < 42  # wave 1 committed, the chunk after it not
+    capsys.readouterr()
+    assert cli.main(args) == cli.EXIT_OK
+    assert "waves            3" in capsys.readouterr().out
+    rows = committed(out)
+    assert rows.num_rows == 42 and duplicate_keys(rows) == 0
+    answers = {(r["doc_id"], r["task"]): (r["raw_output"], r["status"]) for r in rows.to_pylist()}
+    assert all(answers[f"r{i}", t] == answers[f"d{i}", t] for i in range(4)
+               for t in ("v_reg", "ei_oc"))
+    assert {answers["z", t][1] for t in ("v_reg", "ei_oc")} == {"empty_text"}
+    report = next(r for r in table.run_reports(table.AnnotationTable(out))
+                  if r["run_id"] == "waved")
+    assert (report["waves"], report["engine_starts"], report["status"]) == (3, 1, "ok")
+    again = annotate(tiny_model, src, out, wave_rows=7)
+    assert (again.rows_out, again.prompts_sent, again.already_held) == (0, 0, 42)
 
 
 def _engine_actor_pid():

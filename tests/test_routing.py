@@ -6,7 +6,7 @@ rows together."""
 import numpy as np
 import pyarrow as pa
 
-from emoray import routing, stages
+from emoray import key_index, routing, stages
 from tests.test_stages import REQUESTS, VERSIONS, new_rows, stored
 
 DOCS = [("a", "so happy"), ("b", "so sad"), ("c", "so happy"), ("d", None), ("e", "calm"),
@@ -16,7 +16,8 @@ DOCS = [("a", "so happy"), ("b", "so sad"), ("c", "so happy"), ("d", None), ("e"
 def survey_of(batch: pa.Table, old: pa.Table | None = None) -> routing.Survey:
     survey = routing.Survey.of([routing.batch_keys(batch)])
     if old is not None:
-        survey.add_stored(iter([old]), REQUESTS)
+        survey.add_stored("stored.parquet", key_index.keys_of(old.append_column(
+            "model", pa.array(["m"] * old.num_rows))), REQUESTS)
     return survey
 
 

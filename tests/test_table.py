@@ -16,7 +16,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from emoray import cli, table
+from emoray import cli, key_index, table
 from emoray.faults import EXIT_CODE
 from emoray.migrate import migrate
 from emoray.models import resolve_model
@@ -53,7 +53,15 @@ def duplicates(t: pa.Table) -> int:
 
 
 def files_under(root: Path) -> set[str]:
-    return {str(p) for p in root.rglob("*.parquet") if "_delta_log" not in p.parts}
+    """The data files under a table's folder (not its log, not its key index sidecars)."""
+    return {str(p) for p in root.rglob("*.parquet")
+            if "_delta_log" not in p.parts and key_index.FOLDER not in p.parts}
+
+
+def sidecars_under(root: Path) -> set[str]:
+    """The data files the key index sidecars under `root` stand for."""
+    folder = root / key_index.FOLDER
+    return {str(root / p.relative_to(folder)) for p in folder.rglob("*.parquet")}
 
 
 def test_a_chunk_committed_twice_lands_once_and_a_resumed_run_continues(uri):
@@ -110,14 +118,14 @@ def test_every_reader_sees_only_committed_rows_and_vacuum_removes_the_rest(tmp_p
         "duckdb": duckdb.sql("SELECT count(*) FROM snapshot").fetchall()[0][0],
     }
     assert seen == {"deltalake": 12, "polars": 12, "duckdb": 12}
-    assert len(files_under(Path(uri))) == 3
+    assert len(files_under(Path(uri))) == len(sidecars_under(Path(uri))) == 3
     assert cli.main(["table", "vacuum", uri, "--retain-hours", "0"]) == cli.EXIT_OK
     out = capsys.readouterr().out
     assert "would delete (dry run; --no-dry-run deletes) 1 files" in out
     assert orphans[0].path in out
     assert cli.main(["table", "vacuum", uri, "--retain-hours", "0", "--no-dry-run"]) == 0
     assert "deleted 1 files" in capsys.readouterr().out
-    assert files_under(Path(uri)) == set(annotations.file_uris())
+    assert files_under(Path(uri)) == set(annotations.file_uris()) == sidecars_under(Path(uri))
     assert annotations.read().num_rows == 12
 
 

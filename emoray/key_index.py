@@ -1,0 +1,213 @@
+"""The key index of the annotation table: beside each data file, a sidecar holding its rows' text
+hash keys, so a night learns which stored rows its texts can match by reading compact keys, and
+then reads only the data files that hold a match, never the whole table.
+
+A sidecar lives at `<table>/_keys/<the data file's path in the table>` (Parquet): one row per
+data row with `key` (int64: the text hash's first 64 bits, `routing.hash_keys`; null for a row
+without a hash), `task`, `target`, `model`, `prompt_version` and `status`, sorted by key. The
+chunk writer writes it with its data file, before the chunk's commit.
+
+Exact whatever happens, because the reader trusts a sidecar only for a data file of the snapshot
+it reads:
+- a crash between the files and the commit leaves a sidecar of a file no snapshot holds: unread;
+- a data file without a sidecar (compacted by `optimize`, written by another tool, a sidecar
+  lost) is read itself, its key columns only: a missing sidecar costs a read, never an answer;
+- two texts sharing a key make a file a match: the plan compares the full hashes.
+`index` writes the missing sidecars (after `optimize`, or to rebuild a lost index); `prune`
+removes those whose data file is gone (after `vacuum`, which keeps `_`-prefixed folders).
+
+Why not the alternatives (docs/performance.md has the figures): file statistics cannot prune
+SHA-256 hashes (every file's min/max spans the hash space), and clustering files by hash
+(Z-order) narrows each file's range, but a night's thousand random keys still fall in every
+file; Parquet bloom filters are neither written nor used for pruning by pyarrow, whose reader
+the stored read and Ray's `read_delta` use; a key table beside the table (a second Delta table)
+cannot commit in the same transaction as the rows.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from emoray.routing import Survey, hash_keys
+from emoray.tasks import TaskRequest
+
+FOLDER = "_keys"
+COLUMNS = ("task", "target", "model", "prompt_version", "status")
+"""What a sidecar holds beside the key: what the held check filters and marks on."""
+SCHEMA = pa.schema([pa.field("key", pa.int64())] + [pa.field(c, pa.string()) for c in COLUMNS])
+READERS = 16
+"""Sidecars read at once (small objects: on S3 the latency, not the bytes, is the cost)."""
+
+
+def sidecar_path(root: str, rel: str) -> str:
+    """Where the sidecar of the data file at `rel` (relative to the table's `root`) lives."""
+    return posixpath.join(root, FOLDER, rel)
+
+
+def keys_of(rows: pa.Table) -> pa.Table:
+    """A sidecar's rows for data rows holding `text_sha256` and `COLUMNS`, sorted by key."""
+    keys, valid = hash_keys(rows["text_sha256"])
+    out = pa.table({"key": pa.array(keys, pa.int64(), mask=~valid),
+                    **{c: rows[c].cast(pa.string()) for c in COLUMNS}}, schema=SCHEMA)
+    return out.sort_by("key")
+
+
+def write(fs: pafs.FileSystem, root: str, rel: str, rows: pa.Table) -> None:
+    """Write the sidecar of the data file at `rel` holding `rows` (with their task column)."""
+    with fs.open_output_stream(_prepared(fs, sidecar_path(root, rel))) as out:
+        pq.write_table(keys_of(rows), out, compression="zstd")
+
+
+def _prepared(fs: pafs.FileSystem, path: str) -> str:
+    """`path`, its folder created on a local filesystem (S3 has no folders to create)."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+    return path
+
+
+@dataclass
+class Candidate:
+    """A data file of the snapshot that may hold rows the held check wants."""
+
+    fragment: pads.ParquetFileFragment
+    """The file as the snapshot's dataset names it (its path on the table's filesystem)."""
+    rel: str
+    task: str
+    rows: int
+
+    def read_keys(self, schema: pa.Schema, held: pads.Expression) -> pa.Table:
+        """Its sidecar rows under `held`, read from the data file itself (key columns only)."""
+        return keys_of(self.fragment.to_table(schema=schema, columns=["text_sha256", *COLUMNS],
+                                              filter=held))
+
+
+@dataclass
+class Read:
+    """What one held check read: sidecars, data files read for want of one, and the data files
+    (and their rows) that hold a match, i.e. all the stored read then reads."""
+
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, **counts: int) -> None:
+        self.counts.update(counts)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: self.counts.get(k, 0) for k in (
+            "table_files", "candidate_files", "sidecars_read", "sidecar_bytes", "key_rows",
+            "files_without_sidecar", "matched_files", "matched_rows")}
+
+
+def candidates(dt, root: str, held: pads.Expression) -> list[Candidate]:
+    """The snapshot's data files that the held filter (`held`: model, prompt versions, tasks)
+    does not rule out by partition and file statistics."""
+    dataset = dt.to_pyarrow_dataset()
+    rows = dict(zip(*(pa.table(dt.get_add_actions(flatten=True)).select(
+        ["path", "num_records"]).to_pydict().values())))
+    out = []
+    for frag in dataset.get_fragments(filter=held):
+        rel = frag.path[len(root):].lstrip("/") if frag.path.startswith(root) else frag.path
+        task = pads.get_partition_keys(frag.partition_expression).get("task")
+        out.append(Candidate(frag, rel, task, int(rows.get(rel, 0) or 0)))
+    return out
+
+
+def _sidecar(fs: pafs.FileSystem, root: str, c: Candidate,
+             held: pads.Expression) -> tuple[pa.Table | None, int]:
+    """The sidecar's rows the held filter keeps and its size, or (None, 0) when it is absent."""
+    path = sidecar_path(root, c.rel)
+    try:
+        with fs.open_input_file(path) as f:
+            size = f.size()
+            return pq.read_table(f).filter(held), size
+    except FileNotFoundError:
+        return None, 0
+    except OSError as e:  # S3 reports a missing key as an OSError naming it
+        if "NotFound" in str(e) or "NoSuchKey" in str(e) or "does not exist" in str(e):
+            return None, 0
+        raise
+
+
+def scan(dt, fs: pafs.FileSystem, root: str, held: pads.Expression,
+         read: Read) -> Iterator[tuple[Candidate, pa.Table]]:
+    """Each candidate data file with its key rows under `held`: from its sidecar, or from the
+    file itself when it has none. Counts what was read in `read`."""
+    files, schema = candidates(dt, root, held), dt.to_pyarrow_dataset().schema
+    read.add(table_files=len(dt.file_uris()), candidate_files=len(files))
+    with ThreadPoolExecutor(READERS) as pool:
+        for c, (keys, size) in zip(files, pool.map(lambda c: _sidecar(fs, root, c, held),
+                                                   files)):
+            if keys is None:
+                keys = c.read_keys(schema, held)
+                read.add(files_without_sidecar=1)
+            else:
+                read.add(sidecars_read=1, sidecar_bytes=size)
+            read.add(key_rows=keys.num_rows)
+            yield c, keys
+
+
+@dataclass
+class Matched:
+    """The data files of one snapshot that hold rows a night's plan must read (`match`): their
+    fragments, by path, and the snapshot's schema, to read just them through that snapshot."""
+
+    fragments: dict[str, pads.ParquetFileFragment]
+    schema: pa.Schema
+
+    def dataset(self, files: list[str]) -> pads.FileSystemDataset:
+        """The snapshot's dataset restricted to `files` (partitions, statistics and the
+        table's schema kept: older files lacking newer columns read them as null)."""
+        first = self.fragments[files[0]]
+        return pads.FileSystemDataset([self.fragments[f] for f in files], self.schema,
+                                      first.format, first.filesystem)
+
+
+def match(dt, fs: pafs.FileSystem, root: str, held: pads.Expression, survey: Survey,
+          requests: list[TaskRequest], read: Read) -> Matched:
+    """Mark in `survey` which of tonight's keys the snapshot `dt` holds (`Survey.add_stored`,
+    from the key index) and return the files that hold any."""
+    fragments = {}
+    for c, keys in scan(dt, fs, root, held, read):
+        if survey.add_stored(c.fragment.path, keys, requests):
+            fragments[c.fragment.path] = c.fragment
+            read.add(matched_files=1, matched_rows=c.rows)
+    return Matched(fragments, dt.to_pyarrow_dataset().schema)
+
+
+def index(dt, fs: pafs.FileSystem, root: str) -> dict[str, int]:
+    """Write the sidecar of every data file of the snapshot that lacks one (the files `optimize`
+    wrote, or all of them to rebuild a lost index); returns files checked and written."""
+    everything = pads.scalar(True)
+    files, schema = candidates(dt, root, everything), dt.to_pyarrow_dataset().schema
+    written = 0
+    for c in files:
+        if _sidecar(fs, root, c, everything)[0] is None:
+            keys = c.read_keys(schema, everything)
+            with fs.open_output_stream(_prepared(fs, sidecar_path(root, c.rel))) as out:
+                pq.write_table(keys, out, compression="zstd")
+            written += 1
+    return {"files": len(files), "written": written}
+
+
+def prune(fs: pafs.FileSystem, root: str) -> int:
+    """Delete the sidecars whose data file no longer exists (after `vacuum`); returns how many."""
+    folder = posixpath.join(root, FOLDER)
+    removed = 0
+    for info in fs.get_file_info(pafs.FileSelector(folder, recursive=True,
+                                                   allow_not_found=True)):
+        if info.type != pafs.FileType.File:
+            continue
+        data = posixpath.join(root, info.path[len(folder):].lstrip("/"))
+        if fs.get_file_info(data).type == pafs.FileType.NotFound:
+            fs.delete_file(info.path)
+            removed += 1
+    return removed
