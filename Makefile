@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # multimodal models and vLLM imports and runs without them, so the set-up removes them.
 BROKEN_EXTRAS := torchvision torchaudio torchcodec
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest
+
+# The table-in/table-out tier (no Ray, no engine): about a minute, for while you change code.
+test-fast: setup
+	$(BIN)/pytest -m fast
 
 clean:
 	rm -rf $(VENV) .emoray

@@ -14,7 +14,26 @@ REPO = Path(__file__).resolve().parents[1]
 # `engine.in_process` does: each start is about 15 s shorter. vLLM's default (a child process,
 # what GPU profiles run) is tested by test_engine.py's in_process test.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+# Every engine the suite starts through a job's configuration (the CLI runs here and in the
+# subprocesses, which inherit it) skips graph compilation, as conf/local.yaml's engines do: the
+# start is what a test pays for. tests/test_engine.py builds its engines without it, so the
+# compiled path stays covered.
+os.environ.setdefault("EMORAY_ENGINE__ENFORCE_EAGER", "true")
 AEB_DIR = Path(os.environ.get("EMORAY_AEB_DIR", REPO / "emoray" / "data" / "aeb"))
+
+
+FAST = {"test_table.py", "test_lock.py", "test_tasks.py", "test_metrics.py", "test_config.py",
+        "test_cluster_config.py", "test_progress.py", "test_calibration.py", "test_cost.py",
+        "test_imports.py", "test_stages.py", "test_routing.py", "test_contract.py",
+        "test_labels.py", "test_flaky_store.py", "test_footprint.py"}
+"""The modules of the fast tier (`make test-fast`): table in, table out, with no Ray and no
+engine started; what you run while changing code."""
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in FAST:
+            item.add_marker(pytest.mark.fast)
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,7 @@ def s3_run(s3_endpoint, ray_local, tiny_model):
         pacsv.write_csv(csv_rows, out)
     config = AnnotateConfig(
         input="s3://emoray-test/lake/", output="s3://emoray-test/annotations", tasks=ALL_TASKS,
-        engine=EngineConfig(model=str(tiny_model), device="cpu", max_model_len=512,
+        engine=EngineConfig(model=str(tiny_model), device="cpu", max_model_len=512, enforce_eager=True,
                             gpu_memory_utilization=0.1),
         batch_size=128,
     )

@@ -60,7 +60,8 @@ def test_transformers_side_times_tiny_t5_and_bart_on_the_same_prompts(ray_local,
     from emoray.bench import run_bench
     from emoray.config import EngineConfig
 
-    result = run_bench(EngineConfig(model=str(tiny_model), device="cpu", max_model_len=1024),
+    result = run_bench(EngineConfig(model=str(tiny_model), device="cpu", max_model_len=1024,
+                                     enforce_eager=True),
                        (30, 90), ["v_oc", "v_reg"], str(tmp_path), batch_size=32,
                        sides=("transformers",))
     assert list(result["runs"]) == ["transformers:tiny-t5", "transformers:tiny-bart"]

@@ -19,11 +19,13 @@ from emoray.config import EnrichConfig, S3Config
 from emoray.enrich import committed_annotations
 from emoray.faults import EXIT_CODE
 from emoray.sample import sample_texts
+from tests.readers import kernel_read
 
 TEXTS = [t for _, t in sample_texts()]
 TASKS = "v_reg,ei_oc:joy"
 ROWS = 20
 KEYS = ["doc_id", "task", "target", "model", "prompt_version"]
+READERS = ("deltalake", "polars", "ray", "spark", "delta-kernel")
 
 
 def put_input(uri: str, start: int, n: int) -> None:
@@ -46,7 +48,8 @@ def data_files(out: str) -> set[str]:
 
 
 def seen_by_every_reader(uri: str, spark) -> dict[str, tuple[int, int]]:
-    """(rows, duplicate keys) as deltalake, Polars, Ray Data and Spark see the table."""
+    """(rows, duplicate keys) as deltalake, Polars, Ray Data and Spark see the table (all
+    through delta-rs's snapshot), and DuckDB's delta extension (delta-kernel-rs)."""
     def counted(t: pa.Table) -> tuple[int, int]:
         return t.num_rows, t.num_rows - t.group_by(KEYS).aggregate([([], "count_all")]).num_rows
 
@@ -58,6 +61,7 @@ def seen_by_every_reader(uri: str, spark) -> dict[str, tuple[int, int]]:
         "ray": counted(pa.Table.from_pylist(ray.data.read_delta(uri, columns=KEYS).take_all())),
         "spark": counted(pa.Table.from_pylist([r.asDict() for r in
                                                spark_rows.select(*KEYS).collect()])),
+        "delta-kernel": counted(kernel_read(uri, KEYS)),
     }
 
 
@@ -79,14 +83,14 @@ def test_killed_driver_leaves_nothing_half_visible_and_the_rerun_completes(
     else:
         assert 0 < committed < ROWS * 2  # chunk 0 committed, chunk 1 not
     seen = seen_by_every_reader(out, spark)
-    assert seen == {r: (committed, 0) for r in ("deltalake", "polars", "ray", "spark")}
+    assert seen == {r: (committed, 0) for r in READERS}
     on_disk = data_files(out)
     assert (on_disk != set(annotations.file_uris())) == (point == "files-written@1")
 
     assert cli.main(args) == cli.EXIT_OK  # the same command again: resumes run `crashed`
     assert ("nothing new" in capsys.readouterr().out) == (point == "before-report")
     seen = seen_by_every_reader(out, spark)
-    assert seen == {r: (ROWS * 2, 0) for r in ("deltalake", "polars", "ray", "spark")}
+    assert seen == {r: (ROWS * 2, 0) for r in READERS}
     assert table.runs(annotations)["crashed"]["rows_out"] == ROWS * 2
     assert cli.main(["table", "vacuum", out, "--retain-hours", "0", "--no-dry-run"]) == 0
     assert data_files(out) == set(annotations.file_uris())

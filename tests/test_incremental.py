@@ -35,7 +35,7 @@ def put_parquet(uri, ids, texts):
 
 
 def job(tiny_model, src, out, **kw):
-    engine = EngineConfig(model=str(tiny_model), device="cpu", max_model_len=512,
+    engine = EngineConfig(model=str(tiny_model), device="cpu", max_model_len=512, enforce_eager=True,
                           gpu_memory_utilization=0.1, template=kw.pop("template", 0))
     config = AnnotateConfig(input=src, output=out, tasks=kw.pop("tasks", TASK_SPEC),
                             engine=engine, **kw)

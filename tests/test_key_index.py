@@ -26,7 +26,7 @@ another prompt version) and d6..d9 (unknown) are asked."""
 
 
 def engine(tiny_model) -> EngineConfig:
-    return EngineConfig(model=str(tiny_model), device="cpu", max_model_len=512,
+    return EngineConfig(model=str(tiny_model), device="cpu", max_model_len=512, enforce_eager=True,
                         gpu_memory_utilization=0.1)
 
 

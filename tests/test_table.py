@@ -20,6 +20,7 @@ from emoray import cli, key_index, table
 from emoray.faults import EXIT_CODE
 from emoray.migrate import migrate
 from emoray.models import resolve_model
+from tests.readers import kernel_read
 
 T0 = datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc)
 KEYS = ["doc_id", "task", "target", "model", "prompt_version"]
@@ -76,6 +77,8 @@ def test_a_chunk_committed_twice_lands_once_and_a_resumed_run_continues(uri):
     resumed.flush()
     got = annotations.read()
     assert got.num_rows == 14 and duplicates(got) == 0 and got.schema == table.SCHEMA
+    independent = kernel_read(uri, KEYS)  # delta-kernel-rs, on the local and the S3 table
+    assert independent.num_rows == 14 and duplicates(independent) == 0
     dt = annotations.snapshot()
     assert dt.transaction_version("night-1") == 1 and dt.version() == 2
     [last, first, created] = annotations.history()
@@ -116,8 +119,9 @@ def test_every_reader_sees_only_committed_rows_and_vacuum_removes_the_rest(tmp_p
         "deltalake": annotations.read().num_rows,
         "polars": pl.scan_delta(uri).select(pl.len()).collect().item(),
         "duckdb": duckdb.sql("SELECT count(*) FROM snapshot").fetchall()[0][0],
+        "delta-kernel": kernel_read(uri, ["doc_id"]).num_rows,
     }
-    assert seen == {"deltalake": 12, "polars": 12, "duckdb": 12}
+    assert seen == {"deltalake": 12, "polars": 12, "duckdb": 12, "delta-kernel": 12}
     assert len(files_under(Path(uri))) == len(sidecars_under(Path(uri))) == 3
     assert cli.main(["table", "vacuum", uri, "--retain-hours", "0"]) == cli.EXIT_OK
     out = capsys.readouterr().out
@@ -194,6 +198,7 @@ def test_a_driver_killed_during_optimize_leaves_every_reader_exact(tmp_path, aft
     got = annotations.read()
     assert got.num_rows == 1000 and duplicates(got) == 0
     assert pl.scan_delta(uri).select(pl.len()).collect().item() == 1000
+    assert kernel_read(uri, ["doc_id"]).num_rows == 1000
     assert cli.main(["table", "vacuum", uri, "--retain-hours", "0", "--no-dry-run"]) == 0
     assert files_under(Path(uri)) == set(annotations.file_uris())
     assert annotations.read().num_rows == 1000
