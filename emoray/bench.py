@@ -413,7 +413,8 @@ def nightly_bench(engine: EngineConfig, rows: int, tasks: list[str], root: str,
                "--device", engine.device, "--max-model-len", str(engine.max_model_len),
                "--gpu-memory-utilization", str(engine.gpu_memory_utilization),
                "--commit-rows", str(commit_rows)]
-    crashed = subprocess.run(command, env={**os.environ, "RAY_ADDRESS": ""}, capture_output=True)
+    crashed = subprocess.run(command, env={**os.environ, "RAY_ADDRESS": "local"},
+                             capture_output=True)
     crashed_table = table.AnnotationTable(crash_out)
     visible_after_crash = crashed_table.read(["doc_id"]).num_rows
     resumed = run(crash_out)

@@ -128,10 +128,11 @@ def job_config(args: argparse.Namespace, flags: dict[str, str] = OVERRIDES,
 
 
 def _local(args) -> bool:
-    """Whether the engines run on this machine (no cluster address given)."""
+    """Whether the engines run on this machine (no cluster address given, or `local`: a new
+    local instance)."""
     import os
 
-    return not (args.ray_address or os.environ.get("RAY_ADDRESS"))
+    return (args.ray_address or os.environ.get("RAY_ADDRESS") or "local") == "local"
 
 
 def cmd_annotate(args) -> int:

@@ -715,6 +715,9 @@ class Annotator:
         with Progress(lambda: ray.get(stats.get.remote(), timeout=10),
                       self.config.progress_interval_s, waves=self.waves) as progress:
             try:
+                progress.note("checking the table: tonight's keys against its key index")
+                self._survey  # noqa: B018 (the held check, before any engine starts)
+                progress.note(None)
                 with self.engines(stats) as engines:
                     for wave in self._each_wave:
                         if wave[0]:

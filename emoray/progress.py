@@ -42,6 +42,7 @@ class Progress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="emoray-progress", daemon=True)
         self._bar = None
+        self._note: str | None = None
         self._t0 = self._first = time.monotonic()
 
     def __enter__(self) -> Progress:
@@ -105,7 +106,14 @@ class Progress:
             return None  # (until every partition is planned, already_held still grows)
         return max(c["pairs"] - c.get("already_held", 0), self.rows)
 
+    def note(self, phase: str | None) -> None:
+        """Name a phase the run's counters cannot show (the held check before the first wave,
+        in the driver), so a stall there is visible; None: back to the counters' phase."""
+        self._note = phase
+
     def phase(self) -> str:
+        if self._note:
+            return self._note
         wave = f" (wave {self.wave + 1}/{self.waves})" if self.waves > 1 else ""
         if self.rows > self._wave_rows:
             return "annotating" + wave

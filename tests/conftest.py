@@ -67,12 +67,15 @@ def s3_endpoint():
 @pytest.fixture(scope="session")
 def ray_local(s3_endpoint):
     """Local Ray, started after the S3 environment is set so its workers inherit it, the way
-    every command starts it (`runtime.start_ray`)."""
+    every command starts it (`runtime.start_ray`); always a new instance (`local`), never one
+    another process on the machine left running. Subprocesses the tests start get
+    RAY_ADDRESS=local for the same reason."""
     import ray
 
     from emoray.runtime import start_ray
 
-    start_ray(num_cpus=2, runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}})
+    start_ray(address="local", include_dashboard=False, num_cpus=2,
+              runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}})
     yield
     ray.shutdown()
 

@@ -15,7 +15,8 @@ SIDES = ["bare", "engine", "unconstrained", "ray_data_llm", "pipeline", "noop"]
 
 
 def test_bench_prints_every_side_at_both_sizes(tmp_path, tiny_model):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))},
+           "RAY_ADDRESS": "local"}  # a new Ray instance, never one left on the machine
     done = subprocess.run(
         [sys.executable, "-m", "emoray.cli", "bench", "--config", str(cli_profile()),
          "--model", str(tiny_model), "--rows", "30,90", "--tasks", "v_oc,sst5",
@@ -80,7 +81,8 @@ def test_bench_faults_loses_worker_nodes_and_a_flaky_store_and_nothing_else(tmp_
     killed at half the prompts (Ray restarts the engine on the other worker); then both workers
     killed (the run fails saying why, its committed chunks visible once each, the re-run
     completes). Both tables, read straight from the endpoint, hold every pair once."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))},
+           "RAY_ADDRESS": "local"}  # a new Ray instance, never one left on the machine
     done = subprocess.run(
         [sys.executable, "-m", "emoray.cli", "bench", "faults", "--config", str(cli_profile()),
          "--model", str(tiny_model), "--rows", "300", "--tasks", "v_reg", "--sides", "noop",

@@ -72,16 +72,17 @@ def test_killed_driver_leaves_nothing_half_visible_and_the_rerun_completes(
     out = str(tmp_path / "affect")
     put_input(src, 100, ROWS)
     args = annotate_args(src, out, tiny_model, "crashed")
-    env = {**os.environ, "RAY_ADDRESS": ""}
+    env = {**os.environ, "RAY_ADDRESS": "local"}
     crashed = subprocess.run([sys.executable, "-m", "emoray.faults", point, *args], env=env,
                              capture_output=True, text=True, timeout=600)
     assert crashed.returncode == EXIT_CODE, crashed.stderr[-2000:]
     annotations = table.AnnotationTable(out)
-    committed = table.runs(annotations).get("crashed", {}).get("rows_out", 0)
+    run = table.runs(annotations).get("crashed", {"rows_out": 0, "chunks": 0})
+    committed = run["rows_out"]
     if point == "before-report":
         assert committed == ROWS * 2  # every chunk committed; only the report is missing
-    else:
-        assert 0 < committed < ROWS * 2  # chunk 0 committed, chunk 1 not
+    else:  # exactly chunk 0 committed (it closed at the first batch reaching --commit-rows 10)
+        assert run["chunks"] == 1 and 10 <= committed < ROWS * 2
     seen = seen_by_every_reader(out, spark)
     assert seen == {r: (committed, 0) for r in READERS}
     on_disk = data_files(out)
@@ -101,7 +102,7 @@ def test_two_runs_started_together_write_the_table_exactly_once(
     out = "s3://emoray-test/together/out"
     put_input("s3://emoray-test/together/in/a.parquet", 200, 30)
     put_input("s3://emoray-test/together/in2/b.parquet", 215, 30)  # overlaps rows 215..229
-    env = {**os.environ, "RAY_ADDRESS": ""}
+    env = {**os.environ, "RAY_ADDRESS": "local"}
     runs = [subprocess.Popen(
         [sys.executable, "-m", "emoray.cli", *annotate_args(src, out, tiny_model, run_id)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -191,7 +191,7 @@ def test_a_night_in_waves_annotates_every_pair_once(s3_endpoint, ray_local, tiny
             "--model", str(tiny_model), "--device", "cpu", "--gpu-memory-utilization", "0.1",
             "--max-model-len", "512", "--run-id", "waved"]
     crashed = subprocess.run([sys.executable, "-m", "emoray.faults", "files-written@1", *args],
-                             env={**os.environ, "RAY_ADDRESS": ""}, capture_output=True,
+                             env={**os.environ, "RAY_ADDRESS": "local"}, capture_output=True,
                              text=True, timeout=600)
     assert crashed.returncode == EXIT_CODE, crashed.stderr[-2000:]
     assert 20 < committed(out).num_rows < 42  # wave 1 committed, the chunk after it not

@@ -3,7 +3,6 @@ that says what to do, in seconds; an engine that cannot start says so in one par
 command's --help shows an example that parses."""
 
 import shlex
-import time
 
 import pytest
 
@@ -15,16 +14,15 @@ CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSI
                         "AWS_CONTAINER_CREDENTIALS_FULL_URI")
 
 
-def run(argv, capsys, stdout: list | None = None) -> tuple[int, str, float]:
-    """(exit code, first stderr line, seconds) of one command; its stdout goes to `stdout`."""
-    t0 = time.perf_counter()
+def run(argv, capsys, stdout: list | None = None) -> tuple[int, str]:
+    """(exit code, first stderr line) of one command; its stdout goes to `stdout`. How fast a
+    refusal comes is the benchmark's business, not a test's."""
     code = cli.main(argv)
-    elapsed = time.perf_counter() - t0
     captured = capsys.readouterr()
     if stdout is not None:
         stdout.append(captured.out)
     err = captured.err.strip().splitlines()
-    return code, err[0] if err else "", elapsed
+    return code, err[0] if err else ""
 
 
 def annotate(text_folder, tiny_model, *extra):
@@ -36,9 +34,9 @@ def test_misspelt_profile_key(tmp_path, text_folder, tiny_model, capsys):
     profile = tmp_path / "mine.yaml"
     profile.write_text("engine:\n  modle: x\nconcurency: 2\n")
     out = []
-    code, first, s = run([*annotate(text_folder, tiny_model), "--config", str(profile)], capsys,
+    code, first = run([*annotate(text_folder, tiny_model), "--config", str(profile)], capsys,
                          out)
-    assert code == cli.EXIT_CONFIG == 2 and s < 10
+    assert code == cli.EXIT_CONFIG == 2
     assert first == (f"emoray: invalid configuration in {profile}; fix the setting(s) below "
                      "(every key is described in emoray/config.py):")
     assert out == [""]  # no traceback, no summary
@@ -62,48 +60,48 @@ def test_s3_input_without_credentials(tmp_path, tiny_model, capsys, monkeypatch)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    code, first, s = run(["annotate", "--input", "s3://lake/texts/", "--output",
+    code, first = run(["annotate", "--input", "s3://lake/texts/", "--output",
                           "s3://lake/affect/", "--model", str(tiny_model)], capsys)
-    assert code == cli.EXIT_CONFIG and s < 10
+    assert code == cli.EXIT_CONFIG
     assert first.startswith("emoray: no AWS credentials for s3://lake/texts/: give them to emoray "
                             "the standard AWS way, looked up in this order: AWS_ACCESS_KEY_ID "
                             "and AWS_SECRET_ACCESS_KEY")
 
 
 def test_unknown_task(text_folder, tiny_model, capsys):
-    code, first, s = run(annotate(text_folder, tiny_model, "--tasks", "v_reg,valence"), capsys)
-    assert code == cli.EXIT_CONFIG and s < 10
+    code, first = run(annotate(text_folder, tiny_model, "--tasks", "v_reg,valence"), capsys)
+    assert code == cli.EXIT_CONFIG
     assert first.startswith("emoray: unknown task 'valence': pick from ei_reg, ei_oc, v_reg, ")
     assert first.endswith("(`emoray tasks` describes each)")
 
 
 def test_missing_input_and_empty_prefix(tmp_path, tiny_model, s3_endpoint, capsys):
-    code, first, s = run(annotate(tmp_path / "nope", tiny_model), capsys)
-    assert code == cli.EXIT_INPUT == 3 and s < 10
+    code, first = run(annotate(tmp_path / "nope", tiny_model), capsys)
+    assert code == cli.EXIT_INPUT == 3
     assert first == (f"emoray: input {tmp_path / 'nope'} does not exist (no file, folder or "
                      "prefix there): check the path and bucket name")
-    code, first, s = run(["annotate", "--input", "s3://emoray-test/nothing-here/", "--output",
+    code, first = run(["annotate", "--input", "s3://emoray-test/nothing-here/", "--output",
                           "s3://emoray-test/affect-x/", "--model", str(tiny_model)], capsys)
-    assert code == cli.EXIT_INPUT and s < 10
+    assert code == cli.EXIT_INPUT
     assert first.startswith("emoray: input s3://emoray-test/nothing-here/ does not exist")
 
 
 def test_output_inside_the_input(text_folder, tiny_model, capsys):
-    code, first, s = run(["annotate", "--input", str(text_folder), "--output",
+    code, first = run(["annotate", "--input", str(text_folder), "--output",
                           str(text_folder / "affect"), "--model", str(tiny_model)], capsys)
-    assert code == cli.EXIT_CONFIG and s < 10
+    assert code == cli.EXIT_CONFIG
     assert first == (f"emoray: output {text_folder / 'affect'} lies inside input {text_folder}: "
                      "put the annotation table beside the input (e.g. s3://bucket/annotations/ "
                      "next to s3://bucket/texts/), or its files are read back as input next run")
 
 
 def test_engine_that_cannot_fit_is_refused_before_it_starts(text_folder, tiny_model, capsys):
-    code, first, s = run(annotate(text_folder, tiny_model, "--kv-cache-gib", "100000"), capsys)
-    assert code == cli.EXIT_ENGINE == 7 and s < 10
+    code, first = run(annotate(text_folder, tiny_model, "--kv-cache-gib", "100000"), capsys)
+    assert code == cli.EXIT_ENGINE == 7
     assert first.startswith(f"emoray: the CPU engine would not fit in memory: model "
                             f"{tiny_model.name} needs 0.0 GiB of weights plus 100000.0 GiB of KV cache")
-    code, first, s = run(annotate(text_folder, tiny_model, "--max-model-len", "8192"), capsys)
-    assert code == cli.EXIT_CONFIG and s < 10
+    code, first = run(annotate(text_folder, tiny_model, "--max-model-len", "8192"), capsys)
+    assert code == cli.EXIT_CONFIG
     assert first == (f"emoray: engine.max_model_len 8192 is longer than model {tiny_model.name} "
                      "was built for (4096 positions): set --max-model-len 4096 or less")
 

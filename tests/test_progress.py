@@ -84,3 +84,12 @@ def test_a_night_in_waves_names_its_wave_and_knows_its_total_in_the_last():
     assert p.total() == 900
     assert p.line().startswith("emoray: annotating (wave 2/2) 0:00:00; read 450 rows; "
                                "wrote 700/900 (78 %), ")
+
+
+def test_the_held_check_before_the_first_wave_is_named_while_it_runs():
+    p = Progress(lambda: {}, interval_s=30, stream=Stream(), waves=2)
+    p.note("checking the table: tonight's keys against its key index")
+    assert p.line().startswith("emoray: checking the table: tonight's keys against its key "
+                               "index 0:00:00; read 0 rows")
+    p.note(None)
+    assert p.phase() == "planning (wave 1/2)"
