@@ -42,6 +42,7 @@ def start_cluster(workers: int = 2, object_store_mib: int = 512):
     """A head (the driver's node: one CPU, no engine) and `workers` nodes of one CPU each
     offering `ENGINE_NODE`; this process joins it. Returns the cluster and its worker nodes."""
     import ray
+    from ray._common.utils import reset_ray_address
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={
@@ -49,6 +50,11 @@ def start_cluster(workers: int = 2, object_store_mib: int = 512):
         "include_dashboard": False,
         # a killed node is declared dead after 3 missed 1 s health checks (default 5 x 3 s)
         "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}})
+    # Cluster writes its address to Ray's machine-wide `ray_current_cluster` file ("for unit
+    # testing"), where any `ray.init()` without an address on this machine would attach to this
+    # cluster while it runs, or to its corpse should this process die; this process connects by
+    # its explicit address, so the file is removed at once.
+    reset_ray_address()
     ray.init(address=cluster.address, log_to_driver=False)  # before the workers: on the head
     return cluster, _add_workers(cluster, workers, object_store_mib)
 

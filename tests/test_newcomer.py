@@ -143,8 +143,8 @@ def test_a_misspelt_aws_profile_is_a_configuration_error(tmp_path, tiny_model, c
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    code, first, _ = run(["annotate", "--input", "s3://lake/texts/", "--output",
-                          "s3://lake/affect/", "--model", str(tiny_model)], capsys)
+    code, first = run(["annotate", "--input", "s3://lake/texts/", "--output",
+                      "s3://lake/affect/", "--model", str(tiny_model)], capsys)
     assert code == cli.EXIT_CONFIG
     assert first.startswith("emoray: AWS credentials for s3://lake/texts/ cannot be read: The "
                             "config profile (no-such-profile) could not be found.")
