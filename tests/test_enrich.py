@@ -10,6 +10,7 @@ import pytest
 from emoray import cli, table
 from emoray.config import S3Config
 from emoray.enrich import EnrichConfig, EnrichError, enrich, s3a_conf, spark_conf
+from tests.readers import kernel_read
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
 
@@ -183,3 +184,18 @@ def test_enrich_profile_and_cli_errors(tmp_path, annotations, capsys):
                      "--master", "local[1]"])
     assert code == cli.EXIT_INPUT
     assert "cannot read downstream" in capsys.readouterr().err
+
+
+def test_spark_joins_exactly_the_rows_delta_kernel_sees(spark, annotations):
+    """What enrich reads (Spark over the snapshot's file list, resolved by delta-rs) is what
+    delta-kernel-rs, a second Delta implementation, resolves: the 9 committed rows, none of the
+    crashed run's uncommitted file."""
+    from emoray.enrich import committed_annotations
+
+    rows, _ = committed_annotations(spark, EnrichConfig(annotations=str(annotations),
+                                                        downstream="-", output="-"))
+    seen = sorted((r.doc_id, r.task, r.run_id)
+                  for r in rows.select("doc_id", "task", "run_id").collect())
+    kernel = kernel_read(str(annotations), ["doc_id", "task", "run_id"]).to_pydict()
+    assert sorted(zip(kernel["doc_id"], kernel["task"], kernel["run_id"])) == seen
+    assert len(seen) == 9 and "r3" not in {run for _, _, run in seen}
