@@ -19,9 +19,9 @@ removes those whose data file is gone (after `vacuum`, which keeps `_`-prefixed 
 Why not the alternatives (docs/performance.md has the figures): file statistics cannot prune
 SHA-256 hashes (every file's min/max spans the hash space), and clustering files by hash
 (Z-order) narrows each file's range, but a night's thousand random keys still fall in every
-file; Parquet bloom filters are neither written nor used for pruning by pyarrow, whose reader
-the stored read and Ray's `read_delta` use; a key table beside the table (a second Delta table)
-cannot commit in the same transaction as the rows.
+file; Parquet bloom filters are written by pyarrow but not used for pruning by its dataset
+scanner, which the stored read and Ray's `read_delta` use; a key table beside the table (a
+second Delta table) cannot commit in the same transaction as the rows.
 """
 
 from __future__ import annotations
@@ -63,15 +63,16 @@ def keys_of(rows: pa.Table) -> pa.Table:
 
 def write(fs: pafs.FileSystem, root: str, rel: str, rows: pa.Table) -> None:
     """Write the sidecar of the data file at `rel` holding `rows` (with their task column)."""
-    with fs.open_output_stream(_prepared(fs, sidecar_path(root, rel))) as out:
-        pq.write_table(keys_of(rows), out, compression="zstd")
+    _store(fs, root, rel, keys_of(rows))
 
 
-def _prepared(fs: pafs.FileSystem, path: str) -> str:
-    """`path`, its folder created on a local filesystem (S3 has no folders to create)."""
-    if isinstance(fs, pafs.LocalFileSystem):
+def _store(fs: pafs.FileSystem, root: str, rel: str, keys: pa.Table) -> None:
+    """Write sidecar rows (`keys_of`) for the data file at `rel`."""
+    path = sidecar_path(root, rel)
+    if isinstance(fs, pafs.LocalFileSystem):  # S3 has no folders to create
         fs.create_dir(posixpath.dirname(path), recursive=True)
-    return path
+    with fs.open_output_stream(path) as out:
+        pq.write_table(keys, out, compression="zstd")
 
 
 @dataclass
@@ -106,10 +107,10 @@ class Read:
             "files_without_sidecar", "matched_files", "matched_rows")}
 
 
-def candidates(dt, root: str, held: pads.Expression) -> list[Candidate]:
-    """The snapshot's data files that the held filter (`held`: model, prompt versions, tasks)
-    does not rule out by partition and file statistics."""
-    dataset = dt.to_pyarrow_dataset()
+def candidates(dt, dataset: pads.Dataset, root: str,
+               held: pads.Expression) -> list[Candidate]:
+    """The data files of the snapshot `dt` (its pyarrow `dataset`) that the held filter (`held`:
+    model, prompt versions, tasks) does not rule out by partition and file statistics."""
     rows = dict(zip(*(pa.table(dt.get_add_actions(flatten=True)).select(
         ["path", "num_records"]).to_pydict().values())))
     out = []
@@ -136,17 +137,18 @@ def _sidecar(fs: pafs.FileSystem, root: str, c: Candidate,
         raise
 
 
-def scan(dt, fs: pafs.FileSystem, root: str, held: pads.Expression,
-         read: Read) -> Iterator[tuple[Candidate, pa.Table]]:
-    """Each candidate data file with its key rows under `held`: from its sidecar, or from the
-    file itself when it has none. Counts what was read in `read`."""
-    files, schema = candidates(dt, root, held), dt.to_pyarrow_dataset().schema
+def scan(dt, dataset: pads.Dataset, fs: pafs.FileSystem, root: str,
+         held: pads.Expression, read: Read) -> Iterator[tuple[Candidate, pa.Table]]:
+    """Each candidate data file of the snapshot `dt` (its pyarrow `dataset`) with its key rows
+    under `held`: from its sidecar, or from the file itself when it has none. Counts what was
+    read in `read`."""
+    files = candidates(dt, dataset, root, held)
     read.add(table_files=len(dt.file_uris()), candidate_files=len(files))
     with ThreadPoolExecutor(READERS) as pool:
         for c, (keys, size) in zip(files, pool.map(lambda c: _sidecar(fs, root, c, held),
                                                    files)):
             if keys is None:
-                keys = c.read_keys(schema, held)
+                keys = c.read_keys(dataset.schema, held)
                 read.add(files_without_sidecar=1)
             else:
                 read.add(sidecars_read=1, sidecar_bytes=size)
@@ -174,25 +176,23 @@ def match(dt, fs: pafs.FileSystem, root: str, held: pads.Expression, survey: Sur
           requests: list[TaskRequest], read: Read) -> Matched:
     """Mark in `survey` which of tonight's keys the snapshot `dt` holds (`Survey.add_stored`,
     from the key index) and return the files that hold any."""
-    fragments = {}
-    for c, keys in scan(dt, fs, root, held, read):
+    dataset, fragments = dt.to_pyarrow_dataset(), {}
+    for c, keys in scan(dt, dataset, fs, root, held, read):
         if survey.add_stored(c.fragment.path, keys, requests):
             fragments[c.fragment.path] = c.fragment
             read.add(matched_files=1, matched_rows=c.rows)
-    return Matched(fragments, dt.to_pyarrow_dataset().schema)
+    return Matched(fragments, dataset.schema)
 
 
 def index(dt, fs: pafs.FileSystem, root: str) -> dict[str, int]:
     """Write the sidecar of every data file of the snapshot that lacks one (the files `optimize`
     wrote, or all of them to rebuild a lost index); returns files checked and written."""
-    everything = pads.scalar(True)
-    files, schema = candidates(dt, root, everything), dt.to_pyarrow_dataset().schema
+    everything, dataset = pads.scalar(True), dt.to_pyarrow_dataset()
+    files = candidates(dt, dataset, root, everything)
     written = 0
     for c in files:
         if _sidecar(fs, root, c, everything)[0] is None:
-            keys = c.read_keys(schema, everything)
-            with fs.open_output_stream(_prepared(fs, sidecar_path(root, c.rel))) as out:
-                pq.write_table(keys, out, compression="zstd")
+            _store(fs, root, c.rel, c.read_keys(dataset.schema, everything))
             written += 1
     return {"files": len(files), "written": written}
 
