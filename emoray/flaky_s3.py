@@ -11,6 +11,10 @@ Each request draws one outcome from `Faults` (a seeded generator, so a run's mix
   effect; its client cannot know);
 - otherwise forwarded as is.
 
+Apart from the draw, `hold` names a path fragment: a PUT whose path holds it is never answered
+(counted as `held`), so a test can kill a writer at the exact moment it waits on that write
+(`optimize` waiting on its Delta commit after its compacted files are written).
+
 The faults are bounded: after `max_in_a_row` faults in a row (counted over all clients) the
 next request goes through, so a lone client with a retry budget above that always gets an
 answer. Every fault but `drop` happens
@@ -47,6 +51,7 @@ class Faults:
     stall_s: float = 2.0
     max_in_a_row: int = 3
     seed: int = 7
+    hold: str | None = None
 
     def __post_init__(self):
         shares = [getattr(self, kind) for kind in KINDS]
@@ -90,7 +95,7 @@ def _serve(conn, upstream: str, faults: dict) -> None:
 
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # each injected reset
     draw, tally = _Draw(Faults(**faults)), Counter()
-    stall_s = faults["stall_s"]
+    stall_s, hold = faults["stall_s"], faults["hold"]
 
     def reset(request: web.Request) -> None:
         sock = request.transport.get_extra_info("socket")
@@ -100,6 +105,9 @@ def _serve(conn, upstream: str, faults: dict) -> None:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         tally["requests"] += 1
+        if hold and request.method == "PUT" and hold in request.path:
+            tally["held"] += 1
+            await asyncio.Event().wait()  # until the proxy stops
         kind = draw()
         if kind:
             tally[kind] += 1
@@ -158,7 +166,7 @@ def _serve(conn, upstream: str, faults: dict) -> None:
 @contextmanager
 def flaky_proxy(upstream: str, faults: Faults = Faults()) -> Iterator[tuple[str, Callable]]:
     """Start the proxy in front of `upstream` (an http:// endpoint); yield its URL and a function
-    returning its tally so far (`requests` and each fault kind)."""
+    returning its tally so far (`requests`, each fault kind and `held`)."""
     ctx = multiprocessing.get_context("spawn")
     ours, theirs = ctx.Pipe()
     proxy = ctx.Process(target=_serve, args=(theirs, upstream.rstrip("/"), asdict(faults)),
@@ -173,7 +181,7 @@ def flaky_proxy(upstream: str, faults: Faults = Faults()) -> Iterator[tuple[str,
     def tally() -> dict[str, int]:
         ours.send("tally")
         counts = ours.recv()
-        return {k: counts.get(k, 0) for k in ("requests", *KINDS)}
+        return {k: counts.get(k, 0) for k in ("requests", *KINDS, "held")}
 
     try:
         yield f"http://127.0.0.1:{port}", tally
