@@ -46,6 +46,7 @@ from emoray import locations
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.contract import Stage
 from emoray.cost import device_of
+from emoray.engine_pool import release
 from emoray.engine_stage import ENGINE, engine_resources
 from emoray.models import resolve_model
 from emoray.pipeline import Annotator, build_annotator
@@ -247,6 +248,7 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
     import ray
 
     runs: dict[str, list[dict]] = {}
+    release()  # each side has the devices to itself: no engine kept warm by an earlier night
     # one engine actor times the engine sides and gives ray_data_llm its sampling params
     engine_actor = bool({"bare", "engine", "unconstrained", "no_confidence", "ray_data_llm"}
                         & set(sides))
@@ -268,6 +270,7 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
         runs.update(_seq2seq_sides(engine, sizes, tasks, batch_size, seq2seq_models))
 
     def whole_job(side: str, n: int, stage: Stage) -> dict:
+        release()  # each run starts its own engine, as a real run does (`keep_warm` or not)
         return _pipeline(AnnotateConfig(
             input=f"{root}/{side}-in-{n}", output=f"{root}/{side}-out-{n}", tasks=tasks,
             engine=engine, batch_size=batch_size, concurrency=concurrency,
@@ -281,6 +284,7 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
         # Data, S3, deltalake); with the no-op engine once the engine actor warmed the caches
         whole_job("warm-up", WARM_UP, NOOP_ENGINE if engine_actor else whole[0][1])
     if "ray_data_llm" in sides:
+        release()
         runs["ray_data_llm"] = _ray_data_llm(engine, sizes, tasks, batch_size, params)
     for side, stage in whole:
         runs[side] = [whole_job(side, n, stage) for n in sizes]

@@ -5,6 +5,7 @@ Data actor stage that answers prompt rows with either engine (`vllm_engine.Engin
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -157,39 +158,61 @@ class EngineStage:
         self.engine_class = engine_class
         self._engine: Engine | None = None
         self._failed: EngineStartError | None = None
+        self._loading = threading.Lock()  # calls run on `max_concurrency` threads
         self.clock = EngineClock(time.time(), node=_node_id())
         self.name = f"engine-{id(self):x}-{int(self.clock.started * 1e6) % 10**6:06d}"
         if stats is not None:
             stats.actor_started.remote(self.clock.started)
         if eager:  # Ray Data builds its actors as the run starts: the load overlaps planning
-            try:
-                self.engine
-            except EngineStartError as e:  # raised with the first batch, as a lazy start's
-                self._failed = e
+            self.load()
+
+    def begin_night(self, stats) -> None:
+        """A kept engine's next night (`engine_pool.keep_warm`): report to its `stats`, on a
+        new time line (up, and loaded if it is, from now)."""
+        now = time.time()
+        self.stats = stats
+        self.clock = EngineClock(now, loaded=now if self._engine is not None else None,
+                                 node=self.clock.node)
+        self.name = f"{self.name.rsplit('-', 1)[0]}-{int(now * 1e6) % 10**6:06d}"
+        if stats is not None:
+            stats.actor_started.remote(now)
+
+    def load(self) -> None:
+        """Load the model now; a failure is kept and raised with the first batch, as a lazy
+        start's is."""
+        try:
+            self.engine
+        except EngineStartError as e:
+            self._failed = e
 
     @property
     def engine(self) -> Engine:
         """Loaded as the actor starts when the run knows it has prompts to send (`eager`),
         else on the first prompt, so a run with nothing new starts no engine."""
-        if self._failed is not None:
-            raise self._failed
-        if self._engine is None:
-            try:
-                self._engine = self.engine_class(self.config)
-            except Exception as e:
-                message = start_failure(self.config, e)
-                if self.stats is not None:  # exception causes do not survive Ray's pickling
-                    import ray
+        with self._loading:
+            if self._failed is not None:
+                raise self._failed
+            if self._engine is None:
+                try:
+                    self._engine = self.engine_class(self.config)
+                except Exception as e:
+                    message = start_failure(self.config, e)
+                    if self.stats is not None:  # exception causes do not survive Ray's pickling
+                        import ray
 
-                    ray.get(self.stats.engine_failed.remote(message))
-                raise EngineStartError(message) from e
-            self.clock.loaded = time.time()
-            if self.stats is not None:
-                self.stats.add.remote(engine_starts=1)
-        return self._engine
+                        ray.get(self.stats.engine_failed.remote(message))
+                    raise EngineStartError(message) from e
+                self.clock.loaded = time.time()
+                if self.stats is not None:
+                    self.stats.add.remote(engine_starts=1)
+            return self._engine
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, batch: pa.Table, stats=None) -> pa.Table:
+        """Answer `batch`, counting into `stats` (the night's, from `engine_pool.EngineCall`;
+        default the actor's own)."""
         require(batch, ENGINE)
+        if stats is not None and stats != self.stats:  # restarted by Ray with an older night's
+            self.begin_night(stats)
         rows = batch.select(["text", "task", "target", "text_status", "cached_output",
                              "cached_confidence", "cached_score", "cached_status"]).to_pydict()
         results: list[Generation] = [Generation(None)] * batch.num_rows

@@ -59,7 +59,7 @@ from emoray.engine_stage import (
     check_fits,
     idle_share,
 )
-from emoray.engine_pool import EngineCall, EnginePool
+from emoray.engine_pool import EngineCall, EnginePool, night_engines
 from emoray.lock import TableLock
 from emoray.models import resolve_model
 from emoray.progress import Progress
@@ -531,7 +531,7 @@ class Annotator:
             if s.runs == ACTORS:
                 ds = ds.map_batches(
                     EngineCall, batch_format="pyarrow", batch_size=cfg.batch_size,
-                    fn_constructor_kwargs={"actors": engines.actors},
+                    fn_constructor_kwargs={"actors": engines.actors, "stats": stats},
                     compute=ray.data.ActorPoolStrategy(
                         size=cfg.concurrency,
                         max_concurrent_calls_per_actor=cfg.batches_in_flight),
@@ -541,15 +541,16 @@ class Annotator:
                                     fn_kwargs=self._kwargs(s, arguments), **s.resources)
         return ds
 
-    def engines(self, stats=None) -> EnginePool:
-        """The night's engine actors (`engine_pool`), loading the model as they start when
-        some wave has prompts to send (`engine_wanted`), so the load overlaps planning."""
+    def engines(self, stats=None):
+        """The night's engine actors (`engine_pool.night_engines`: kept warm ones, or new
+        ones), loading the model as the night starts when some wave has prompts to send
+        (`engine_wanted`), so the load overlaps planning."""
         engine = next(s for s in self.stages if s.runs == ACTORS)
-        return EnginePool(engine, {
-            "config": self.config.engine, "stats": stats,
-            "engine_class": ENGINES[self.model.engine],
-            "eager": any(self.engine_wanted(w) for w in self._each_wave), **engine.args},
-            self.resources(), self.config.concurrency, self.config.batches_in_flight)
+        return night_engines(
+            engine, {"config": self.config.engine, "engine_class": ENGINES[self.model.engine],
+                     **engine.args},
+            self.resources(), self.config.concurrency, self.config.batches_in_flight,
+            stats=stats, eager=any(self.engine_wanted(w) for w in self._each_wave))
 
     def _watched(self, batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
         """`batches`, pulled by a thread so the driver can see when no alive node could host an

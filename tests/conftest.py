@@ -1,5 +1,6 @@
 """Shared real parts for the suite: one S3 endpoint on 127.0.0.1, one local Ray instance, one
-tiny model. Engines start inside the pipeline runs that need them (module-scoped fixtures)."""
+tiny model. Engines start inside the pipeline runs that need them and stay warm for the next
+night that asks for the same engine (`warm_engines`)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,26 @@ def text_folder(tmp_path) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def warm_engines():
+    """Every night of the suite that asks for the engine the night before it used runs on that
+    engine's actors (`engine_pool.keep_warm`, as a gated night's canary and night do): a model
+    load is a fixed ~15 s each test would pay, and only the tests about engine starts need a
+    cold one (`cold_engine`). Ends after Ray has (the actors are gone with it)."""
+    from emoray.engine_pool import keep_warm
+
+    with keep_warm():
+        yield
+
+
+@pytest.fixture
+def cold_engine():
+    """The test's first night loads its model (`engine_pool.release`): the starts are its point."""
+    from emoray.engine_pool import release
+
+    release()
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     from emoray.s3local import local_s3
@@ -75,7 +96,11 @@ def ray_local(s3_endpoint):
     from emoray.runtime import start_ray
 
     start_ray(address="local", include_dashboard=False, num_cpus=2,
-              runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}})
+              runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING",
+                                        # vLLM's sampler compiles its logprob gather with torch
+                                        # (2.3 s per engine start here); the engines of the
+                                        # suite's nights run it eagerly, test_engine's compiled
+                                        "TORCHDYNAMO_DISABLE": "1"}})
     yield
     ray.shutdown()
 

@@ -1,8 +1,8 @@
-"""`emoray bench` run small, as a user runs it: its own S3 endpoint and Ray, in a subprocess."""
+"""`emoray bench` run small: its throughput sides in the suite's Ray and S3, its fault campaign
+as a user runs it (its own S3 endpoint and Ray cluster, in a subprocess)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -10,28 +10,32 @@ import sys
 
 from tests.test_cli import cli_profile
 
-SIDES = ["bare", "engine", "unconstrained", "ray_data_llm", "pipeline", "noop"]
+SIDES = ("bare", "engine", "unconstrained", "ray_data_llm", "pipeline", "noop")
 """The default sides (`emoray bench`'s --sides) and ray.data.llm's."""
 
 
-def test_bench_prints_every_side_at_both_sizes(tmp_path, tiny_model):
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))},
-           "RAY_ADDRESS": "local"}  # a new Ray instance, never one left on the machine
-    done = subprocess.run(
-        [sys.executable, "-m", "emoray.cli", "bench", "--config", str(cli_profile()),
-         "--model", str(tiny_model), "--rows", "30,90", "--tasks", "v_oc,sst5",
-         "--batch-size", "32", "--sides", ",".join(SIDES), "--json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+def test_bench_times_every_side_at_both_sizes_on_the_same_prompts(ray_local, s3_endpoint,
+                                                                  tiny_model):
+    """What `emoray bench` runs once it has started its S3 endpoint and Ray (`run_bench`), here
+    in the suite's: conf/local.yaml's engine settings, every default side, ray.data.llm's and
+    the transformers sides (a tiny T5 and a tiny BART built for the run) at both sizes."""
+    from emoray.bench import run_bench
+    from emoray.config import BenchConfig, load_config
+
+    config = load_config(cli_profile(), {"engine.model": str(tiny_model), "batch_size": 32},
+                         model=BenchConfig)
+    result = run_bench(config.engine, (10, 30), ["v_oc", "sst5"], "s3://emoray-test/bench",
+                       batch_size=config.batch_size, sides=(*SIDES, "transformers"))
     assert result["tasks"] == ["v_oc", "sst5"]
     assert result["settings"] == {"constraint": "logprobs", "constrained": True,
                                   "confidence": True, "enable_prefix_caching": True,
                                   "block_size": 32, "enforce_eager": True, "in_process": True,
                                   "batch_size": 32, "concurrency": 1}
-    assert list(result["runs"]) == SIDES
-    for side in SIDES:
-        assert [r["rows"] for r in result["runs"][side]] == [60, 180], side
+    seq2seq = ["transformers:tiny-t5", "transformers:tiny-bart"]
+    assert list(result["runs"]) == ["bare", "engine", "unconstrained", *seq2seq,
+                                    "ray_data_llm", "pipeline", "noop"]
+    for side in result["runs"]:
+        assert [r["rows"] for r in result["runs"][side]] == [20, 60], side
         assert set(result["rates"][side]) == {"rows_per_s", "prompt_tokens_per_s",
                                               "output_tokens_per_s"}
     for side in ("bare", "engine", "unconstrained", "ray_data_llm", "pipeline"):
@@ -42,10 +46,15 @@ def test_bench_prints_every_side_at_both_sizes(tmp_path, tiny_model):
     # ray.data.llm decodes the bare side's first steps with the same params: same tokens out
     assert [r["output_tokens"] for r in result["runs"]["ray_data_llm"]] == [
         r["output_tokens"] for r in result["runs"]["bare"]]
+    # T5 and BART (the Transformers engine) parse every row, on the same prompts as each other
+    t5, bart = (result["runs"][s] for s in seq2seq)
+    assert [r["parsed"] for r in t5] == [r["parsed"] for r in bart] == [20, 60]
+    assert [r["prompt_tokens"] for r in t5] == [r["prompt_tokens"] for r in bart]
     assert set(result["ratios"]) == {"pipeline_over_bare", "engine_over_bare",
                                      "pipeline_over_engine", "pipeline_over_ray_data_llm",
                                      "ray_data_llm_over_bare", "constrained_over_unconstrained",
-                                     "noop_us_per_row"}
+                                     "noop_us_per_row", "tiny-t5_over_engine",
+                                     "tiny-bart_over_engine"}
     assert result["parse_rate"] == 1.0
 
 
@@ -54,24 +63,6 @@ def test_bench_rejects_unknown_side(tmp_path):
 
     assert main(["bench", "--sides", "bare,turbo", "--rows", "10,20"]) == 2
     assert parser().parse_args(["bench"]).sides == "bare,engine,unconstrained,pipeline,noop"
-
-
-def test_transformers_side_times_tiny_t5_and_bart_on_the_same_prompts(ray_local, tiny_model,
-                                                                        tmp_path):
-    from emoray.bench import run_bench
-    from emoray.config import EngineConfig
-
-    result = run_bench(EngineConfig(model=str(tiny_model), device="cpu", max_model_len=1024,
-                                     enforce_eager=True),
-                       (30, 90), ["v_oc", "v_reg"], str(tmp_path), batch_size=32,
-                       sides=("transformers",))
-    assert list(result["runs"]) == ["transformers:tiny-t5", "transformers:tiny-bart"]
-    for side, runs in result["runs"].items():
-        assert [r["rows"] for r in runs] == [60, 180], side
-        assert [r["parsed"] for r in runs] == [60, 180], side
-    t5, bart = (result["runs"][s] for s in result["runs"])
-    assert [r["prompt_tokens"] for r in t5] == [r["prompt_tokens"] for r in bart]
-    assert result["parse_rate"] == 1.0 and result["ratios"] == {}
 
 
 def test_bench_faults_loses_worker_nodes_and_a_flaky_store_and_nothing_else(tmp_path,

@@ -15,7 +15,8 @@ from emoray import cli, table
 from emoray.tasks import TASKS
 
 
-def test_annotate_local_folder_of_three_formats(tmp_path, ray_local, tiny_model, capsys):
+def test_annotate_local_folder_of_three_formats(tmp_path, ray_local, tiny_model, cold_engine,
+                                                 capsys):
     src = tmp_path / "lake"
     src.mkdir()
     pq.write_table(pa.table({"doc": ["p1", "p2"], "body": ["I am so happy", "I am so sad"]}),

@@ -111,7 +111,8 @@ def test_gate_runs_after_the_lease_so_a_refused_run_spends_no_canary(tmp_path, r
         job.run()  # the gate is the job's step: a job that forgets it is refused
 
 
-def test_gate_blocks_below_threshold_and_passes_above(tmp_path, ray_local, tiny_model, capsys):
+def test_gate_blocks_below_threshold_and_passes_above(tmp_path, ray_local, tiny_model, cold_engine,
+                                                     capsys):
     blocked = run_annotate(tmp_path, tiny_model, {
         "enabled": True, "thresholds": {"e_c": {"jaccard": 0.99}, "v_reg": {"pearson": -1.0}}},
         "night-blocked")
@@ -134,6 +135,14 @@ def test_gate_blocks_below_threshold_and_passes_above(tmp_path, ray_local, tiny_
     assert annotations.read().num_rows == 6 * 2
     report = json.loads((tmp_path / "table" / "_reports" / "night-ok.json").read_text())
     assert report["gate"]["passed"] is True and report["gate"]["failures"] == []
+    # the first canary loaded the model; the second canary and the night ran on its warm engine
+    # (engine_pool.keep_warm: a gated night keeps it from canary to night, the suite from night
+    # to night, as a driver running several nights in one block does)
+    starts = [r["engine_starts"] for night in ("night-blocked", "night-ok")
+              for r in table.run_reports(table.AnnotationTable(
+                  str(tmp_path / "table" / "_gate" / night / "annotations")))]
+    assert starts + [report["engine_starts"]] == [1, 0, 0]
+    assert report["engine_actors"][0]["load_s"] == 0
 
     # the per-run label report sits next to the run report and counts every row
     labels = json.loads(

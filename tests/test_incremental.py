@@ -17,8 +17,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import ray
+from deltalake import DeltaTable
 
 from emoray import cli, locations, table
+from emoray.engine_pool import release
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.pipeline import build_annotator
 from emoray.sample import sample_texts
@@ -152,7 +154,7 @@ def test_waves_plan_exactly_as_one_wave(nights, tiny_model):
 
 
 def test_a_night_in_waves_annotates_every_pair_once(s3_endpoint, ray_local, tiny_model,
-                                                     monkeypatch, capsys):
+                                                     cold_engine, monkeypatch, capsys):
     """Ten rows (seven texts, two of them twice, one blank) in waves of five: two waves, one
     engine actor started once for both, each wave its own commit; every pair once, a text's
     copies sent once. The next night (21 rows in waves of seven: the ten held rows, four held
@@ -181,6 +183,12 @@ def test_a_night_in_waves_annotates_every_pair_once(s3_endpoint, ray_local, tiny
     assert report["chunks"] == 2  # each wave committed before the next
     assert "waves            2 (each a share of the texts" in summary.render()
 
+    # delta-rs rewrites d9's file without it (a DELETE, as an operator fixing a row would): the
+    # rewritten file stores its strings as string_view and has no key index sidecar; the
+    # night reads it through the table's schema like the others and re-annotates d9.
+    t = table.AnnotationTable(out)
+    DeltaTable(t.uri, storage_options=t.options).delete("doc_id = 'd9'")
+    assert committed(out).num_rows == 18
     new_texts = [f"a new text for the second night, number {i}" for i in range(6)]
     put_parquet(f"{src}/b.parquet", [f"r{i}" for i in range(4)] + [f"n{i}" for i in range(6)]
                 + ["z"], TEXTS[0:4] + new_texts + [None])
@@ -194,12 +202,14 @@ def test_a_night_in_waves_annotates_every_pair_once(s3_endpoint, ray_local, tiny
                              env={**os.environ, "RAY_ADDRESS": "local"}, capture_output=True,
                              text=True, timeout=600)
     assert crashed.returncode == EXIT_CODE, crashed.stderr[-2000:]
-    assert 20 < committed(out).num_rows < 42  # wave 1 committed, the chunk after it not
+    assert 18 < committed(out).num_rows < 42  # wave 1 committed, the chunk after it not
     capsys.readouterr()
+    release()  # the resumed night loads the model once for its three waves
     assert cli.main(args) == cli.EXIT_OK
     assert "waves            3" in capsys.readouterr().out
     rows = committed(out)
     assert rows.num_rows == 42 and duplicate_keys(rows) == 0
+    assert [r["run_id"] for r in rows.to_pylist() if r["doc_id"] == "d9"] == ["waved"] * 2
     answers = {(r["doc_id"], r["task"]): (r["raw_output"], r["status"]) for r in rows.to_pylist()}
     assert all(answers[f"r{i}", t] == answers[f"d{i}", t] for i in range(4)
                for t in ("v_reg", "ei_oc"))
@@ -212,18 +222,18 @@ def test_a_night_in_waves_annotates_every_pair_once(s3_endpoint, ray_local, tiny
 
 
 def _engine_actor_pid():
-    """The engine actor's process: Ray titles it `ray::MapWorker(...EngineStage...)`."""
-    import psutil
+    """The process of this Ray instance's live engine actor (from Ray's actor table)."""
+    from ray._private.state import actors
 
-    for p in psutil.process_iter(["cmdline"]):
-        if any("EngineStage" in part for part in p.info["cmdline"] or ()):
-            return p.pid
-    return None
+    (pid,) = [a["Pid"] for a in actors(actor_state_name="ALIVE").values()
+              if a["ActorClassName"] == "EngineStage"]
+    return pid
 
 
-def test_killed_engine_actor_loses_and_duplicates_nothing(s3_endpoint, ray_local, tiny_model):
+def test_killed_engine_actor_loses_and_duplicates_nothing(s3_endpoint, ray_local, tiny_model,
+                                                          cold_engine):
     src, out = "s3://emoray-test/kill/in", "s3://emoray-test/kill/out"
-    n = 1200
+    n = 120
     texts = [f"{TEXTS[i % len(TEXTS)]} #{i}" for i in range(n)]
     put_parquet(f"{src}/a.parquet", [f"k{i}" for i in range(n)], texts)
     result = {}
@@ -232,16 +242,18 @@ def test_killed_engine_actor_loses_and_duplicates_nothing(s3_endpoint, ray_local
     worker.start()
     killed = None
     deadline = time.time() + 600
-    while worker.is_alive() and time.time() < deadline and not killed:
-        try:
-            progress = ray.get(ray.get_actor("emoray-stats-killed").get.remote())
-        except ValueError:  # the run has not started its counters yet
-            progress = {}
-        if progress.get("prompts", 0) >= n:  # about half of the 2n prompts
-            killed = _engine_actor_pid()
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.05)
-    worker.join(timeout=600)
+    try:
+        while worker.is_alive() and time.time() < deadline and not killed:
+            try:
+                progress = ray.get(ray.get_actor("emoray-stats-killed").get.remote())
+            except ValueError:  # the run has not started its counters yet
+                progress = {}
+            if progress.get("prompts", 0) >= n:  # about half of the 2n prompts
+                killed = _engine_actor_pid()
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.05)
+    finally:  # the night ends before the next test's starts, whatever happened here
+        worker.join(timeout=600)
     assert killed, "the run finished before half progress; make it slower"
     summary = result["summary"]
     rows = committed(out)
@@ -257,7 +269,7 @@ def test_killed_engine_actor_loses_and_duplicates_nothing(s3_endpoint, ray_local
 def test_bad_rows_become_statuses_and_a_corrupt_file_is_quarantined(
         s3_endpoint, ray_local, tiny_model):
     src, out = "s3://emoray-test/bad/in", "s3://emoray-test/bad/out"
-    good = 396
+    good = 20
     put_parquet(f"{src}/good.parquet", [f"g{i}" for i in range(good)], TEXTS[:good])
     put_parquet(f"{src}/awkward.parquet", ["empty", "null", "huge"], ["", None, "joy " * 25_000])
     fs, path = locations.filesystem_for(src, S3Config())
