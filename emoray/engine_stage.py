@@ -158,7 +158,8 @@ class EngineStage:
         self.engine_class = engine_class
         self._engine: Engine | None = None
         self._failed: EngineStartError | None = None
-        self._loading = threading.Lock()  # calls run on `max_concurrency` threads
+        # calls run on `max_concurrency` threads: one loads the model, one binds a new night
+        self._loading, self._binding = threading.Lock(), threading.Lock()
         self.clock = EngineClock(time.time(), node=_node_id())
         self.name = f"engine-{id(self):x}-{int(self.clock.started * 1e6) % 10**6:06d}"
         if stats is not None:
@@ -212,7 +213,9 @@ class EngineStage:
         default the actor's own)."""
         require(batch, ENGINE)
         if stats is not None and stats != self.stats:  # restarted by Ray with an older night's
-            self.begin_night(stats)
+            with self._binding:
+                if stats != self.stats:
+                    self.begin_night(stats)
         rows = batch.select(["text", "task", "target", "text_status", "cached_output",
                              "cached_confidence", "cached_score", "cached_status"]).to_pydict()
         results: list[Generation] = [Generation(None)] * batch.num_rows
