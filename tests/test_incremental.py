@@ -122,13 +122,16 @@ def test_runs_lists_every_night(nights, capsys):
 def test_streaming_plan_plans_exactly_as_the_shuffle(nights, tiny_model):
     """A night of held rows, a held text under a new id, texts repeated tonight (these take the
     shuffle) and texts seen once (these stream): the dry run plans the same rows, prompts,
-    reuse and prompt tokens whichever plan runs."""
+    reuse and prompt tokens whichever plan runs: streamed, or not, its text partitions in one
+    task (a small wave: `one_task_plan_rows`) or Ray Data's hash shuffle (`0`)."""
     src = put_mixed()
-    plans = {stream: job(tiny_model, src, nights["out"], stream_plan=stream).dry_run()
-             for stream in (True, False)}
-    assert plans[True] == plans[False]
-    assert (plans[True]["rows_in"], plans[True]["already_held"], plans[True]["rows_to_write"],
-            plans[True]["prompts"], plans[True]["reused"]) == (9, 4, 14, 8, 2)
+    plans = {(stream, one): job(tiny_model, src, nights["out"], stream_plan=stream,
+                                one_task_plan_rows=one).dry_run()
+             for stream, one in ((True, 100_000), (False, 100_000), (False, 0))}
+    assert plans[True, 100_000] == plans[False, 100_000] == plans[False, 0]
+    assert (plans[False, 0]["rows_in"], plans[False, 0]["already_held"],
+            plans[False, 0]["rows_to_write"], plans[False, 0]["prompts"],
+            plans[False, 0]["reused"]) == (9, 4, 14, 8, 2)
 
 
 def put_mixed() -> str:

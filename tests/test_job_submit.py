@@ -58,12 +58,13 @@ def ray_head(s3_endpoint, tmp_path_factory):
             assert time.monotonic() < deadline, "Ray head's job server did not come up"
             time.sleep(2)
         yield address, env
-    finally:
+    finally:  # its own session and temp dir: nothing of the suite's Ray goes with it
         os.killpg(head.pid, signal.SIGTERM)
         try:
-            head.wait(timeout=60)
+            head.wait(timeout=5)  # `ray start --block` then stops each process in turn (~30 s)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=30)
 
 
 def ray_job(env, address, *args) -> str:
