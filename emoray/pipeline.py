@@ -450,24 +450,24 @@ class Annotator:
     def _partitioned(self, stored, steps: list[tuple[Stage, dict]], stats=None,
                      named: np.ndarray | None = None, wave: tuple[int, int] = routing.ONE_WAVE):
         """Tonight's input of `wave` (with `named`: only its rows that take the shuffle) and
-        `stored` rows partitioned on the text hash (`_by_text_hash`), each partition through
-        `steps` in one task."""
+        `stored` rows partitioned on the text hash, each partition through `steps` in one
+        task: Ray Data's hash shuffle over `shuffle_partitions`, or for a wave of at most
+        `one_task_plan_rows` input rows (the survey's rows over the waves) one partition (its
+        aggregator actors cost seconds each wave), its plan then split into as many blocks."""
         parts = self._inputs(stats, wave)
         if named is not None:
             parts = [_routed(ds, named, shuffled=True) for ds in parts]
         if stored is not None:
             parts.append(stored)
-        return self._by_text_hash(_union(parts)).map_batches(
+        partitions = self.config.shuffle_partitions
+        if self._survey.rows / self.waves > self.config.one_task_plan_rows:
+            return _union(parts).repartition(partitions, keys=["text_sha256"]).map_batches(
+                stages.run_chain, batch_format="pyarrow", batch_size=None,
+                fn_kwargs={"steps": steps})
+        # a small wave: one block, one task, then split again so the engine actors share it
+        return _union(parts).repartition(1).map_batches(
             stages.run_chain, batch_format="pyarrow", batch_size=None,
-            fn_kwargs={"steps": steps})
-
-    def _by_text_hash(self, ds):
-        """`ds` in blocks that each hold every row of their text hashes: one block for a
-        wave of at most `one_task_plan_rows` input rows (the survey's rows over the waves),
-        else Ray Data's hash shuffle."""
-        if self._survey.rows / self.waves <= self.config.one_task_plan_rows:
-            return ds.repartition(1)
-        return ds.repartition(self.config.shuffle_partitions, keys=["text_sha256"])
+            fn_kwargs={"steps": steps}).repartition(partitions)
 
     def planned(self, stats=None, wave: tuple[int, int] = routing.ONE_WAVE):
         """The lazy Ray dataset of what to ask the engine for `wave` (k, n) of the night: one
