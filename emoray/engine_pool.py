@@ -85,9 +85,8 @@ def keep_warm() -> Iterator[None]:
     try:
         yield
     finally:
-        kept, _kept = _kept, None
-        for pool in kept.values():
-            pool.close()
+        release()
+        _kept = None
 
 
 def release() -> None:
