@@ -6,8 +6,8 @@ execution per wave, so an engine stage built as Ray Data's own actor pool loads 
 per wave (on a GPU a 13B load is a minute or more). Here the engine actors live beside Ray Data,
 as ray.data.llm's serving stage does: `EnginePool` starts `concurrency` actors of the engine
 stage's class (`EngineStage`, or the bench's no-op engine) with the stage's Ray resources as
-the night starts, and every wave's dataset hands its batches to them through `EngineCall`, a Ray
-Data actor stage that holds no resources of its own. An engine actor that dies is restarted by
+the night starts, and every wave's dataset hands its batches to them through `call_engines`, a
+Ray Data task stage that holds no resources of its own. An engine actor that dies is restarted by
 Ray and the calls it held are retried (a batch is answered, never lost: the plan's rows are
 committed only from the answers that come back).
 
@@ -129,17 +129,19 @@ def night_engines(stage: Stage, kwargs: dict, resources: dict, concurrency: int,
         pool.close()
 
 
-class EngineCall:
-    """Ray Data actor stage handing each batch to the night's engine actors in turn (each
-    instance starts at a random one, so `concurrency` of them spread over the pool), with the
-    night's `stats` (an actor Ray restarted mid-night was built with the first night's)."""
+_turn = itertools.count(random.randrange(1 << 16))
+"""This worker process's turn over the engine actors (from a random one, so the processes
+running `call_engines` tasks spread their batches over the pool)."""
 
-    def __init__(self, actors: list, stats=None):
-        self.actors, self.stats = actors, stats
-        self.turn = itertools.count(random.randrange(len(actors)))
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        import ray
+def call_engines(batch: pa.Table, actors: list, stats=None) -> pa.Table:
+    """Ray Data task stage handing `batch` to one of the night's engine actors, with the
+    night's `stats` (an actor Ray restarted mid-night was built with the first night's). A
+    task, not an actor: Ray Data ends an actor pool with the execution that made it, so a pool
+    of these calls started a process (~1-3 s) every night and every wave; tasks run in Ray's
+    pooled workers. It holds no resources; the pipeline keeps `concurrency x
+    batches_in_flight` of them running."""
+    import ray
 
-        actor = self.actors[next(self.turn) % len(self.actors)]
-        return ray.get(actor.__call__.remote(batch, self.stats))
+    actor = actors[next(_turn) % len(actors)]
+    return ray.get(actor.__call__.remote(batch, stats))

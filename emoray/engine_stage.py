@@ -158,8 +158,11 @@ class EngineStage:
         self.engine_class = engine_class
         self._engine: Engine | None = None
         self._failed: EngineStartError | None = None
-        # calls run on `max_concurrency` threads: one loads the model, one binds a new night
+        # calls run on `max_concurrency` threads (`batches_in_flight`): one loads the model, one
+        # binds a new night; one at a time generates (the engine is not thread-safe), while the
+        # others read their batch's columns or build their answers
         self._loading, self._binding = threading.Lock(), threading.Lock()
+        self._generating = threading.Lock()
         self.clock = EngineClock(time.time(), node=_node_id())
         self.name = f"engine-{id(self):x}-{int(self.clock.started * 1e6) % 10**6:06d}"
         if stats is not None:
@@ -209,7 +212,7 @@ class EngineStage:
             return self._engine
 
     def __call__(self, batch: pa.Table, stats=None) -> pa.Table:
-        """Answer `batch`, counting into `stats` (the night's, from `engine_pool.EngineCall`;
+        """Answer `batch`, counting into `stats` (the night's, from `engine_pool.call_engines`;
         default the actor's own)."""
         require(batch, ENGINE)
         if stats is not None and stats != self.stats:  # restarted by Ray with an older night's
@@ -233,14 +236,15 @@ class EngineStage:
             engine = self.engine
             if self.stats is not None:
                 self.stats.mark.remote("first_prompt")
-            t0 = time.time()
-            self.clock.first_prompt = self.clock.first_prompt or t0
-            done = engine.generate(
-                [TASKS[rows["task"][i]] for i in todo],
-                [rows["text"][i] for i in todo],
-                [rows["target"][i] for i in todo],
-            )
-            self.clock.busy_s += time.time() - t0
+            with self._generating:
+                t0 = time.time()
+                self.clock.first_prompt = self.clock.first_prompt or t0
+                done = engine.generate(
+                    [TASKS[rows["task"][i]] for i in todo],
+                    [rows["text"][i] for i in todo],
+                    [rows["target"][i] for i in todo],
+                )
+                self.clock.busy_s += time.time() - t0
             for i, g in zip(todo, done):
                 results[i] = g
         if self.stats is not None:

@@ -59,7 +59,7 @@ from emoray.engine_stage import (
     check_fits,
     idle_share,
 )
-from emoray.engine_pool import EngineCall, EnginePool, night_engines
+from emoray.engine_pool import EnginePool, call_engines, night_engines
 from emoray.lock import TableLock
 from emoray.models import resolve_model
 from emoray.progress import Progress
@@ -530,20 +530,15 @@ class Annotator:
         """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`) of `wave`
         (k, n): the plan, then the stages after it (the night's engine actors, `engines`, then
         Parse)."""
-        import ray.data
-
         cfg, arguments = self.config, self._arguments(stats, wave)
         ds = self.planned(stats, wave)
         placed = {INPUT, STORED, PARTITION}
         for s in (s for s in self.stages if s.runs not in placed):
             if s.runs == ACTORS:
                 ds = ds.map_batches(
-                    EngineCall, batch_format="pyarrow", batch_size=cfg.batch_size,
-                    fn_constructor_kwargs={"actors": engines.actors, "stats": stats},
-                    compute=ray.data.ActorPoolStrategy(
-                        size=cfg.concurrency,
-                        max_concurrent_calls_per_actor=cfg.batches_in_flight),
-                    num_cpus=0)
+                    call_engines, batch_format="pyarrow", batch_size=cfg.batch_size,
+                    fn_kwargs={"actors": engines.actors, "stats": stats},
+                    concurrency=cfg.concurrency * cfg.batches_in_flight, num_cpus=0)
             else:
                 ds = ds.map_batches(s.task(), batch_format="pyarrow", batch_size=None,
                                     fn_kwargs=self._kwargs(s, arguments), **s.resources)

@@ -12,14 +12,12 @@ reaches the driver with its traceback either way. What quiet turns off, and why 
 - Ray's notice that a new local instance turned token authentication on (it stays on).
 
 One line stays: Ray core's "Actor ... has constructor arguments in the object store and
-max_restarts > 0", once per engine actor (`engine_pool.EnginePool`) and once per wave for the
-Ray Data stage that hands batches to them, since Ray Data passes every actor pool's map
-transformer as an object reference (ray-project/ray#53727). The references live as long as the
-actors (the pool holds its handles for the night; Ray Data holds its own for the operator's
-lifetime), so a restarted actor finds them. emoray relies on those restarts (a killed engine
-actor loses nothing, tests/test_incremental.py), so `max_restarts=0` is no fix, and the only
-switch that mutes it (`RAY_BACKEND_LOG_LEVEL`) would mute the local raylet's and GCS's own logs
-as well.
+max_restarts > 0", once per engine actor (`engine_pool.EnginePool`), since its constructor
+arguments travel as object references (ray-project/ray#53727). The references live as long as
+the actors (the pool holds its handles for the night), so a restarted actor finds them. emoray
+relies on those restarts (a killed engine actor loses nothing, tests/test_incremental.py), so
+`max_restarts=0` is no fix, and the only switch that mutes it (`RAY_BACKEND_LOG_LEVEL`) would
+mute the local raylet's and GCS's own logs as well.
 """
 
 from __future__ import annotations

@@ -20,6 +20,12 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 # start is what a test pays for. tests/test_engine.py builds its engines without it, so the
 # compiled path stays covered.
 os.environ.setdefault("EMORAY_ENGINE__ENFORCE_EAGER", "true")
+ENGINE_SETTINGS = {"device": "cpu", "gpu_memory_utilization": 0.1, "max_model_len": 1024}
+"""The engine settings of every night the suite runs on the tiny model: one engine, so a night
+finds the one the night before it kept warm (`warm_engines`); 1 024 positions hold the AEB
+prompts evaluate and calibrate send."""
+ENGINE_FLAGS = ["--device", "cpu", "--gpu-memory-utilization", "0.1", "--max-model-len", "1024"]
+"""`ENGINE_SETTINGS` as `emoray annotate` flags."""
 AEB_DIR = Path(os.environ.get("EMORAY_AEB_DIR", REPO / "emoray" / "data" / "aeb"))
 
 

@@ -15,6 +15,7 @@ from emoray.models import resolve_model
 from emoray.pipeline import build_annotator
 from emoray.sample import sample_texts
 from emoray.tasks import TASKS, resolve
+from tests.conftest import ENGINE_SETTINGS
 
 ALL_TASKS = list(TASKS)
 REQUESTS = resolve(ALL_TASKS)
@@ -47,8 +48,7 @@ def s3_run(s3_endpoint, ray_local, tiny_model):
         pacsv.write_csv(csv_rows, out)
     config = AnnotateConfig(
         input="s3://emoray-test/lake/", output="s3://emoray-test/annotations", tasks=ALL_TASKS,
-        engine=EngineConfig(model=str(tiny_model), device="cpu", max_model_len=512, enforce_eager=True,
-                            gpu_memory_utilization=0.1),
+        engine=EngineConfig(model=str(tiny_model), enforce_eager=True, **ENGINE_SETTINGS),
         batch_size=128,
     )
     annotator = build_annotator(config)

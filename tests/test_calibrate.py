@@ -12,8 +12,9 @@ import pytest
 from emoray import calibration, cli, table
 from emoray.models import resolve_model
 from emoray.tasks import TASKS
+from tests.conftest import ENGINE_FLAGS
 
-ENGINE = ["--device", "cpu", "--gpu-memory-utilization", "0.1", "--max-model-len", "1024"]
+ENGINE = ENGINE_FLAGS
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from emoray import cli, table
 from emoray.tasks import TASKS
+from tests.conftest import ENGINE_FLAGS
 
 
 def test_annotate_local_folder_of_three_formats(tmp_path, ray_local, tiny_model, cold_engine,
@@ -27,7 +28,7 @@ def test_annotate_local_folder_of_three_formats(tmp_path, ray_local, tiny_model,
     out = tmp_path / "annotations"
     argv = ["annotate", "--input", str(src), "--output", str(out), "--tasks", "v_reg,e_c,ei_reg",
             "--model", str(tiny_model), "--id-column", "doc", "--text-column", "body",
-            "--device", "cpu", "--gpu-memory-utilization", "0.1", "--max-model-len", "512",
+            *ENGINE_FLAGS,
             "--run-id", "night-1", "--json"]
     # the dry run starts no engine and writes nothing; its counts are the real run's
     assert cli.main([*argv, "--dry-run"]) == 0

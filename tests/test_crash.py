@@ -20,6 +20,7 @@ from emoray.enrich import committed_annotations
 from emoray.faults import EXIT_CODE
 from emoray.sample import sample_texts
 from tests.readers import kernel_read
+from tests.conftest import ENGINE_FLAGS
 
 TEXTS = [t for _, t in sample_texts()]
 TASKS = "v_reg,ei_oc:joy"
@@ -37,8 +38,7 @@ def put_input(uri: str, start: int, n: int) -> None:
 
 def annotate_args(src: str, out: str, tiny_model, run_id: str) -> list[str]:
     return ["annotate", "--input", src, "--output", out, "--tasks", TASKS,
-            "--model", str(tiny_model), "--device", "cpu", "--gpu-memory-utilization", "0.1",
-            "--max-model-len", "512", "--batch-size", "8", "--commit-rows", "10",
+            "--model", str(tiny_model), *ENGINE_FLAGS, "--batch-size", "8", "--commit-rows", "10",
             "--run-id", run_id]
 
 

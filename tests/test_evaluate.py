@@ -9,9 +9,9 @@ import pytest
 
 from emoray import cli, locations, table
 from emoray.config import S3Config
-from tests.conftest import REPO
+from tests.conftest import REPO, ENGINE_FLAGS
 
-ENGINE = ["--device", "cpu", "--gpu-memory-utilization", "0.1", "--max-model-len", "1024"]
+ENGINE = ENGINE_FLAGS
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -25,6 +25,7 @@ from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.pipeline import build_annotator
 from emoray.sample import sample_texts
 from emoray.tasks import TASKS
+from tests.conftest import ENGINE_FLAGS, ENGINE_SETTINGS
 
 TASK_SPEC = ["v_reg", "ei_oc:joy"]
 TEXTS = [t for _, t in sample_texts()]
@@ -37,8 +38,8 @@ def put_parquet(uri, ids, texts):
 
 
 def job(tiny_model, src, out, **kw):
-    engine = EngineConfig(model=str(tiny_model), device="cpu", max_model_len=512, enforce_eager=True,
-                          gpu_memory_utilization=0.1, template=kw.pop("template", 0))
+    engine = EngineConfig(model=str(tiny_model), enforce_eager=True, **ENGINE_SETTINGS,
+                          template=kw.pop("template", 0))
     config = AnnotateConfig(input=src, output=out, tasks=kw.pop("tasks", TASK_SPEC),
                             engine=engine, **kw)
     return build_annotator(config)
@@ -199,8 +200,7 @@ def test_a_night_in_waves_annotates_every_pair_once(s3_endpoint, ray_local, tiny
     assert set(wave_of(hash_keys(sha)[0], 3)) == {0, 1, 2}  # every wave meets stored answers
     monkeypatch.setenv("EMORAY_WAVE_ROWS", "7")
     args = ["annotate", "--input", src, "--output", out, "--tasks", ",".join(TASK_SPEC),
-            "--model", str(tiny_model), "--device", "cpu", "--gpu-memory-utilization", "0.1",
-            "--max-model-len", "512", "--run-id", "waved"]
+            "--model", str(tiny_model), *ENGINE_FLAGS, "--run-id", "waved"]
     crashed = subprocess.run([sys.executable, "-m", "emoray.faults", "files-written@1", *args],
                              env={**os.environ, "RAY_ADDRESS": "local"}, capture_output=True,
                              text=True, timeout=600)

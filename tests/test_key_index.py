@@ -17,6 +17,7 @@ from emoray.models import resolve_model
 from emoray.pipeline import build_annotator
 from emoray.sample import sample_texts
 from emoray.tasks import TASKS
+from tests.conftest import ENGINE_SETTINGS
 
 TEXTS = [t for _, t in sample_texts()][:10]
 FILES, FILE_ROWS = 42, 50
@@ -26,8 +27,7 @@ another prompt version) and d6..d9 (unknown) are asked."""
 
 
 def engine(tiny_model) -> EngineConfig:
-    return EngineConfig(model=str(tiny_model), device="cpu", max_model_len=512, enforce_eager=True,
-                        gpu_memory_utilization=0.1)
+    return EngineConfig(model=str(tiny_model), enforce_eager=True, **ENGINE_SETTINGS)
 
 
 def night(tiny_model, src: Path, out: Path):

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emoray import cli, table
+from tests.conftest import ENGINE_SETTINGS
 
 
 def test_nightly_annotates_then_enriches_a_date_partition(spark, ray_local, tiny_model, tmp_path,
@@ -22,8 +23,7 @@ def test_nightly_annotates_then_enriches_a_date_partition(spark, ray_local, tiny
     profile = tmp_path / "nightly.yaml"
     night = {
         "input": str(tmp_path / "texts" / "date={date}"), "output": str(tmp_path / "ann"),
-        "tasks": ["v_reg", "e_c"], "engine": {"device": "cpu", "gpu_memory_utilization": 0.1,
-                                               "max_model_len": 512},
+        "tasks": ["v_reg", "e_c"], "engine": ENGINE_SETTINGS,
         "enrich": {"downstream": str(tmp_path / "orders" / "date={date}"),
                    "output": str(tmp_path / "enriched" / "date={date}"), "key": "doc",
                    "format": "jsonl",

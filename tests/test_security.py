@@ -15,7 +15,7 @@ import yaml
 from emoray import cli, locations, table
 from emoray.config import S3Config, load_config
 from emoray.s3local import LOCAL_ENV
-from tests.conftest import REPO
+from tests.conftest import REPO, ENGINE_FLAGS
 
 RAW = (LOCAL_ENV["AWS_ACCESS_KEY_ID"], LOCAL_ENV["AWS_SECRET_ACCESS_KEY"])
 SECRETS = tuple({form for s in RAW for form in (
@@ -44,7 +44,7 @@ def test_no_credential_value_in_output_reports_commits_tables_or_logs(
     fs, root = locations.filesystem_for("s3://emoray-test/secrets", S3Config())
     with fs.open_output_stream(f"{root}/in/t.parquet") as out:
         pq.write_table(pa.table({"id": ["a", "b"], "text": ["so happy", "so sad"]}), out)
-    engine = ["--model", str(tiny_model), "--device", "cpu", "--max-model-len", "512",
+    engine = ["--model", str(tiny_model), *ENGINE_FLAGS,
               "--tasks", "v_reg,e_c"]
     # S3 in, S3 table out (deltalake, pyarrow and Ray Data all hold the credentials)
     assert cli.main(["annotate", "--input", f"s3://{root}/in/", "--output",
