@@ -1,6 +1,6 @@
 """Engines in the pipeline: the checks before one starts (context length, memory), the message
 when one fails to start, the Ray resources of one engine actor, and `EngineStage`, the Ray
-Data actor stage that answers prompt rows with either engine (`vllm_engine.Engine` or
+actor that answers prompt rows with either engine (`vllm_engine.Engine` or
 `seq2seq.Seq2SeqEngine`, chosen by the pipeline from the checkpoint)."""
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def _node_id() -> str | None:
 
 
 class EngineStage:
-    """Ray Data actor stage (declared as `ENGINE`): adds the model's answer to each prompt
+    """The engine actor (declared as `ENGINE`; `engine_pool` starts it, Ray Data's
+    `call_engines` tasks hand it batches): adds the model's answer to each prompt
     row, from `engine_class` (`Engine`, vLLM; or `seq2seq.Seq2SeqEngine`, Transformers; any
     class with their `generate`). Rows whose `text_status` is not ok or that carry a
     `cached_output` (an answer stored for the same text) send no prompt."""

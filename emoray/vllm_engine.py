@@ -14,7 +14,7 @@ log-probabilities of the number tokens at the steps the answer took, plus one pr
 step for each branch it did not take (the `0.` of an answer `1.000` on [0, 1]).
 
 `Engine` is plain Python (usable in a script or a test); `engine_stage.EngineStage` runs it as
-the Ray Data actor stage of the pipeline. vLLM's `LLM.generate` is used directly rather than a
+the pipeline's engine actor. vLLM's `LLM.generate` is used directly rather than a
 `ray.data.llm` processor: on the same prompts the processor ran at 0.73x bare generate here
 (docs/performance.md), and direct use keeps per-task structured outputs, log-probabilities and our
 truncation rule in one place.
