@@ -233,9 +233,10 @@ class AnnotateConfig(_Strict):
                             "keep the engine busy between calls and cut per-batch overhead "
                             "(figures: docs/performance.md).")
     batches_in_flight: int = Field(
-        2, ge=1, description="Batches each engine actor holds at once (the pipeline keeps `concurrency` x this many "
-        "engine calls running): while the engine answers one, the next is fetched and batched "
-        "and the last one's output handed on; the engine answers one at a time. "
+        2, ge=1, description="Batches each engine actor holds at once (the pipeline keeps "
+        "`concurrency` x this many engine calls running): while the engine answers one, the "
+        "next is fetched and batched and the last one's output handed on; the engine answers "
+        "one at a time. "
         "2 left the engine less idle than 1 in every run (figures: docs/performance.md).")
     on_bad_file: Literal["fail", "skip", "quarantine"] = Field(
         "fail", description="A file that cannot be read or lacks a column: fail the run before "

@@ -24,7 +24,8 @@ ENGINE_SETTINGS = {"device": "cpu", "gpu_memory_utilization": 0.1, "max_model_le
 """The engine settings of every night the suite runs on the tiny model: one engine, so a night
 finds the one the night before it kept warm (`warm_engines`); 1 024 positions hold the AEB
 prompts evaluate and calibrate send."""
-ENGINE_FLAGS = ["--device", "cpu", "--gpu-memory-utilization", "0.1", "--max-model-len", "1024"]
+ENGINE_FLAGS = [arg for name, value in ENGINE_SETTINGS.items()
+                for arg in (f"--{name.replace('_', '-')}", str(value))]
 """`ENGINE_SETTINGS` as `emoray annotate` flags."""
 AEB_DIR = Path(os.environ.get("EMORAY_AEB_DIR", REPO / "emoray" / "data" / "aeb"))
 
