@@ -15,7 +15,7 @@ from emoray.config import EngineConfig
 from emoray.contract import ACTORS, Stage, require
 from emoray.models import resolve_model, weight_files
 from emoray.scoring import Generation
-from emoray.stages import sends_prompt
+from emoray.stages import count, sends_prompt, settle
 from emoray.tasks import TASKS
 from emoray.vllm_engine import GIB, Engine, cpu_kv_cache_bytes
 
@@ -167,7 +167,7 @@ class EngineStage:
         self.clock = EngineClock(time.time(), node=_node_id())
         self.name = f"engine-{id(self):x}-{int(self.clock.started * 1e6) % 10**6:06d}"
         if stats is not None:
-            stats.actor_started.remote(self.clock.started)
+            settle(stats.actor_started.remote(self.clock.started))
         if eager:  # Ray Data builds its actors as the run starts: the load overlaps planning
             self.load()
 
@@ -180,7 +180,7 @@ class EngineStage:
                                  node=self.clock.node)
         self.name = f"{self.name.rsplit('-', 1)[0]}-{int(now * 1e6) % 10**6:06d}"
         if stats is not None:
-            stats.actor_started.remote(now)
+            settle(stats.actor_started.remote(now))
 
     def load(self) -> None:
         """Load the model now; a failure is kept and raised with the first batch, as a lazy
@@ -209,7 +209,7 @@ class EngineStage:
                     raise EngineStartError(message) from e
                 self.clock.loaded = time.time()
                 if self.stats is not None:
-                    self.stats.add.remote(engine_starts=1)
+                    count(self.stats, engine_starts=1)
             return self._engine
 
     def __call__(self, batch: pa.Table, stats=None) -> pa.Table:
@@ -248,13 +248,11 @@ class EngineStage:
                 self.clock.busy_s += time.time() - t0
             for i, g in zip(todo, done):
                 results[i] = g
-        if self.stats is not None:
+        if self.stats is not None:  # in before the batch moves on (`stages.count`)
             self.stats.engine_clock.remote(self.name, asdict(self.clock))
-            self.stats.add.remote(
-                prompts=len(todo), reused=reused,
-                prompt_tokens=sum(g.prompt_tokens for g in results),
-                output_tokens=sum(g.output_tokens for g in results),
-            )
+            count(self.stats, prompts=len(todo), reused=reused,
+                  prompt_tokens=sum(g.prompt_tokens for g in results),
+                  output_tokens=sum(g.output_tokens for g in results))
         columns = {
             "raw_output": pa.array([g.raw_output for g in results], pa.string()),
             "confidence": pa.array([g.confidence for g in results], pa.float64()),
