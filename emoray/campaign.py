@@ -25,6 +25,7 @@ from emoray import locations, table
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.contract import Stage
 from emoray.flaky_s3 import KINDS, Faults, flaky_proxy
+from emoray.runtime import configure_ray_data
 from emoray.tasks import resolve
 
 ENGINE_NODE = "engine_node"
@@ -56,6 +57,7 @@ def start_cluster(workers: int = 2, object_store_mib: int = 512):
     # its explicit address, so the file is removed at once.
     reset_ray_address()
     ray.init(address=cluster.address, log_to_driver=False)  # before the workers: on the head
+    configure_ray_data()
     return cluster, _add_workers(cluster, workers, object_store_mib)
 
 

@@ -11,6 +11,12 @@ reaches the driver with its traceback either way. What quiet turns off, and why 
   lines (execution plan, start, finish): emoray prints its own progress;
 - Ray's notice that a new local instance turned token authentication on (it stays on).
 
+Ray Data reads Parquet through its first datasource (`DataContext.use_datasource_v2` off): Ray
+2.60's second one starts a `ListFiles` actor pool in every execution, about 1.2 s before the first
+row of even a 30-row file on a warm local Ray (0.17 s with the first; /tmp/p33/rd3.py in the
+notes of issue 32), and a night reads its input twice (survey, plan); at 1 M rows in 8 files the
+two read alike (2.4-6.0 s against 3.2-3.7 s, noisy). docs/performance.md has the figures.
+
 One line stays: Ray core's "Actor ... has constructor arguments in the object store and
 max_restarts > 0", once per engine actor (`engine_pool.EnginePool`), since its constructor
 arguments travel as object references (ray-project/ray#53727). The references live as long as
@@ -32,19 +38,22 @@ def start_ray(address: str | None = None, verbose: bool = False, **init_args) ->
     import ray
 
     if ray.is_initialized():
-        quiet_ray_data(verbose)
+        configure_ray_data(verbose)
         return
     if not verbose:
         logging.getLogger(AUTH_LOGGER).setLevel(logging.ERROR)
     init_args.setdefault("include_dashboard", False if address is None else None)
     ray.init(address=address, log_to_driver=verbose,
              logging_level=logging.INFO if verbose else logging.WARNING, **init_args)
-    quiet_ray_data(verbose)
+    configure_ray_data(verbose)
 
 
-def quiet_ray_data(verbose: bool = False) -> None:
-    """Ray Data's progress display and INFO logs off (on with `verbose`)."""
+def configure_ray_data(verbose: bool = False) -> None:
+    """Ray Data's progress display and INFO logs off (on with `verbose`); Parquet read through
+    its first datasource (see the module's docstring)."""
     import ray.data
 
-    ray.data.DataContext.get_current().enable_progress_bars = verbose
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = verbose
+    context.use_datasource_v2 = False
     logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)
