@@ -40,8 +40,8 @@ ENGINE_OVERRIDES = {
     "s3_endpoint_url": "s3.endpoint_url", "s3_region": "s3.region",
 }
 OVERRIDES = {
-    **ENGINE_OVERRIDES, "input": "input", "output": "output", "format": "format",
-    "id_column": "id_column", "text_column": "text_column", "task_column": "task_column",
+    **ENGINE_OVERRIDES, "input": "input", "input_version": "input_version", "output": "output",
+    "format": "format", "id_column": "id_column", "text_column": "text_column", "task_column": "task_column",
     "run_id": "run_id", "commit_rows": "commit_rows", "on_bad_file": "on_bad_file",
     "gate": "gate.enabled", "canary": "gate.canary",
 }
@@ -94,7 +94,9 @@ def _gold_flags(p: argparse.ArgumentParser, output_help: str) -> None:
 
 def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
     _engine_flags(p, config_default)
-    p.add_argument("--input", help="s3://bucket/prefix or local file/folder (Parquet/JSONL/CSV)")
+    p.add_argument("--input", help="s3://bucket/prefix or local file/folder (Parquet/JSONL/CSV), "
+                   "or a Delta table")
+    p.add_argument("--input-version", help="Delta input: the version (N) or timestamp to read")
     p.add_argument("--output", help="annotation table root: s3://bucket/prefix or local folder")
     p.add_argument("--format", choices=["auto", "parquet", "jsonl", "csv"])
     p.add_argument("--id-column")

@@ -207,7 +207,11 @@ class CostConfig(_Strict):
 
 class AnnotateConfig(_Strict):
     input: str | None = Field(None, description="Input dataset: s3://bucket/prefix or a local "
-                              "file or folder of Parquet, JSONL or CSV files.")
+                              "file or folder of Parquet, JSONL or CSV files, or a Delta table "
+                              "(a folder holding `_delta_log/`), read through its snapshot.")
+    input_version: str | None = Field(
+        None, description="A Delta input's version to read: a number or an ISO 8601 timestamp "
+        "(UTC without a zone); unset: its latest. The run records the version it read.")
     output: str | None = Field(None, description="Annotation table root: s3://bucket/prefix or "
                                "local.")
     format: Literal["auto", "parquet", "jsonl", "csv"] = Field(

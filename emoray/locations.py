@@ -80,6 +80,21 @@ def check_apart(input_uri: str, output_uri: str) -> None:
             "its files are read back as input next run")
 
 
+def check_output(uri: str, fs: pafs.FileSystem, root: str) -> None:
+    """An s3:// output's bucket must exist, checked with the input before Ray starts: emoray
+    never creates a bucket (a bucket carries a region, policies and costs someone chose)."""
+    if not uri.startswith("s3://"):
+        return
+    bucket = root.split("/", 1)[0]
+    try:
+        found = fs.get_file_info(bucket).type != pafs.FileType.NotFound
+    except OSError as e:
+        raise InputError(f"cannot reach the output bucket {bucket!r} of {uri}: {e}") from None
+    if not found:
+        raise ConfigError(f"output bucket {bucket!r} (of {uri}) does not exist: create it (e.g. "
+                          f"`aws s3 mb s3://{bucket}`) or correct --output")
+
+
 def filesystem_for(uri: str, s3: S3Config) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for `s3://bucket/key` or a local path."""
     if uri.startswith("s3://"):
@@ -97,7 +112,9 @@ def _format_of(path: str, fmt: str) -> str | None:
 
 
 def list_inputs(uri: str, fs: pafs.FileSystem, path: str, fmt: str = "auto") -> list[InputFile]:
-    """Every data file under `path` (a file or a folder, searched recursively), sorted."""
+    """Every data file under `path` (a file or a folder, searched recursively, hidden names
+    skipped), sorted. A Delta table inside the folder is refused: its files are not its rows
+    (`lake_input` reads a table named as the input)."""
     try:
         info = fs.get_file_info(path)
     except OSError as e:
@@ -111,11 +128,17 @@ def list_inputs(uri: str, fs: pafs.FileSystem, path: str, fmt: str = "auto") -> 
             raise InputError(f"input {uri}: unknown file type; name it .parquet, .jsonl or .csv "
                              "or pass --format")
         return [InputFile(path, found)]
-    files = []
-    for entry in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
-        base = entry.base_name
-        if entry.type != pafs.FileType.File or base.startswith((".", "_")):
-            continue
+    files, entries = [], fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    tables = sorted(e.path.rsplit("/", 1)[0] for e in entries
+                    if e.type == pafs.FileType.Directory and e.base_name == "_delta_log")
+    if tables:
+        raise InputError(f"input {uri} holds a Delta table at {tables[0]}, whose folder holds "
+                         "removed files and its log beside its rows: name the table itself as "
+                         "--input (it is read through its snapshot)")
+    for entry in entries:
+        hidden = entry.path[len(path):].strip("/").split("/")
+        if entry.type != pafs.FileType.File or any(p.startswith((".", "_")) for p in hidden):
+            continue  # hidden as Spark and Hive hide them: `_temporary/`, `.crc`, `_SUCCESS`
         found = _format_of(entry.path, fmt)
         if found:
             files.append(InputFile(entry.path, found))
@@ -230,6 +253,19 @@ def estimate_rows(fs: pafs.FileSystem, files: list[InputFile]) -> int:
     return rows
 
 
+VIEW_TYPES = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
+
+
+def plain_types(schema: pa.Schema, columns: list[str]) -> pa.Schema:
+    """`columns` of a Parquet file's `schema` with Arrow's view types read as plain strings and
+    binaries, the schema every Parquet input file is read with: deltalake's rewrites (a delete,
+    a merge) and Polars store `string_view` in their files' Arrow schema, and Ray Data 2.60
+    cannot pass those columns between its tasks ("Unhandled Arrow array type: string_view"),
+    so a file read with its own schema stops the night."""
+    fields = [schema.field(c) for c in columns]
+    return pa.schema([f.with_type(VIEW_TYPES.get(f.type, f.type)) for f in fields])
+
+
 def read_inputs(fs: pafs.FileSystem, files: list[InputFile], id_column: str, text_column: str,
                 task_column: str | None = None):
     """One Ray dataset per input format, each holding only the id, text (and task) columns."""
@@ -242,7 +278,8 @@ def read_inputs(fs: pafs.FileSystem, files: list[InputFile], id_column: str, tex
     out = []
     for fmt, paths in by_format.items():
         if fmt == "parquet":
-            ds = ray.data.read_parquet(paths, filesystem=fs).select_columns(columns)
+            schema = plain_types(_schema(fs, InputFile(paths[0], fmt)), columns)
+            ds = ray.data.read_parquet(paths, filesystem=fs, columns=columns, schema=schema)
         elif fmt == "csv":
             ds = ray.data.read_csv(
                 paths, filesystem=fs, file_extensions=None,

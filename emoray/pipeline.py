@@ -42,6 +42,7 @@ from emoray import (
     cost,
     key_index,
     labels,
+    lake_input,
     locations,
     routing,
     s3clients,
@@ -238,6 +239,8 @@ def render_dry_run(d: dict) -> str:
     """A dry run as text: what would be read, skipped, sent and what it would cost."""
     lines = [f"dry run of {d['input']} -> {d['output']} ({d['model']}): no engine started, "
              "nothing written",
+             *([f"  input            Delta table {d['input_table_id']}, version "
+                f"{d['input_version']}"] if d.get("input_format") == "delta" else []),
              f"  rows in          {d['rows_in']}",
              f"  already held     {d['already_held']} of {d['pairs']} row x task pairs",
              *([f"  waves            {d['waves']} (wave_rows), served by the same engine "
@@ -301,16 +304,27 @@ class Annotator:
         self._warn_uncalibrated()
         check_fits(config.engine, local=local_engine)
         self.in_fs, in_path = locations.filesystem_for(config.input, config.s3)
-        found = locations.list_inputs(config.input, self.in_fs, in_path, config.format)
         columns = {"id": config.id_column, "text": config.text_column}
         if config.task_column:
             columns["task"] = config.task_column
+        self.source = None
+        """The Delta input's snapshot read tonight (`lake_input.DeltaInput`); None for files."""
+        if lake_input.is_delta(self.in_fs, in_path):
+            self.source = lake_input.delta_input(config.input, in_path, config.s3, columns,
+                                                 config.input_version)
+            found = list(self.source.files)
+        elif config.input_version is not None:
+            raise ConfigError(f"--input-version {config.input_version} names a version of a "
+                              f"Delta table, but input {config.input} is not one (no _delta_log/)")
+        else:
+            found = locations.list_inputs(config.input, self.in_fs, in_path, config.format)
         self.inputs, self.bad_files = locations.screen_files(self.in_fs, found, columns,
                                                              config.on_bad_file)
         if config.task_column:
             locations.check_values(self.in_fs, self.inputs, config.task_column,
                                    [r.key for r in self.requests])
         self.out_fs, self.out_root = locations.filesystem_for(config.output, config.s3)
+        locations.check_output(config.output, self.out_fs, self.out_root)
         try:
             if isinstance(self.out_fs, pafs.LocalFileSystem):  # S3 has no folders to create
                 self.out_fs.create_dir(self.out_root, recursive=True)
@@ -625,6 +639,12 @@ class Annotator:
         return (engine.resources(self.config.engine) if callable(engine.resources)
                 else engine.resources)
 
+    @property
+    def _source_record(self) -> dict[str, str]:
+        """What the night read, for its commit info and report: a Delta input's table id and
+        version (nothing more for files)."""
+        return self.source.record() if self.source else {}
+
     def _calibration_tag(self) -> str:
         """Which calibration this run applies, as its rows record it."""
         return self.calibration.tag if self.calibration else calibration.UNCALIBRATED
@@ -666,7 +686,7 @@ class Annotator:
         resources = self.resources()
         devices = devices_per_engine(resources) * self.config.concurrency
         return {
-            "input": self.config.input, "output": self.config.output,
+            "input": self.config.input, **self._source_record, "output": self.config.output,
             "model": self.model.identity,
             "rows_in": counts.get("rows_in", 0), "pairs": counts.get("pairs", 0),
             "waves": self.waves,
@@ -714,7 +734,7 @@ class Annotator:
         writer = table.ChunkWriter(self.table, self.run_id, self.config.commit_rows, lineage={
             "model": self.model.identity, "tasks": ",".join(r.key for r in self.requests),
             "input": self.config.input, "engine": self.model.engine,
-            "calibration": self._calibration_tag()})
+            "calibration": self._calibration_tag(), **self._source_record})
         label_stats = labels.LabelStats()
         with Progress(lambda: ray.get(stats.get.remote(), timeout=10),
                       self.config.progress_interval_s, waves=self.waves) as progress:
@@ -776,7 +796,7 @@ class Annotator:
         table.write_report(self.table, {
             **summary.as_dict(), "model": self.model.identity, "model_source": self.model.source,
             "tasks": [r.key for r in self.requests], "input": self.config.input,
-            "calibration": self._calibration_tag(), "chunks": writer.chunks - writer.first_chunk,
+            **self._source_record, "calibration": self._calibration_tag(), "chunks": writer.chunks - writer.first_chunk,
             "bad_files": self.bad_files,
             "engine_starts": counts.get("engine_starts", 0), "gate": gate,
             "missing_pairs": missing,

@@ -30,6 +30,20 @@ def test_missing_s3_prefix(s3_endpoint, tiny_model):
         build_annotator(config(tiny_model, input="s3://emoray-test/absent/"))
 
 
+def test_missing_output_bucket_is_named_with_the_input_checks(s3_endpoint, text_folder,
+                                                              tiny_model, capsys):
+    with pytest.raises(ConfigError, match="output bucket 'emoray-no-such-bucket'"):
+        build_annotator(config(tiny_model, input=str(text_folder),
+                               output="s3://emoray-no-such-bucket/affect"))
+    code = cli.main(["annotate", "--input", str(text_folder), "--output",
+                     "s3://emoray-no-such-bucket/affect", "--model", "Emollama-7b"])
+    assert code == cli.EXIT_CONFIG
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "emoray: output bucket 'emoray-no-such-bucket' (of s3://emoray-no-such-bucket/affect) "
+        "does not exist: create it (e.g. `aws s3 mb s3://emoray-no-such-bucket`) or correct "
+        "--output"]
+
+
 def test_folder_without_data_files(tmp_path, tiny_model):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(InputError, match="holds no .parquet, .jsonl or .csv files"):

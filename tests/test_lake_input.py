@@ -1,0 +1,101 @@
+"""A Delta table as input, over S3 on 127.0.0.1: read through one snapshot (its live files only,
+never its log or the files an overwrite or a delete removed), a version pinned with
+`--input-version`, and nights over a growing table that send prompts for its new texts only."""
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from emoray import cli, locations, s3clients, table
+from emoray.config import AnnotateConfig, ConfigError, EngineConfig, S3Config
+from emoray.pipeline import build_annotator
+from emoray.sample import sample_texts
+from tests.conftest import ENGINE_FLAGS, ENGINE_SETTINGS
+from tests.readers import kernel_read
+
+TEXTS = [t for _, t in sample_texts()]
+
+
+def write(uri, ids, texts, mode="append", **kw):
+    data = pa.table({"id": ids, "text": texts, "lang": ["en"] * len(ids)})
+    write_deltalake(uri, data, mode=mode, storage_options=s3clients.delta_options(uri, S3Config()),
+                    **kw)
+
+
+def config(tiny_model, src, out="s3://emoray-test/lake-in/unused", **kw):
+    engine = EngineConfig(model=str(tiny_model), enforce_eager=True, **ENGINE_SETTINGS)
+    return AnnotateConfig(input=src, output=out, tasks=["v_reg"], engine=engine, **kw)
+
+
+@pytest.fixture(scope="module")
+def history(s3_endpoint):
+    """A Delta input whose history removes files: version 0 holds 40 rows, version 1 overwrites
+    them with 20 (texts 40-59), version 2 deletes 5 of those (a file rewritten)."""
+    uri = "s3://emoray-test/lake-in/history"
+    write(uri, [f"a{i}" for i in range(40)], TEXTS[:40], mode="overwrite")
+    write(uri, [f"b{i:02d}" for i in range(20)], TEXTS[40:60], mode="overwrite")
+    DeltaTable(uri, storage_options=s3clients.delta_options(uri, S3Config())).delete(
+        "id < 'b05'")
+    return uri
+
+
+def test_a_delta_input_is_its_snapshot_not_its_files(history, tiny_model):
+    dt = DeltaTable(history, storage_options=s3clients.delta_options(history, S3Config()))
+    live = sorted(u[len("s3://"):] for u in dt.file_uris())
+    fs, path = locations.filesystem_for(history, S3Config())
+    stored = [e.path for e in fs.get_file_info(locations.pafs.FileSelector(path, recursive=True))
+              if e.type == locations.pafs.FileType.File]
+    assert len([p for p in stored if "/_delta_log/" not in p]) > len(live)  # removed files lie there
+    annotator = build_annotator(config(tiny_model, history))
+    assert [f.path for f in annotator.inputs] == live
+    assert annotator.source.version == 2 and annotator._source_record == {
+        "input_format": "delta", "input_table_id": dt.metadata().id, "input_version": "2"}
+    assert locations.estimate_rows(annotator.in_fs, annotator.inputs) == 15
+    pinned = build_annotator(config(tiny_model, history, input_version="0"))
+    assert pinned.source.version == 0
+    assert locations.estimate_rows(pinned.in_fs, pinned.inputs) == 40
+
+
+def test_a_delta_input_says_what_is_wrong_before_any_work(history, tiny_model, capsys):
+    with pytest.raises(locations.InputError, match=r"has no text column 'body' \(columns: id, "
+                       r"text, lang\); name it with --text-column"):
+        build_annotator(config(tiny_model, history, text_column="body"))
+    with pytest.raises(locations.InputError, match=f"input table {history} has no version 9"):
+        build_annotator(config(tiny_model, history, input_version="9"))
+    with pytest.raises(ConfigError, match="not one \\(no _delta_log/\\)"):
+        build_annotator(config(tiny_model, "s3://emoray-test/lake-in/plain", input_version="1"))
+    parted = "s3://emoray-test/lake-in/parted"
+    write(parted, ["p0", "p1"], TEXTS[:2], mode="overwrite", partition_by=["lang"])
+    with pytest.raises(locations.InputError, match="the task column 'lang' is a partition column"):
+        build_annotator(config(tiny_model, parted, task_column="lang"))
+    # a folder holding a table is never read as files
+    assert cli.main(["annotate", "--dry-run", "--input", "s3://emoray-test/lake-in",
+                     "--output", "s3://emoray-test/lake-in-out", "--model", str(tiny_model),
+                     "--tasks", "v_reg", *ENGINE_FLAGS]) == 3
+    assert ("holds a Delta table at emoray-test/lake-in/history, whose folder holds removed "
+            "files and its log beside its rows: name the table itself as --input"
+            ) in capsys.readouterr().err
+
+
+def test_nights_over_a_growing_delta_input_send_only_new_texts(s3_endpoint, ray_local,
+                                                               tiny_model):
+    src, out = "s3://emoray-test/lake-in/growing", "s3://emoray-test/lake-in/growing-out"
+    write(src, [f"g{i}" for i in range(12)], TEXTS[:12], mode="overwrite")
+    first = build_annotator(config(tiny_model, src, out)).run()
+    write(src, [f"g{i}" for i in range(12, 16)], TEXTS[12:16])
+    second = build_annotator(config(tiny_model, src, out)).run()
+    DeltaTable(src, storage_options=s3clients.delta_options(src, S3Config())).delete("id = 'g0'")
+    write(src, ["g16", "g3-again"], [TEXTS[16], TEXTS[3]])
+    third = build_annotator(config(tiny_model, src, out)).run()
+    assert [(n.rows_in, n.prompts_sent, n.rows_out) for n in (first, second, third)] == [
+        (12, 12, 12), (16, 4, 4), (17, 1, 2)]
+    rows = table.AnnotationTable(out).read(columns=["doc_id", "status"])
+    kernel = kernel_read(out, ["doc_id", "status"])
+    for seen in (rows, kernel):
+        assert sorted(seen["doc_id"].to_pylist()) == sorted(
+            [f"g{i}" for i in range(17)] + ["g3-again"])  # g0 removed from the input, kept here
+        assert pc.all(pc.equal(seen["status"], "ok")).as_py()
+    history = DeltaTable(out, storage_options=s3clients.delta_options(out, S3Config())).history()
+    read = [h.get("input_version") for h in history if h.get("operation") == "WRITE"]
+    assert read == ["3", "1", "0"]  # newest first: each night's commit names what it read
