@@ -207,11 +207,19 @@ class CostConfig(_Strict):
 
 class AnnotateConfig(_Strict):
     input: str | None = Field(None, description="Input dataset: s3://bucket/prefix or a local "
-                              "file or folder of Parquet, JSONL or CSV files, or a Delta table "
-                              "(a folder holding `_delta_log/`), read through its snapshot.")
+                              "file or folder of Parquet, JSONL or CSV files; a Delta table (a "
+                              "folder holding `_delta_log/`); or an Iceberg table "
+                              "(`iceberg://namespace.table`, see `iceberg_catalog`). A table is "
+                              "read through one snapshot.")
     input_version: str | None = Field(
-        None, description="A Delta input's version to read: a number or an ISO 8601 timestamp "
-        "(UTC without a zone); unset: its latest. The run records the version it read.")
+        None, description="An input table's version to read: a Delta version or an Iceberg "
+        "snapshot id, or an ISO 8601 timestamp (UTC without a zone); unset: its latest. The run "
+        "records the version it read.")
+    iceberg_catalog: dict[str, str] = Field(
+        default_factory=dict, description="pyiceberg catalog properties for an `iceberg://` "
+        "input (`type`, `uri`, `warehouse`, `s3.endpoint`…; `name` the catalog's name, default "
+        "`default`); the endpoint and region of `s3` fill in those unset. Empty: pyiceberg's "
+        "own configuration (~/.pyiceberg.yaml, PYICEBERG_CATALOG__* variables).")
     output: str | None = Field(None, description="Annotation table root: s3://bucket/prefix or "
                                "local.")
     format: Literal["auto", "parquet", "jsonl", "csv"] = Field(

@@ -303,23 +303,13 @@ class Annotator:
                          for r in self.requests}
         self._warn_uncalibrated()
         check_fits(config.engine, local=local_engine)
-        self.in_fs, in_path = locations.filesystem_for(config.input, config.s3)
         columns = {"id": config.id_column, "text": config.text_column}
         if config.task_column:
             columns["task"] = config.task_column
-        self.source = None
-        """The Delta input's snapshot read tonight (`lake_input.DeltaInput`); None for files."""
-        if lake_input.is_delta(self.in_fs, in_path):
-            self.source = lake_input.delta_input(config.input, in_path, config.s3, columns,
-                                                 config.input_version)
-            found = list(self.source.files)
-        elif config.input_version is not None:
-            raise ConfigError(f"--input-version {config.input_version} names a version of a "
-                              f"Delta table, but input {config.input} is not one (no _delta_log/)")
-        else:
-            found = locations.list_inputs(config.input, self.in_fs, in_path, config.format)
-        self.inputs, self.bad_files = locations.screen_files(self.in_fs, found, columns,
-                                                             config.on_bad_file)
+        night = lake_input.resolve(config, columns)
+        self.in_fs, self.inputs, self.bad_files = night.fs, night.files, night.bad_files
+        self.source = night.table
+        """The input table's snapshot read tonight (`lake_input.TableInput`); None for files."""
         if config.task_column:
             locations.check_values(self.in_fs, self.inputs, config.task_column,
                                    [r.key for r in self.requests])

@@ -1,6 +1,7 @@
-"""A Delta table as input, over S3 on 127.0.0.1: read through one snapshot (its live files only,
-never its log or the files an overwrite or a delete removed), a version pinned with
-`--input-version`, and nights over a growing table that send prompts for its new texts only."""
+"""Lake tables as input, over S3 on 127.0.0.1: a Delta table and an Iceberg table (pyiceberg's SQL
+catalog on a SQLite file, its warehouse on the S3 endpoint) read through one snapshot (its live
+files only, never the log, metadata or files an overwrite or a delete removed), a version pinned
+with `--input-version`, and nights over a growing table that send prompts for new texts only."""
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -63,7 +64,7 @@ def test_a_delta_input_says_what_is_wrong_before_any_work(history, tiny_model, c
         build_annotator(config(tiny_model, history, text_column="body"))
     with pytest.raises(locations.InputError, match=f"input table {history} has no version 9"):
         build_annotator(config(tiny_model, history, input_version="9"))
-    with pytest.raises(ConfigError, match="not one \\(no _delta_log/\\)"):
+    with pytest.raises(ConfigError, match="not one \\(no _delta_log/, not iceberg://\\)"):
         build_annotator(config(tiny_model, "s3://emoray-test/lake-in/plain", input_version="1"))
     parted = "s3://emoray-test/lake-in/parted"
     write(parted, ["p0", "p1"], TEXTS[:2], mode="overwrite", partition_by=["lang"])
@@ -78,24 +79,74 @@ def test_a_delta_input_says_what_is_wrong_before_any_work(history, tiny_model, c
             ) in capsys.readouterr().err
 
 
+def three_nights(tiny_model, src, out, grow, **kw):
+    """A first night over 12 texts, then `grow(1)` (4 more) and `grow(2)` (delete g0, add g16
+    and a new id g3-again for a known text), a night after each; each night's counts."""
+    nights = [build_annotator(config(tiny_model, src, out, **kw)).run()]
+    for step in (1, 2):
+        grow(step)
+        nights.append(build_annotator(config(tiny_model, src, out, **kw)).run())
+    assert [(n.rows_in, n.prompts_sent, n.rows_out) for n in nights] == [
+        (12, 12, 12), (16, 4, 4), (17, 1, 2)]
+    rows = table.AnnotationTable(out).read(columns=["doc_id", "status"])
+    for seen in (rows, kernel_read(out, ["doc_id", "status"])):
+        assert sorted(seen["doc_id"].to_pylist()) == sorted(
+            [f"g{i}" for i in range(17)] + ["g3-again"])  # g0 removed from the input, kept here
+        assert pc.all(pc.equal(seen["status"], "ok")).as_py()
+    return nights
+
+
 def test_nights_over_a_growing_delta_input_send_only_new_texts(s3_endpoint, ray_local,
                                                                tiny_model):
     src, out = "s3://emoray-test/lake-in/growing", "s3://emoray-test/lake-in/growing-out"
     write(src, [f"g{i}" for i in range(12)], TEXTS[:12], mode="overwrite")
-    first = build_annotator(config(tiny_model, src, out)).run()
-    write(src, [f"g{i}" for i in range(12, 16)], TEXTS[12:16])
-    second = build_annotator(config(tiny_model, src, out)).run()
-    DeltaTable(src, storage_options=s3clients.delta_options(src, S3Config())).delete("id = 'g0'")
-    write(src, ["g16", "g3-again"], [TEXTS[16], TEXTS[3]])
-    third = build_annotator(config(tiny_model, src, out)).run()
-    assert [(n.rows_in, n.prompts_sent, n.rows_out) for n in (first, second, third)] == [
-        (12, 12, 12), (16, 4, 4), (17, 1, 2)]
-    rows = table.AnnotationTable(out).read(columns=["doc_id", "status"])
-    kernel = kernel_read(out, ["doc_id", "status"])
-    for seen in (rows, kernel):
-        assert sorted(seen["doc_id"].to_pylist()) == sorted(
-            [f"g{i}" for i in range(17)] + ["g3-again"])  # g0 removed from the input, kept here
-        assert pc.all(pc.equal(seen["status"], "ok")).as_py()
+
+    def grow(step):
+        if step == 1:
+            write(src, [f"g{i}" for i in range(12, 16)], TEXTS[12:16])
+            return
+        DeltaTable(src, storage_options=s3clients.delta_options(src, S3Config())).delete(
+            "id = 'g0'")
+        write(src, ["g16", "g3-again"], [TEXTS[16], TEXTS[3]])
+
+    three_nights(tiny_model, src, out, grow)
     history = DeltaTable(out, storage_options=s3clients.delta_options(out, S3Config())).history()
     read = [h.get("input_version") for h in history if h.get("operation") == "WRITE"]
     assert read == ["3", "1", "0"]  # newest first: each night's commit names what it read
+
+
+def test_nights_over_a_growing_iceberg_input_send_only_new_texts(s3_endpoint, ray_local,
+                                                                 tiny_model, tmp_path):
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = {"name": "lake", "type": "sql", "uri": f"sqlite:///{tmp_path / 'catalog.db'}",
+               "warehouse": "s3://emoray-test/lake-in/warehouse"}
+    props = {k: v for k, v in catalog.items() if k not in ("name", "type")}
+    lake = SqlCatalog("lake", **props, **{"s3.endpoint": s3_endpoint})
+    lake.create_namespace("news")
+    texts = lake.create_table("news.texts", schema=pa.schema([("id", pa.string()),
+                                                               ("text", pa.string())]))
+
+    def append(ids, rows):
+        texts.append(pa.table({"id": ids, "text": rows}))
+
+    append([f"g{i}" for i in range(12)], TEXTS[:12])
+    first_snapshot = texts.current_snapshot().snapshot_id
+
+    def grow(step):
+        if step == 1:
+            append([f"g{i}" for i in range(12, 16)], TEXTS[12:16])
+            return
+        texts.delete("id == 'g0'")
+        append(["g16", "g3-again"], [TEXTS[16], TEXTS[3]])
+
+    src, out = "iceberg://news.texts", "s3://emoray-test/lake-in/iceberg-out"
+    three_nights(tiny_model, src, out, grow, iceberg_catalog=catalog)
+    pinned = build_annotator(config(tiny_model, src, out, iceberg_catalog=catalog,
+                                    input_version=str(first_snapshot)))
+    assert locations.estimate_rows(pinned.in_fs, pinned.inputs) == 12
+    assert pinned._source_record == {"input_format": "iceberg",
+                                     "input_table_id": str(texts.metadata.table_uuid),
+                                     "input_version": str(first_snapshot)}
+    assert all(f.path.startswith("emoray-test/lake-in/warehouse/news/texts/data/")
+               for f in pinned.inputs)
