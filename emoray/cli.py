@@ -41,7 +41,8 @@ ENGINE_OVERRIDES = {
 }
 OVERRIDES = {
     **ENGINE_OVERRIDES, "input": "input", "input_version": "input_version", "output": "output",
-    "format": "format", "id_column": "id_column", "text_column": "text_column", "task_column": "task_column",
+    "since_last": "since_last", "format": "format", "id_column": "id_column",
+    "text_column": "text_column", "task_column": "task_column",
     "run_id": "run_id", "commit_rows": "commit_rows", "on_bad_file": "on_bad_file",
     "gate": "gate.enabled", "canary": "gate.canary",
 }
@@ -96,7 +97,14 @@ def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
     _engine_flags(p, config_default)
     p.add_argument("--input", help="s3://bucket/prefix or local file/folder (Parquet/JSONL/CSV), "
                    "or a Delta table")
-    p.add_argument("--input-version", help="Delta input: the version (N) or timestamp to read")
+    p.add_argument("--input-version", help="input table: the version (Delta), snapshot id "
+                   "(Iceberg) or timestamp to read")
+    since = p.add_mutually_exclusive_group()
+    since.add_argument("--since-last", action="store_const", const=True, dest="since_last",
+                       help="read only input the last completed night did not (default for "
+                       "nightly)")
+    since.add_argument("--full-input", action="store_const", const=False, dest="since_last",
+                       help="read the whole input")
     p.add_argument("--output", help="annotation table root: s3://bucket/prefix or local folder")
     p.add_argument("--format", choices=["auto", "parquet", "jsonl", "csv"])
     p.add_argument("--id-column")

@@ -215,6 +215,12 @@ class AnnotateConfig(_Strict):
         None, description="An input table's version to read: a Delta version or an Iceberg "
         "snapshot id, or an ISO 8601 timestamp (UTC without a zone); unset: its latest. The run "
         "records the version it read.")
+    since_last: bool = Field(
+        False, description="Read only the input the last completed night over this input, "
+        "model and prompt versions did not: a table's files added since the version it read, "
+        "files new or changed (size, modification time) since its manifest. The held check by "
+        "text hash still runs on what is read, so a rewritten file costs time, never a "
+        "duplicate. `emoray nightly` turns it on unless --full-input; annotate: --since-last.")
     iceberg_catalog: dict[str, str] = Field(
         default_factory=dict, description="pyiceberg catalog properties for an `iceberg://` "
         "input (`type`, `uri`, `warehouse`, `s3.endpoint`…; `name` the catalog's name, default "

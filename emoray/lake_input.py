@@ -13,7 +13,8 @@ column that is a Delta partition column (its values live in folder names).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 
@@ -31,12 +32,14 @@ UNREADABLE_FEATURES = {
 
 @dataclass(frozen=True)
 class TableInput:
-    """One snapshot of an input table: what the night read (`record`) and its data files."""
+    """One snapshot of an input table: what the night read (`record`), its data files, and the
+    data file URIs of an earlier version of the same table (`earlier`, for `since_last`)."""
 
     format: str
     table_id: str
     version: int
     files: tuple[InputFile, ...]
+    earlier: Callable[[int], list[str]] = field(compare=False, repr=False)
 
     def record(self) -> dict[str, str]:
         """The source as the run's commit info, report and dry run keep it."""
@@ -46,17 +49,25 @@ class TableInput:
 
 @dataclass(frozen=True)
 class NightInput:
-    """Where the night's rows are: the files' filesystem, the good files, the bad ones
-    ({path: reason}, under `on_bad_file` skip or quarantine) and the table snapshot, if any."""
+    """Where the night's rows are: the files' filesystem, the good files to read tonight, the bad
+    ones ({path: reason}, under `on_bad_file` skip or quarantine), the table snapshot if any,
+    what the run report keeps of the input (`read`), how many files an earlier night already
+    read (`skipped`), and why the whole input is read where `since_last` asked for less."""
 
     fs: pafs.FileSystem
     files: list[InputFile]
     bad_files: dict[str, str]
     table: TableInput | None
+    read: dict
+    skipped: int = 0
+    note: str | None = None
 
 
-def resolve(config: AnnotateConfig, columns: dict[str, str]) -> NightInput:
-    """The input `config` names, checked to hold `columns` ({role: name}) before any work."""
+def resolve(config: AnnotateConfig, columns: dict[str, str],
+            previous: dict | None = None) -> NightInput:
+    """The input `config` names, checked to hold `columns` ({role: name}) before any work; with
+    `previous` (what the last completed night over it read: `last_read`), only what it has not
+    read: a table's files added since the version it read, or files new or changed since."""
     uri, version = config.input, config.input_version
     if uri.startswith(ICEBERG):
         fs, snapshot = iceberg_input(uri, config.s3, config.iceberg_catalog, version)
@@ -68,11 +79,54 @@ def resolve(config: AnnotateConfig, columns: dict[str, str]) -> NightInput:
             raise ConfigError(f"--input-version {version} names a version of a table, but input "
                               f"{uri} is not one (no _delta_log/, not iceberg://)")
         else:
-            good, bad = screen_files(fs, list_inputs(uri, fs, path, config.format), columns,
-                                     config.on_bad_file)
-            return NightInput(fs, good, bad, None)
-    good, _ = screen_files(fs, list(snapshot.files), columns, "fail")
-    return NightInput(fs, good, {}, snapshot)
+            snapshot = None
+            found = list_inputs(uri, fs, path, config.format)
+    listed = list(snapshot.files) if snapshot else found
+    todo, note = (listed, None) if previous is None else (
+        added(snapshot, previous) if snapshot else changed(found, previous))
+    good, bad = screen_files(fs, todo, columns, "fail" if snapshot else config.on_bad_file
+                             ) if todo else ([], {})
+    read = (snapshot.record() if snapshot else
+            {"input_files": {f.path: f.stamp() for f in found if f.path not in bad}})
+    return NightInput(fs, good, bad, snapshot, read, len(listed) - len(todo), note)
+
+
+def last_read(reports: list[dict], config: AnnotateConfig, model: str,
+              versions: dict[str, str]) -> dict | None:
+    """What the newest completed night over `config.input` with this model and these prompt
+    versions read (its report's `input_read`), or None. Only a finished run writes its report,
+    so a crashed night never marks its input as read."""
+    for r in reports:
+        if (r.get("status") == "ok" and r.get("input") == config.input
+                and r.get("model") == model and r.get("prompt_versions") == versions
+                and "input_read" in r):
+            return r["input_read"]
+    return None
+
+
+def added(snapshot: TableInput, previous: dict) -> tuple[list[InputFile], str | None]:
+    """The snapshot's files that the version `previous` read did not hold (a rewritten file
+    counts as added: the held check by text hash skips its rows), and why all of them are read
+    where that version cannot tell."""
+    whole = list(snapshot.files)
+    if previous.get("input_table_id") != snapshot.table_id:
+        return whole, ("the input table is not the one the last night read (another table id): "
+                       "reading it whole")
+    version = int(previous["input_version"])
+    try:
+        before = {_file_path(u) for u in snapshot.earlier(version)}
+    except Exception as e:  # vacuumed, expired, or its log checkpointed away
+        return whole, (f"version {version} of the input table, which the last night read, "
+                       f"cannot be loaded ({e}): reading it whole")
+    return [f for f in whole if f.path not in before], None
+
+
+def changed(files: list[InputFile], previous: dict) -> tuple[list[InputFile], str | None]:
+    """`files` new or changed (size or modification time) since the manifest `previous`."""
+    stamps = previous.get("input_files")
+    if stamps is None:
+        return files, "the last night read a table here, not files: reading every file"
+    return [f for f in files if stamps.get(f.path) != f.stamp()], None
 
 
 def is_delta(fs: pafs.FileSystem, path: str) -> bool:
@@ -127,7 +181,12 @@ def delta_input(uri: str, s3: S3Config, columns: dict[str, str],
     files = _files(dt.file_uris())
     if not files:
         raise InputError(f"{where} holds no rows: nothing to annotate")
-    return TableInput("delta", dt.metadata().id, dt.version(), files)
+
+    def earlier(v: int) -> list[str]:
+        return DeltaTable(location, version=v,
+                          storage_options=s3clients.delta_options(location, s3)).file_uris()
+
+    return TableInput("delta", dt.metadata().id, dt.version(), files, earlier)
 
 
 def iceberg_input(uri: str, s3: S3Config, catalog: dict[str, str],
@@ -166,6 +225,11 @@ def iceberg_input(uri: str, s3: S3Config, catalog: dict[str, str],
             raise InputError(f"input table {uri} has no snapshot {version}")
     if snapshot is None:
         raise InputError(f"input table {uri} holds no snapshot: nothing to annotate")
+    def paths(snapshot_id: int) -> list[str]:
+        if table.snapshot_by_id(snapshot_id) is None:
+            raise InputError(f"snapshot {snapshot_id} has expired")
+        return [t.file.file_path for t in table.scan(snapshot_id=snapshot_id).plan_files()]
+
     tasks = list(table.scan(snapshot_id=snapshot.snapshot_id).plan_files())
     if any(t.delete_files for t in tasks):
         raise InputError(f"input Iceberg table {uri} (snapshot {snapshot.snapshot_id}) has delete "
@@ -180,4 +244,5 @@ def iceberg_input(uri: str, s3: S3Config, catalog: dict[str, str],
     location = table.location()
     fs, _ = filesystem_for(_file_path(location) if location.startswith("file://") else location,
                            s3)
-    return fs, TableInput("iceberg", str(table.metadata.table_uuid), snapshot.snapshot_id, files)
+    return fs, TableInput("iceberg", str(table.metadata.table_uuid), snapshot.snapshot_id, files,
+                          paths)

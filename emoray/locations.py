@@ -35,8 +35,17 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class InputFile:
+    """A data file to read; `size` and `mtime_ns` (as listed; -1 unknown) tell a changed file
+    from one a night already read."""
+
     path: str
     format: str
+    size: int = -1
+    mtime_ns: int = -1
+
+    def stamp(self) -> list[int]:
+        """What the run report keeps of the file, to know it next night."""
+        return [self.size, self.mtime_ns]
 
 
 CREDENTIAL_CHAIN = (
@@ -127,7 +136,7 @@ def list_inputs(uri: str, fs: pafs.FileSystem, path: str, fmt: str = "auto") -> 
         if not found:
             raise InputError(f"input {uri}: unknown file type; name it .parquet, .jsonl or .csv "
                              "or pass --format")
-        return [InputFile(path, found)]
+        return [InputFile(path, found, info.size, info.mtime_ns or -1)]
     files, entries = [], fs.get_file_info(pafs.FileSelector(path, recursive=True))
     tables = sorted(e.path.rsplit("/", 1)[0] for e in entries
                     if e.type == pafs.FileType.Directory and e.base_name == "_delta_log")
@@ -141,7 +150,7 @@ def list_inputs(uri: str, fs: pafs.FileSystem, path: str, fmt: str = "auto") -> 
             continue  # hidden as Spark and Hive hide them: `_temporary/`, `.crc`, `_SUCCESS`
         found = _format_of(entry.path, fmt)
         if found:
-            files.append(InputFile(entry.path, found))
+            files.append(InputFile(entry.path, found, entry.size, entry.mtime_ns or -1))
     if not files:
         raise InputError(f"input {uri} holds no .parquet, .jsonl or .csv files")
     return sorted(files, key=lambda f: f.path)
@@ -275,6 +284,8 @@ def read_inputs(fs: pafs.FileSystem, files: list[InputFile], id_column: str, tex
     for f in files:
         by_format.setdefault(f.format, []).append(f.path)
     columns = [id_column, text_column] + ([task_column] if task_column else [])
+    if not files:  # a night whose input holds nothing new (`since_last`)
+        return [ray.data.from_arrow(pa.table({c: pa.array([], pa.string()) for c in columns}))]
     out = []
     for fmt, paths in by_format.items():
         if fmt == "parquet":

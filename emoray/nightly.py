@@ -29,7 +29,10 @@ def for_date(config: AnnotateConfig, date: str | None) -> AnnotateConfig:
         from emoray.config import ConfigError
 
         raise ConfigError(f"--date {day!r} is not a date like 2026-11-22") from None
-    update: dict = {"input": config.input and config.input.replace("{date}", day)}
+    update: dict = {"input": config.input and config.input.replace("{date}", day),
+                    # a night reads what the last one did not, unless told otherwise
+                    "since_last": (config.since_last
+                                   or "since_last" not in config.model_fields_set)}
     if config.enrich is not None:
         e = config.enrich
         update["enrich"] = e.model_copy(update={

@@ -306,10 +306,14 @@ class Annotator:
         columns = {"id": config.id_column, "text": config.text_column}
         if config.task_column:
             columns["task"] = config.task_column
-        night = lake_input.resolve(config, columns)
-        self.in_fs, self.inputs, self.bad_files = night.fs, night.files, night.bad_files
-        self.source = night.table
-        """The input table's snapshot read tonight (`lake_input.TableInput`); None for files."""
+        self.night = lake_input.resolve(config, columns, self._last_read())
+        """What tonight reads (`lake_input.NightInput`): files, their filesystem, a table's
+        snapshot, what an earlier night already read."""
+        self.in_fs, self.inputs, self.bad_files = (self.night.fs, self.night.files,
+                                                   self.night.bad_files)
+        self.source = self.night.table
+        if self.night.note:
+            print(f"emoray: --since-last: {self.night.note}", file=sys.stderr)
         if config.task_column:
             locations.check_values(self.in_fs, self.inputs, config.task_column,
                                    [r.key for r in self.requests])
@@ -328,6 +332,16 @@ class Annotator:
             datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
         for reason in self.bad_files.values():
             print(f"emoray: skipping bad input file: {reason}", file=sys.stderr)
+
+    def _last_read(self) -> dict | None:
+        """With `since_last`, what the last completed night over this input, model and prompt
+        versions read (`lake_input.last_read`); None reads the whole input."""
+        cfg = self.config
+        annotations = table.AnnotationTable(cfg.output, cfg.s3)
+        if not cfg.since_last or not annotations.exists():
+            return None
+        return lake_input.last_read(table.run_reports(annotations), cfg, self.model.identity,
+                                    self.versions)
 
     def _warn_uncalibrated(self) -> None:
         """Name each class task the calibration file holds no temperature for (under this
@@ -786,7 +800,9 @@ class Annotator:
         table.write_report(self.table, {
             **summary.as_dict(), "model": self.model.identity, "model_source": self.model.source,
             "tasks": [r.key for r in self.requests], "input": self.config.input,
-            **self._source_record, "calibration": self._calibration_tag(), "chunks": writer.chunks - writer.first_chunk,
+            **self._source_record, "calibration": self._calibration_tag(),
+            "prompt_versions": self.versions, "input_read": self.night.read,
+            "input_files_read": len(self.inputs), "input_files_skipped": self.night.skipped, "chunks": writer.chunks - writer.first_chunk,
             "bad_files": self.bad_files,
             "engine_starts": counts.get("engine_starts", 0), "gate": gate,
             "missing_pairs": missing,

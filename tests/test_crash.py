@@ -39,7 +39,7 @@ def put_input(uri: str, start: int, n: int) -> None:
 def annotate_args(src: str, out: str, tiny_model, run_id: str) -> list[str]:
     return ["annotate", "--input", src, "--output", out, "--tasks", TASKS,
             "--model", str(tiny_model), *ENGINE_FLAGS, "--batch-size", "8", "--commit-rows", "10",
-            "--run-id", run_id]
+            "--run-id", run_id, "--since-last"]
 
 
 def data_files(out: str) -> set[str]:
@@ -93,6 +93,11 @@ def test_killed_driver_leaves_nothing_half_visible_and_the_rerun_completes(
     seen = seen_by_every_reader(out, spark)
     assert seen == {r: (ROWS * 2, 0) for r in READERS}
     assert table.runs(annotations)["crashed"]["rows_out"] == ROWS * 2
+    # --since-last: the crashed run recorded no input as read (its report is written last), so
+    # the re-run read the file again; once it completed, the file counts as read
+    reread = next(r for r in table.run_reports(annotations) if r["run_id"] == "crashed")
+    assert (reread["rows_in"], reread["input_files_read"], reread["input_files_skipped"]) == (
+        ROWS, 1, 0)
     assert cli.main(["table", "vacuum", out, "--retain-hours", "0", "--no-dry-run"]) == 0
     assert data_files(out) == set(annotations.file_uris())
 

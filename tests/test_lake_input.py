@@ -80,14 +80,19 @@ def test_a_delta_input_says_what_is_wrong_before_any_work(history, tiny_model, c
 
 
 def three_nights(tiny_model, src, out, grow, **kw):
-    """A first night over 12 texts, then `grow(1)` (4 more) and `grow(2)` (delete g0, add g16
-    and a new id g3-again for a known text), a night after each; each night's counts."""
-    nights = [build_annotator(config(tiny_model, src, out, **kw)).run()]
-    for step in (1, 2):
-        grow(step)
-        nights.append(build_annotator(config(tiny_model, src, out, **kw)).run())
-    assert [(n.rows_in, n.prompts_sent, n.rows_out) for n in nights] == [
-        (12, 12, 12), (16, 4, 4), (17, 1, 2)]
+    """A first night over 12 texts, then `grow(1)` (4 more) and `grow(2)` (delete g0, a
+    rewrite of its 12-row file; add g16 and a new id g3-again for a known text), a night after
+    each, every night reading only what the last did not (`since_last`); then a fourth night
+    with nothing new. Each night's rows read, prompts sent, rows written, files read."""
+    nights = [build_annotator(config(tiny_model, src, out, since_last=True, **kw)).run()]
+    for step in (1, 2, 3):
+        if step < 3:
+            grow(step)
+        nights.append(build_annotator(config(tiny_model, src, out, since_last=True,
+                                             **kw)).run())
+    reports = {r["run_id"]: r for r in table.run_reports(table.AnnotationTable(out))}
+    assert [(n.rows_in, n.prompts_sent, n.rows_out, reports[n.run_id]["input_files_read"])
+            for n in nights] == [(12, 12, 12, 1), (4, 4, 4, 1), (13, 1, 2, 2), (0, 0, 0, 0)]
     rows = table.AnnotationTable(out).read(columns=["doc_id", "status"])
     for seen in (rows, kernel_read(out, ["doc_id", "status"])):
         assert sorted(seen["doc_id"].to_pylist()) == sorted(
@@ -113,6 +118,28 @@ def test_nights_over_a_growing_delta_input_send_only_new_texts(s3_endpoint, ray_
     history = DeltaTable(out, storage_options=s3clients.delta_options(out, S3Config())).history()
     read = [h.get("input_version") for h in history if h.get("operation") == "WRITE"]
     assert read == ["3", "1", "0"]  # newest first: each night's commit names what it read
+    # the whole snapshot when asked (--full-input): 17 rows, nothing to send
+    whole = build_annotator(config(tiny_model, src, out)).run()
+    assert (whole.rows_in, whole.prompts_sent, whole.rows_out) == (17, 0, 0)
+
+
+def test_nights_over_a_growing_folder_read_new_and_changed_files(s3_endpoint, ray_local,
+                                                                tiny_model):
+    src, out = "s3://emoray-test/lake-in/folder", "s3://emoray-test/lake-in/folder-out"
+    put = locations.write_texts
+    s3 = S3Config()
+    put(src, s3, [f"f{i}" for i in range(6)], TEXTS[:6], name="a.parquet")
+    counts = []
+    for step in range(4):
+        if step == 1:
+            put(src, s3, ["f6", "f7", "f8"], TEXTS[6:9], name="b.parquet")
+        if step == 2:  # a.parquet rewritten with one more row
+            put(src, s3, [f"f{i}" for i in range(6)] + ["f9"], TEXTS[:6] + [TEXTS[9]],
+                name="a.parquet")
+        night = build_annotator(config(tiny_model, src, out, since_last=True)).run()
+        counts.append((night.rows_in, night.prompts_sent, night.rows_out))
+    assert counts == [(6, 6, 6), (3, 3, 3), (7, 1, 1), (0, 0, 0)]
+    assert table.AnnotationTable(out).read(columns=["doc_id"]).num_rows == 10
 
 
 def test_nights_over_a_growing_iceberg_input_send_only_new_texts(s3_endpoint, ray_local,
