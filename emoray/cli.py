@@ -240,8 +240,8 @@ def cmd_bench(args) -> int:
     unknown = sorted(set(sides) - set(SIDES))
     if unknown:
         raise ConfigError(f"--sides takes {', '.join(SIDES)}; unknown: {', '.join(unknown)}")
-    if args.scenario == "table" and len(sizes) < 2:
-        raise ConfigError("--rows takes NEW,STORED[,STORED...] for table, e.g. "
+    if args.scenario in ("table", "nightly-input") and len(sizes) < 2:
+        raise ConfigError(f"--rows takes NEW,STORED[,STORED...] for {args.scenario}, e.g. "
                           "1000,0,1000000,5000000")
     if args.scenario == "throughput" and len(sizes) != 2:
         raise ConfigError("--rows takes two sizes for throughput, e.g. 20000,100000")
@@ -500,9 +500,13 @@ def parser() -> argparse.ArgumentParser:
     b = _command(sub, "bench", help="bare LLM.generate, the engine and the full pipeline "
                        "side by side on the same prompts (rows/s, tokens/s, ratios)")
     b.add_argument("scenario", nargs="?", default="throughput",
-                   choices=["throughput", "nightly", "enrich", "table", "faults", "memory"],
+                   choices=["throughput", "nightly", "nightly-input", "enrich", "table",
+                            "faults", "memory"],
                    help="throughput: the sides of emoray.bench; nightly: re-run and crash "
-                   "figures; enrich: the Spark join (--rows ANNOTATED,DOWNSTREAM); table: a "
+                   "figures; nightly-input: a night of NEW texts read with --since-last from "
+                   "inputs (Parquet files, a Delta table) also holding STORED answered ones "
+                   "(--rows NEW,STORED,...); enrich: the Spark join (--rows "
+                   "ANNOTATED,DOWNSTREAM); table: a "
                    "nightly of NEW rows against stored tables (--rows NEW,STORED,...), commit "
                    "paths, files before/after optimize; faults: a multi-node local cluster "
                    "through a flaky S3 with a worker node removed mid-run (--rows N; --sides "

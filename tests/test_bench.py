@@ -99,3 +99,27 @@ def test_bench_faults_loses_worker_nodes_and_a_flaky_store_and_nothing_else(tmp_
     injected = dict(re.findall(r"injected (\w+) (\d+)", lines[11]))
     assert set(injected) >= {"slowdown", "reset"}
     assert lines[-1] == "missing 0, duplicates 0"
+
+
+def test_bench_nightly_input_reads_only_the_new_texts_at_every_size(ray_local, s3_endpoint,
+                                                                    tiny_model):
+    """`emoray bench nightly-input` small, in the suite's Ray and S3: at each size of answered
+    old input, Parquet files and a Delta table, the first night reads it all and sends nothing;
+    the night after the new texts arrive reads and sends the new texts only."""
+    from emoray.bench_input import input_bench
+    from emoray.config import EngineConfig
+    from tests.conftest import ENGINE_SETTINGS
+
+    engine = EngineConfig(model=str(tiny_model), enforce_eager=True, **ENGINE_SETTINGS)
+    result = input_bench(engine, 8, [0, 30], ["v_reg"], "s3://emoray-test/bench-input",
+                         file_rows=20)
+    assert result["tasks"] == ["v_reg"]
+    assert [(r["kind"], r["old_rows"]) for r in result["runs"]] == [
+        ("parquet", 0), ("parquet", 30), ("delta", 0), ("delta", 30)]
+    for run in result["runs"]:
+        night = run["night"]
+        assert (night["rows_in"], night["prompts"], night["rows_out"]) == (8, 8, 8), run
+        assert night["first_prompt_s"] > 0 and run["over_empty"] > 0
+        if run["old_rows"]:
+            first = run["first_night"]
+            assert (first["rows_in"], first["prompts"], first["rows_out"]) == (30, 0, 0), run

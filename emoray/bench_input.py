@@ -1,0 +1,90 @@
+"""`emoray bench nightly-input`: what a night of a few new texts costs as its input grows.
+
+For each input kind (a folder of Parquet files, a Delta table) and each size N of texts the
+table already answers: the input holds the N texts (`bench.stored_texts`: real distinct texts,
+real SHA-256 hashes, the table's rows written by `bench.fill_table` under the same doc ids),
+a first night reads it whole with `since_last` (nothing to send: its cost is what reading and
+checking N rows costs), then `new_rows` new texts arrive (one more file, or a Delta append) and
+the measured night reads only them (`since_last`). Every night runs on the warm engine of a
+warm-up night, so no night pays the model load the others do not.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+
+from emoray import locations, s3clients
+from emoray.bench import bench_texts, fill_table, stored_texts
+from emoray.config import AnnotateConfig, EngineConfig, S3Config
+from emoray.engine_pool import keep_warm
+from emoray.models import resolve_model
+from emoray.pipeline import build_annotator
+from emoray.tasks import resolve
+
+KINDS = ("parquet", "delta")
+
+
+def _ids(rows: int, file_rows: int) -> list[list[str]]:
+    """The doc ids of `fill_table`'s stored rows, file by file (`s<first row>-<i>`)."""
+    return [[f"s{start}-{i}" for i in range(min(file_rows, rows - start))]
+            for start in range(0, rows, file_rows)]
+
+
+def _append(kind: str, src: str, ids: list[str], texts: list[str], name: str) -> None:
+    """Add rows to the input: one more Parquet file, or one Delta append."""
+    if kind == "parquet":
+        locations.write_texts(src, S3Config(), ids, texts, name=f"{name}.parquet")
+        return
+    from deltalake import write_deltalake
+
+    write_deltalake(src, pa.table({"id": ids, "text": texts}), mode="append",
+                    storage_options=s3clients.delta_options(src, S3Config()))
+
+
+def _night(engine: EngineConfig, src: str, out: str, tasks: list[str]) -> dict:
+    t0 = time.perf_counter()
+    summary = build_annotator(AnnotateConfig(input=src, output=out, tasks=tasks, engine=engine,
+                                             since_last=True)).run()
+    return {"rows_in": summary.rows_in, "prompts": summary.prompts_sent,
+            "rows_out": summary.rows_out, "first_prompt_s": summary.first_prompt_s,
+            "total_s": round(time.perf_counter() - t0, 2)}
+
+
+def input_bench(engine: EngineConfig, new_rows: int, old_sizes: list[int], tasks: list[str],
+                root: str, file_rows: int = 500_000) -> dict:
+    """The measured nights of each kind and size (see the module's docstring), and each size's
+    night over the night of the same kind with no old input (`over_empty`)."""
+    from emoray import table
+
+    requests = resolve(tasks)[:1]
+    spec = resolve_model(engine.model)
+    versions = {r.task.name: engine.prompt_version(r.task, spec.prompt_format) for r in requests}
+    tasks = [requests[0].key]
+    new_texts = bench_texts(new_rows)
+    runs = []
+    with keep_warm():
+        warm = f"{root}/input-warm-up"
+        locations.write_texts(warm, S3Config(), ["w0", "w1"], ["warm up one", "warm up two"])
+        _night(engine, warm, f"{warm}-out", tasks)
+        for kind in KINDS:
+            for old in old_sizes:
+                src, out = f"{root}/input-{kind}-{old}", f"{root}/input-{kind}-{old}-out"
+                texts = stored_texts(old, 11)
+                fill_table(table.AnnotationTable(out), old, requests, spec.identity, versions,
+                           file_rows, texts=texts)
+                run = {"kind": kind, "old_rows": old, "new_rows": new_rows}
+                for k, ids in enumerate(_ids(old, file_rows)):
+                    _append(kind, src, ids, texts[k * file_rows:k * file_rows + len(ids)],
+                            f"old-{k}")
+                if old:
+                    run["first_night"] = _night(engine, src, out, tasks)
+                _append(kind, src, [f"n{i}" for i in range(new_rows)], new_texts, "new")
+                run["night"] = _night(engine, src, out, tasks)
+                runs.append(run)
+    for run in runs:
+        empty = next((r for r in runs if r["kind"] == run["kind"] and r["old_rows"] == 0), None)
+        if empty is not None:
+            run["over_empty"] = round(run["night"]["total_s"] / empty["night"]["total_s"], 2)
+    return {"tasks": tasks, "runs": runs}
