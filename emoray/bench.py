@@ -381,12 +381,6 @@ def main_bench(scenario: str, engine: EngineConfig, sizes: tuple[int, int], task
             result = table_bench(engine, sizes[0], list(sizes[1:]), tasks, "s3://emoray-bench")
             print(json.dumps(result, indent=None if as_json else 2))
             return
-        if scenario == "nightly-input":
-            from emoray.bench_input import input_bench
-
-            result = input_bench(engine, sizes[0], list(sizes[1:]), tasks, "s3://emoray-bench")
-            print(json.dumps(result, indent=None if as_json else 2))
-            return
         if scenario == "nightly":
             result = nightly_bench(engine, sizes[-1], tasks, "s3://emoray-bench", commit_rows)
             print(json.dumps(result, indent=None if as_json else 2))

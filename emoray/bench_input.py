@@ -11,6 +11,7 @@ warm-up night, so no night pays the model load the others do not.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pyarrow as pa
@@ -88,3 +89,15 @@ def input_bench(engine: EngineConfig, new_rows: int, old_sizes: list[int], tasks
         if empty is not None:
             run["over_empty"] = round(run["night"]["total_s"] / empty["night"]["total_s"], 2)
     return {"tasks": tasks, "runs": runs}
+
+
+def main_input(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
+               as_json: bool) -> None:
+    """`input_bench` against S3 on 127.0.0.1 and local Ray (`--rows NEW,OLD,OLD...`), printed."""
+    from emoray.runtime import start_ray
+    from emoray.s3local import local_s3
+
+    with local_s3("emoray-bench"):
+        start_ray()
+        result = input_bench(engine, sizes[0], list(sizes[1:]), tasks, "s3://emoray-bench")
+    print(json.dumps(result, indent=None if as_json else 2))
