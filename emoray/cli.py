@@ -269,6 +269,11 @@ def cmd_bench(args) -> int:
         main_campaign(config.engine, sizes[-1], args.tasks.split(","), sides == ("noop",),
                       config.batch_size, commit_rows, args.json)
         return EXIT_OK
+    if args.scenario == "nightly-input":
+        from emoray.bench_input import main_input
+
+        main_input(config.engine, sizes, args.tasks.split(","), args.json)
+        return EXIT_OK
     if args.scenario == "memory":
         from emoray.footprint import PLANS, main_memory
 
@@ -293,7 +298,8 @@ def cmd_enrich(args) -> int:
                  "output": args.output, "key": args.key, "model": args.model,
                  "format": args.format, "prefix": args.prefix, "master": args.master,
                  "partition_by": args.partition_by.split(",") if args.partition_by else None,
-                 "as_of": args.as_of, "reader": args.reader,
+                 "as_of": args.as_of, "reader": args.reader, "writer": args.writer,
+                 "downstream_version": args.downstream_version,
                  "s3.endpoint_url": args.s3_endpoint_url}
     config = load_config(args.config, overrides, model=EnrichConfig)
     config.require("annotations")
@@ -553,8 +559,10 @@ def parser() -> argparse.ArgumentParser:
                        "(Spark)")
     e.add_argument("--config", help="YAML profile of EnrichConfig settings")
     e.add_argument("--annotations", help="annotation table root (local, s3://, s3a://)")
-    e.add_argument("--downstream", help="dataset to enrich (Parquet, JSONL or CSV)")
-    e.add_argument("--output", help="where the enriched Parquet table goes")
+    e.add_argument("--downstream", help="dataset to enrich (Parquet, JSONL or CSV, or a Delta "
+                   "table)")
+    e.add_argument("--downstream-version", help="a Delta downstream's version or timestamp")
+    e.add_argument("--output", help="the enriched Delta table (one new version per run)")
     e.add_argument("--key", help="downstream key column matched to doc_id (default id)")
     e.add_argument("--model", help="model whose labels to join (default: the only one)")
     e.add_argument("--format", choices=["auto", "parquet", "jsonl", "csv"])
@@ -566,6 +574,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--reader", choices=["files", "delta"],
                    help="files: the snapshot's Parquet files (default); delta: format('delta'), "
                    "needs delta-spark")
+    e.add_argument("--writer", choices=["files", "delta"],
+                   help="files: Spark's Parquet files committed by emoray in one Delta "
+                   "transaction (default); delta: format('delta'), needs delta-spark")
     e.add_argument("--s3-endpoint-url")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_enrich)

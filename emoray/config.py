@@ -165,8 +165,18 @@ class EnrichConfig(_Strict):
     annotations: str | None = Field(
         None, description="Annotation table root (local, s3:// or s3a://); in a nightly "
         "profile, default: the annotate job's output.")
-    downstream: str = Field(..., description="Dataset to enrich: Parquet, JSONL or CSV path.")
-    output: str = Field(..., description="Where the enriched table is written (Parquet).")
+    downstream: str = Field(..., description="Dataset to enrich: Parquet, JSONL or CSV path, or "
+                            "a Delta table (read through one snapshot).")
+    downstream_version: str | None = Field(
+        None, description="A Delta downstream's version (or ISO timestamp) to join; unset: its "
+        "latest.")
+    output: str = Field(..., description="Where the enriched Delta table is (local, s3:// or "
+                        "s3a://): each run commits its rows as one new version.")
+    writer: Literal["files", "delta"] = Field(
+        "files", description="How the enriched table is written. files: Spark writes Parquet "
+        "files into a staging folder inside the table, emoray commits them in one Delta "
+        "transaction (works anywhere); delta: Spark's format('delta'), for clusters with "
+        "delta-spark on the classpath.")
     key: str = Field("id", description="Downstream column matched against doc_id.")
     format: Literal["auto", "parquet", "jsonl", "csv"] = Field(
         "auto", description="Downstream format; auto goes by file extension.")

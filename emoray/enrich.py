@@ -1,5 +1,7 @@
 """The Spark enrichment job: one snapshot of the annotation table → one wide row of typed
-affect columns per doc_id → left-joined onto a downstream dataset → partitioned Parquet.
+affect columns per doc_id → left-joined onto a downstream dataset (files, or a Delta table read
+through one snapshot) → the enriched Delta table, committed in one transaction
+(`emoray.enriched_table`): analysts see the previous version or the new one, never a mix.
 
 The annotation table is a Delta table (`emoray.table`). Where the cluster has delta-spark
 (`reader: delta`), Spark reads it with `format("delta")`; otherwise (`reader: files`, the
@@ -67,6 +69,8 @@ def s3a_conf(s3: S3Config) -> dict[str, str]:
 def spark_conf(config: EnrichConfig) -> dict[str, str]:
     conf = {"spark.sql.sources.partitionOverwriteMode": "dynamic",
             "spark.sql.session.timeZone": "UTC",
+            # Delta readers take timestamps as Parquet's micros, not Spark's default INT96
+            "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
             "spark.sql.sources.partitionColumnTypeInference.enabled": "false"}
     paths = (config.annotations, config.downstream, config.output)
     if any(p.startswith(("s3://", "s3a://")) for p in paths):
@@ -94,25 +98,37 @@ def _spark_path(path: str) -> str:
     return "s3a://" + path[len("s3://"):] if path.startswith("s3://") else path
 
 
+def delta_frame(spark, location: str, s3: S3Config, reader: str = "files",
+                as_of: str | int | None = None, what: str = "table"):
+    """One snapshot of the Delta table at `location` (latest, or `as_of`), as (Spark DataFrame,
+    its version): with `reader` files, exactly the Parquet files its log lists (partition
+    values from their paths; files written before a column existed read it as null); with
+    delta, Spark's `format("delta")` (clusters with delta-spark)."""
+    delta = table.AnnotationTable(location, s3)
+    try:
+        dt = delta.snapshot(as_of)
+    except table.TableError as e:
+        raise EnrichError(str(e) if what == "annotation table" else f"{what}: {e}") from None
+    if reader == "delta":
+        return (spark.read.format("delta").option("versionAsOf", dt.version())
+                .load(_spark_path(delta.uri)), dt.version())
+    files = [_spark_path(f) for f in delta.file_uris(dt)]
+    if not files:
+        raise EnrichError(f"{what} {location} has no committed rows (version {dt.version()})")
+    return (spark.read.option("basePath", _spark_path(delta.uri))
+            .option("mergeSchema", "true").parquet(*files), dt.version())
+
+
 def committed_annotations(spark, config: EnrichConfig):
     """One snapshot of the annotation table (latest, or `as_of`), as (Spark DataFrame, its
     Delta version)."""
-    annotations = table.AnnotationTable(config.annotations, config.s3)
     try:
-        dt = annotations.snapshot(config.as_of)
-    except table.TableError as e:
-        raise EnrichError(str(e)) from None
-    if config.reader == "delta":
-        return (spark.read.format("delta").option("versionAsOf", dt.version())
-                .load(_spark_path(annotations.uri)), dt.version())
-    files = [_spark_path(f) for f in annotations.file_uris(dt)]
-    if not files:
-        raise EnrichError(f"annotation table {config.annotations} has no committed rows (version "
-                          f"{dt.version()}); run `emoray annotate` first or check the path")
-    # partition values live in the paths (task=…), as Delta writes them; files written before
-    # a column existed lack it (mergeSchema reads it as null there)
-    return (spark.read.option("basePath", _spark_path(annotations.uri))
-            .option("mergeSchema", "true").parquet(*files), dt.version())
+        return delta_frame(spark, config.annotations, config.s3, config.reader, config.as_of,
+                           "annotation table")
+    except EnrichError as e:
+        if "has no committed rows" in str(e):
+            raise EnrichError(f"{e}; run `emoray annotate` first or check the path") from None
+        raise
 
 
 def latest_wide(long, config: EnrichConfig):
@@ -160,6 +176,18 @@ def latest_wide(long, config: EnrichConfig):
 
 
 def read_downstream(spark, config: EnrichConfig):
+    """The downstream dataset, as (Spark DataFrame, its Delta version or None): a Delta table
+    (a location holding `_delta_log/`) through one snapshot (`downstream_version` pins one),
+    never its removed files; else Parquet, CSV or JSON files."""
+    from emoray.lake_input import is_delta
+
+    fs, path = locations.filesystem_for(config.downstream.replace("s3a://", "s3://"), config.s3)
+    if is_delta(fs, path):
+        return delta_frame(spark, config.downstream, config.s3, config.reader,
+                           config.downstream_version, "downstream table")
+    if config.downstream_version is not None:
+        raise EnrichError(f"--downstream-version names a version of a Delta table, but "
+                          f"downstream {config.downstream} is not one (no _delta_log/)")
     path = _spark_path(config.downstream)
     fmt = config.format
     if fmt == "auto":
@@ -167,12 +195,52 @@ def read_downstream(spark, config: EnrichConfig):
         fmt = next((f for ext, f in locations.EXTENSIONS.items() if name.endswith(ext)), "parquet")
     try:
         if fmt == "parquet":
-            return spark.read.parquet(path)
+            return spark.read.parquet(path), None
         if fmt == "csv":
-            return spark.read.option("header", True).option("inferSchema", True).csv(path)
-        return spark.read.json(path)
+            return spark.read.option("header", True).option("inferSchema", True).csv(path), None
+        return spark.read.json(path), None
     except Exception as e:  # Spark's AnalysisException names the path
         raise EnrichError(f"cannot read downstream {config.downstream}: {e}") from None
+
+
+def write_enriched(enriched, config: EnrichConfig, info: dict[str, str]) -> int | None:
+    """Write the enriched rows as the output Delta table's next version (`enriched_table`:
+    Spark's Parquet files staged, one deltalake commit); with `writer` delta, Spark's own
+    `format("delta")` (clusters with delta-spark). Returns the version committed (None from
+    delta-spark)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from emoray import enriched_table
+
+    if config.writer == "delta":
+        writer = enriched.write.format("delta").mode("overwrite")
+        if config.partition_by:
+            writer = writer.partitionBy(*config.partition_by).option(
+                "partitionOverwriteMode", "dynamic")
+        writer.save(_spark_path(config.output))
+        return None
+    enriched_table.check_output(config.output, config.s3)
+    staged = enriched_table.staging_folder(config.output)
+    writer = enriched.write.mode("errorifexists")
+    if config.partition_by:
+        writer = writer.partitionBy(*config.partition_by)
+    writer.parquet(_spark_path(staged))
+    return enriched_table.commit_staged(config.output, staged, to_arrow_schema(enriched.schema),
+                                        config.partition_by, config.s3, info)
+
+
+def filled_counts(config: EnrichConfig, version: int | None) -> tuple[int, dict[str, int]]:
+    """The enriched table's version (`version`, or its latest) and, read through deltalake
+    (its partition values from the log: the staged files' paths are not Hive paths from the
+    table's root), its rows and the rows each affect column fills."""
+    import pyarrow.dataset as pads
+
+    dt = table.AnnotationTable(config.output, config.s3).snapshot(version)
+    data = dt.to_pyarrow_dataset()
+    affect = [c for c in data.schema.names if c.startswith(config.prefix)]
+    counts = {"rows": data.count_rows()}
+    counts.update({c: data.count_rows(filter=pads.field(c).is_valid()) for c in affect})
+    return dt.version(), counts
 
 
 def enrich(spark, config: EnrichConfig) -> dict:
@@ -180,7 +248,7 @@ def enrich(spark, config: EnrichConfig) -> dict:
     from pyspark.sql import functions as F
 
     t0 = time.perf_counter()
-    downstream = read_downstream(spark, config)
+    downstream, downstream_version = read_downstream(spark, config)
     if config.key not in downstream.columns:
         raise EnrichError(f"downstream {config.downstream} has no key column {config.key!r} "
                           f"(columns: {', '.join(downstream.columns)}); name it with --key")
@@ -211,14 +279,12 @@ def enrich(spark, config: EnrichConfig) -> dict:
             "lost: fix the key type or the ids")
     enriched = downstream.join(cast.drop("doc_id"), downstream[config.key] == cast["_key"],
                                "left").drop("_key")
-    writer = enriched.write.mode("overwrite")
-    if config.partition_by:
-        writer = writer.partitionBy(*config.partition_by)
-    writer.parquet(_spark_path(config.output))
-    out = spark.read.parquet(_spark_path(config.output))
-    affect = [c for c in out.columns if c.startswith(config.prefix)]
-    counts = out.agg(F.count(F.lit(1)).alias("rows"),
-                     *[F.count(c).alias(c) for c in affect]).collect()[0].asDict()
+    lineage = {"annotation_table_version": str(version), "model": model,
+               "downstream": config.downstream}
+    if downstream_version is not None:
+        lineage["downstream_version"] = str(downstream_version)
+    output_version = write_enriched(enriched, config, lineage)
+    output_version, counts = filled_counts(config, output_version)
     rows_in = downstream.count()
     latest = stats["latest"]
     labels = {}
@@ -226,7 +292,9 @@ def enrich(spark, config: EnrichConfig) -> dict:
         if r.label is not None:
             labels.setdefault(request_key(r.task, r.target), {})[r.label] = r["count"]
     return {
-        "model": model, "annotation_table_version": version, "downstream_rows": rows_in,
+        "model": model, "annotation_table_version": version,
+        "downstream_version": downstream_version, "output_version": output_version,
+        "downstream_rows": rows_in,
         "output_rows": counts.pop("rows"),
         "filled": counts, "superseded_annotations": stats["superseded_rows"],
         "label_distribution": labels, "wall_s": round(time.perf_counter() - t0, 2),

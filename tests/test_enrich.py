@@ -12,6 +12,14 @@ from emoray.config import S3Config
 from emoray.enrich import EnrichConfig, EnrichError, enrich, s3a_conf, spark_conf
 from tests.readers import kernel_read
 
+
+def enriched(spark, out, version=None):
+    """The enriched Delta table's latest snapshot (or `version`), read by deltalake (partition
+    values from the log) and handed to Spark with its Arrow types."""
+    from deltalake import DeltaTable
+
+    return spark.createDataFrame(DeltaTable(str(out), version=version).to_pyarrow_table())
+
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
 
 
@@ -69,7 +77,7 @@ def test_enrich_counts_types_latest_and_nulls(spark, annotations, downstream, tm
     out = tmp_path / "out"
     summary = enrich(spark, config(annotations, downstream, out))
     assert summary["downstream_rows"] == summary["output_rows"] == 5
-    df = spark.read.parquet(str(out))
+    df = enriched(spark, out)
     types = dict(df.dtypes)
     assert types["affect_valence"] == "double" and types["affect_valence_class"] == "int"
     assert types["affect_emotions"] == "array<string>"
@@ -104,7 +112,7 @@ def test_as_of_an_earlier_version_gives_its_labels(spark, annotations, downstrea
     then = enrich(spark, config(annotations, downstream, tmp_path / "then", as_of="1"))
     assert (now["annotation_table_version"], then["annotation_table_version"]) == (2, 1)
     assert now["output_rows"] == then["output_rows"] == 5
-    valence = {r.id: r.affect_valence for r in spark.read.parquet(str(tmp_path / "then")).collect()}
+    valence = {r.id: r.affect_valence for r in enriched(spark, tmp_path / "then").collect()}
     assert valence == {1: 0.25, 2: 0.5, 3: None, 4: None}
     assert cli.main(["enrich", "--annotations", str(annotations), "--downstream", str(downstream),
                      "--output", str(tmp_path / "cli"), "--as-of", "7"]) == cli.EXIT_INPUT
@@ -116,17 +124,66 @@ def test_rerun_is_idempotent_and_partition_overwrite_is_dynamic(
     out = tmp_path / "out"
     cfg = config(annotations, downstream, out, partition_by=["day"])
     enrich(spark, cfg)
-    first = sorted(map(tuple, spark.read.parquet(str(out)).collect()), key=str)
+    first = sorted(map(tuple, enriched(spark, out).collect()), key=str)
     enrich(spark, cfg)
-    assert sorted(map(tuple, spark.read.parquet(str(out)).collect()), key=str) == first
+    assert sorted(map(tuple, enriched(spark, out).collect()), key=str) == first
     # a re-run over only day=b replaces that partition and leaves day=a alone
     only_b = tmp_path / "down_b"
     only_b.mkdir()
     pq.write_table(pa.table({"id": [4], "day": ["b"], "body": ["only"]}), only_b / "p.parquet")
     enrich(spark, config(annotations, only_b, out, partition_by=["day"]))
-    df = spark.read.parquet(str(out))
+    df = enriched(spark, out)
     assert sorted(r.body for r in df.where("day = 'a'").collect()) == ["x", "y"]
     assert [r.body for r in df.where("day = 'b'").collect()] == ["only"]
+
+
+def test_each_run_is_one_delta_commit_and_a_crashed_write_leaves_the_last(
+        spark, annotations, downstream, tmp_path, capsys):
+    from deltalake import DeltaTable
+
+    from emoray.enriched_table import EnrichedTableError, staging_folder
+
+    out = tmp_path / "out"
+    enrich(spark, config(annotations, downstream, out, as_of="1"))
+    summary = enrich(spark, config(annotations, downstream, out))
+    assert summary["output_version"] == 1
+    history = DeltaTable(str(out)).history()
+    assert [(h["version"], h["operation"], h.get("annotation_table_version"))
+            for h in history] == [(1, "WRITE", "2"), (0, "CREATE TABLE", "1")]
+    valence = dict(zip(*kernel_read(str(out), ["id", "affect_valence"]).to_pydict().values()))
+    assert valence == {1: 0.25, 2: 0.75, 3: None, 4: None}  # id 2 twice: one entry per id
+    assert kernel_read(str(out), ["id"]).num_rows == 5
+    # a run killed after Spark wrote its files, before the commit: nothing of it is visible
+    enriched(spark, out).where("id = 1").write.parquet(staging_folder(str(out)))
+    assert kernel_read(str(out), ["id"]).num_rows == DeltaTable(str(out)).to_pyarrow_table(
+        ).num_rows == 5
+    assert enriched(spark, out, version=0).count() == 5  # time travel: the version before
+    assert cli.main(["table", "vacuum", str(out), "--retain-hours", "0", "--no-dry-run"]) == 0
+    assert len(list(out.rglob("*.parquet"))) == len(DeltaTable(str(out)).file_uris())
+    # an enriched table of an earlier emoray (plain Parquet) is not overwritten in place
+    old = tmp_path / "old"
+    old.mkdir()
+    pq.write_table(pa.table({"id": [1]}), old / "part-0.parquet")
+    with pytest.raises(EnrichedTableError, match="holds Parquet files but no Delta table"):
+        enrich(spark, config(annotations, downstream, old))
+
+
+def test_a_delta_downstream_is_read_through_its_snapshot(spark, annotations, tmp_path):
+    from deltalake import DeltaTable, write_deltalake
+
+    down = tmp_path / "down_delta"
+    write_deltalake(str(down), pa.table({"id": [1, 2, 2, 3, 4], "body": list("abcde")}))
+    write_deltalake(str(down), pa.table({"id": [1, 2, 9], "body": list("xyz")}),
+                    mode="overwrite")  # version 1: the first version's file is removed
+    out = tmp_path / "out"
+    now = enrich(spark, config(annotations, down, out))
+    assert (now["downstream_version"], now["downstream_rows"], now["output_rows"]) == (1, 3, 3)
+    assert sorted(r.body for r in enriched(spark, out).collect()) == ["x", "y", "z"]
+    then = enrich(spark, config(annotations, down, tmp_path / "then", downstream_version="0"))
+    assert (then["downstream_version"], then["output_rows"]) == (0, 5)
+    assert DeltaTable(str(tmp_path / "then")).history()[0]["downstream_version"] == "0"
+    with pytest.raises(EnrichError, match="downstream table: table .* has no version as of 7"):
+        enrich(spark, config(annotations, down, out, downstream_version="7"))
 
 
 def test_broadcast_and_shuffle_joins_give_the_same_rows(spark, annotations, downstream, tmp_path):
@@ -135,7 +192,7 @@ def test_broadcast_and_shuffle_joins_give_the_same_rows(spark, annotations, down
         spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold)
         out = tmp_path / f"out{threshold}"
         enrich(spark, config(annotations, downstream, out))
-        results.append(sorted(map(str, spark.read.parquet(str(out)).collect())))
+        results.append(sorted(map(str, enriched(spark, out).collect())))
     spark.conf.unset("spark.sql.autoBroadcastJoinThreshold")
     assert results[0] == results[1] and len(results[0]) == 5
 

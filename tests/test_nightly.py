@@ -5,6 +5,7 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
 from emoray import cli, table
 from tests.conftest import ENGINE_SETTINGS
@@ -34,13 +35,13 @@ def test_nightly_annotates_then_enriches_a_date_partition(spark, ray_local, tiny
     assert cli.main(args) == cli.EXIT_OK, capsys.readouterr().err[-2000:]
     printed = capsys.readouterr().out
     assert "enrich    4 of 4 downstream rows written with labels of" in printed
-    rows = {r.order: r for r in spark.read.parquet(
-        str(tmp_path / "enriched" / "date=2026-11-21")).collect()}
+    rows = {r["order"]: r for r in DeltaTable(
+        str(tmp_path / "enriched" / "date=2026-11-21")).to_pyarrow_table().to_pylist()}
     assert len(rows) == 4
-    assert rows[1].affect_valence is not None and rows[1].affect_emotions
-    assert rows[4].affect_valence == rows[1].affect_valence
-    assert rows[2].affect_valence is None  # empty text: no label
-    assert rows[3].affect_valence is None  # not annotated
+    assert rows[1]["affect_valence"] is not None and rows[1]["affect_emotions"]
+    assert rows[4]["affect_valence"] == rows[1]["affect_valence"]
+    assert rows[2]["affect_valence"] is None  # empty text: no label
+    assert rows[3]["affect_valence"] is None  # not annotated
 
     # the join fails after annotating (nothing new): a partial failure, labels kept
     night["enrich"]["key"] = "no_such_column"
