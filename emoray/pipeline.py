@@ -335,10 +335,11 @@ class Annotator:
 
     def _last_read(self) -> dict | None:
         """With `since_last`, what the last completed night over this input, model and prompt
-        versions read (`lake_input.last_read`); None reads the whole input."""
+        versions read (`lake_input.last_read`); None reads the whole input (so does `--full`,
+        which re-annotates everything)."""
         cfg = self.config
         annotations = table.AnnotationTable(cfg.output, cfg.s3)
-        if not cfg.since_last or not annotations.exists():
+        if not (cfg.since_last and cfg.incremental) or not annotations.exists():
             return None
         return lake_input.last_read(table.run_reports(annotations), cfg, self.model.identity,
                                     self.versions)
