@@ -5,7 +5,7 @@ table already answers: the input holds the N texts (`bench.stored_texts`: real d
 real SHA-256 hashes, the table's rows written by `bench.fill_table` under the same doc ids),
 a first night reads it whole with `since_last` (nothing to send: its cost is what reading and
 checking N rows costs), then `new_rows` new texts arrive (one more file, or a Delta append) and
-the measured night reads only them (`since_last`). Every night runs on the warm engine of a
+the measured night reads only them (`since_last`), twice over (`NIGHTS`). Every night runs on the warm engine of a
 warm-up night, so no night pays the model load the others do not.
 """
 
@@ -25,6 +25,9 @@ from emoray.pipeline import build_annotator
 from emoray.tasks import resolve
 
 KINDS = ("parquet", "delta")
+NIGHTS = 2
+"""Measured nights per size, each adding `new_rows` other new texts: the faster one counts (the
+machine is shared and noisy)."""
 
 
 def _ids(rows: int, file_rows: int) -> list[list[str]]:
@@ -56,14 +59,14 @@ def _night(engine: EngineConfig, src: str, out: str, tasks: list[str]) -> dict:
 def input_bench(engine: EngineConfig, new_rows: int, old_sizes: list[int], tasks: list[str],
                 root: str, file_rows: int = 500_000) -> dict:
     """The measured nights of each kind and size (see the module's docstring), and each size's
-    night over the night of the same kind with no old input (`over_empty`)."""
+    faster night over that of the same kind with no old input (`over_empty`)."""
     from emoray import table
 
     requests = resolve(tasks)[:1]
     spec = resolve_model(engine.model)
     versions = {r.task.name: engine.prompt_version(r.task, spec.prompt_format) for r in requests}
     tasks = [requests[0].key]
-    new_texts = bench_texts(new_rows)
+    new_texts = bench_texts(NIGHTS * new_rows)
     runs = []
     with keep_warm():
         warm = f"{root}/input-warm-up"
@@ -81,13 +84,17 @@ def input_bench(engine: EngineConfig, new_rows: int, old_sizes: list[int], tasks
                             f"old-{k}")
                 if old:
                     run["first_night"] = _night(engine, src, out, tasks)
-                _append(kind, src, [f"n{i}" for i in range(new_rows)], new_texts, "new")
-                run["night"] = _night(engine, src, out, tasks)
+                run["nights"] = []
+                for k in range(NIGHTS):
+                    _append(kind, src, [f"n{k}-{i}" for i in range(new_rows)],
+                            new_texts[k * new_rows:(k + 1) * new_rows], f"new-{k}")
+                    run["nights"].append(_night(engine, src, out, tasks))
+                run["night_s"] = min(n["total_s"] for n in run["nights"])
                 runs.append(run)
     for run in runs:
         empty = next((r for r in runs if r["kind"] == run["kind"] and r["old_rows"] == 0), None)
         if empty is not None:
-            run["over_empty"] = round(run["night"]["total_s"] / empty["night"]["total_s"], 2)
+            run["over_empty"] = round(run["night_s"] / empty["night_s"], 2)
     return {"tasks": tasks, "runs": runs}
 
 
