@@ -381,6 +381,16 @@ def cmd_table(args) -> int:
               f"{result['files']} data files of version {result['version']} (the rest had "
               f"theirs); {result['pruned']} sidecars of removed files deleted")
         return EXIT_OK
+    if args.action == "register":
+        from emoray.glue import register
+
+        if not (args.glue_database and args.name):
+            raise ConfigError("register takes --glue-database DB --name NAME")
+        done = register(annotations.uri, args.glue_database, args.name, config.s3)
+        print(json.dumps({"glue": f"{args.glue_database}.{args.name}", "entry": done})
+              if args.json else f"Glue table {args.glue_database}.{args.name} -> "
+              f"{annotations.uri}: {done}")
+        return EXIT_OK
     files = table.vacuum(annotations, args.retain_hours, dry_run=not args.no_dry_run)
     if args.json:
         print(json.dumps({"dry_run": not args.no_dry_run, "files": files}))
@@ -589,8 +599,10 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_runs)
     tb = _command(sub, "table", help="the annotation table (Delta): history, optimize, "
                         "vacuum, index (rebuild the key index the nightly held check reads), "
-                        "migrate from the old marker layout")
-    tb.add_argument("action", choices=["history", "optimize", "vacuum", "index", "migrate"])
+                        "migrate from the old marker layout, register (a Delta table's AWS "
+                        "Glue entry, e.g. the enriched table's)")
+    tb.add_argument("action", choices=["history", "optimize", "vacuum", "index", "migrate",
+                                       "register"])
     tb.add_argument("table", nargs="?", help="table location (default: the profile's output); "
                     "for migrate, the old marker-layout table")
     tb.add_argument("new", nargs="?", help="migrate: where the Delta table goes")
@@ -599,6 +611,8 @@ def parser() -> argparse.ArgumentParser:
                     help="vacuum: keep files a version of the last N hours references "
                     "(default 168, a week of time travel)")
     tb.add_argument("--no-dry-run", action="store_true", help="vacuum: delete (default: list)")
+    tb.add_argument("--glue-database", help="register: the Glue database of the entry")
+    tb.add_argument("--name", help="register: the Glue table name")
     tb.add_argument("--config")
     tb.add_argument("--s3-endpoint-url")
     tb.add_argument("--json", action="store_true")

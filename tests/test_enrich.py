@@ -256,3 +256,38 @@ def test_spark_joins_exactly_the_rows_delta_kernel_sees(spark, annotations):
     kernel = kernel_read(str(annotations), ["doc_id", "task", "run_id"]).to_pydict()
     assert sorted(zip(kernel["doc_id"], kernel["task"], kernel["run_id"])) == seen
     assert len(seen) == 9 and "r3" not in {run for _, _, run in seen}
+
+
+def test_register_gives_the_enriched_table_a_glue_entry(s3_endpoint, capsys):
+    """`emoray table register` against moto's Glue on 127.0.0.1: created with the Delta table's
+    location, type and columns; a second call changes nothing; a new column updates it."""
+    import boto3
+    from deltalake import write_deltalake
+
+    from emoray.s3clients import delta_options
+
+    uri = "s3://emoray-test/registered/posts_affect"
+    opts = delta_options(uri, S3Config())
+    write_deltalake(uri, pa.table({"id": [1], "affect_valence": [0.5]}), storage_options=opts)
+    glue = boto3.client("glue", region_name="us-east-1")
+    args = ["table", "register", uri, "--glue-database", "analytics", "--name", "posts_affect"]
+    assert cli.main(args) == cli.EXIT_INPUT
+    assert "Glue database 'analytics' does not exist" in capsys.readouterr().err
+    glue.create_database(DatabaseInput={"Name": "analytics"})
+    assert [cli.main(args), cli.main(args)] == [0, 0]
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"Glue table analytics.posts_affect -> {uri}: created",
+                   f"Glue table analytics.posts_affect -> {uri}: unchanged"]
+    entry = glue.get_table(DatabaseName="analytics", Name="posts_affect")["Table"]
+    assert entry["TableType"] == "EXTERNAL_TABLE"
+    assert entry["Parameters"]["table_type"] == "DELTA"
+    assert entry["StorageDescriptor"]["Location"] == uri
+    assert [(c["Name"], c["Type"]) for c in entry["StorageDescriptor"]["Columns"]] == [
+        ("id", "bigint"), ("affect_valence", "double")]
+    wider = pa.table({"id": [2], "affect_valence": [0.1], "affect_emotions": [["joy"]]})
+    write_deltalake(uri, wider, mode="append", schema_mode="merge", storage_options=opts)
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.strip().endswith(": updated")
+    columns = glue.get_table(DatabaseName="analytics", Name="posts_affect")["Table"][
+        "StorageDescriptor"]["Columns"]
+    assert columns[-1] == {"Name": "affect_emotions", "Type": "array<string>"}
