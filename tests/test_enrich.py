@@ -131,7 +131,17 @@ def test_rerun_is_idempotent_and_partition_overwrite_is_dynamic(
     only_b = tmp_path / "down_b"
     only_b.mkdir()
     pq.write_table(pa.table({"id": [4], "day": ["b"], "body": ["only"]}), only_b / "p.parquet")
+    from deltalake import DeltaTable
+
+    def files():
+        actions = pa.table(DeltaTable(str(out)).get_add_actions(flatten=True)).to_pylist()
+        return {day: {a["path"] for a in actions if a["partition.day"] == day}
+                for day in ("a", "b")}
+
+    before = files()
     enrich(spark, config(annotations, only_b, out, partition_by=["day"]))
+    after = files()
+    assert after["a"] == before["a"] and not after["b"] & before["b"]  # only day=b rewritten
     df = enriched(spark, out)
     assert sorted(r.body for r in df.where("day = 'a'").collect()) == ["x", "y"]
     assert [r.body for r in df.where("day = 'b'").collect()] == ["only"]
