@@ -10,6 +10,7 @@ from urllib.parse import quote, quote_plus
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 import yaml
 
 from emoray import cli, locations, table
@@ -73,7 +74,7 @@ def test_no_credential_value_in_output_reports_commits_tables_or_logs(
         if p.is_file() and p.suffix != ".parquet":
             seen[str(p)] = p.read_text(errors="replace")
     seen["local table"] = _strings(table.AnnotationTable(str(tmp_path / "affect")).read())
-    seen["enriched"] = _strings(pq.read_table(tmp_path / "enriched"))
+    seen["enriched"] = _strings(DeltaTable(str(tmp_path / "enriched")).to_pyarrow_table())
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
     for p in logs.rglob("*"):
         if p.is_file():
