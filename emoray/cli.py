@@ -40,7 +40,8 @@ ENGINE_OVERRIDES = {
     "s3_endpoint_url": "s3.endpoint_url", "s3_region": "s3.region",
 }
 OVERRIDES = {
-    **ENGINE_OVERRIDES, "input": "input", "input_version": "input_version", "output": "output",
+    **ENGINE_OVERRIDES, "input": "input", "input_version": "input_version", "where": "where",
+    "output": "output",
     "since_last": "since_last", "format": "format", "id_column": "id_column",
     "text_column": "text_column", "task_column": "task_column",
     "run_id": "run_id", "commit_rows": "commit_rows", "on_bad_file": "on_bad_file",
@@ -97,6 +98,8 @@ def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
     _engine_flags(p, config_default)
     p.add_argument("--input", help="s3://bucket/prefix or local file/folder (Parquet/JSONL/CSV), "
                    "or a Delta table")
+    p.add_argument("--where", help="partitioned input: read only the files whose partition "
+                   "folders satisfy this SQL predicate, e.g. \"date >= '2026-12-01'\"")
     p.add_argument("--input-version", help="input table: the version (Delta), snapshot id "
                    "(Iceberg) or timestamp to read")
     since = p.add_mutually_exclusive_group()

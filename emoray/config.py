@@ -161,6 +161,12 @@ class GateConfig(_Strict):
         "is the mean over its targets.")
 
 
+class GlueEntry(_Strict):
+    glue_database: str = Field(..., description="The AWS Glue database of the entry (it must "
+                               "exist).")
+    name: str = Field(..., description="The table's name in that database.")
+
+
 class EnrichConfig(_Strict):
     annotations: str | None = Field(
         None, description="Annotation table root (local, s3:// or s3a://); in a nightly "
@@ -183,7 +189,12 @@ class EnrichConfig(_Strict):
     model: str | None = Field(None, description="Model whose labels to join; default: the only "
                               "model in the table (an error when there are several).")
     partition_by: list[str] = Field(default_factory=list, description="Downstream columns to "
-                                    "partition the output by (dynamic partition overwrite).")
+                                    "partition the output by: a night replaces the partitions it "
+                                    "wrote (with a Delta downstream, only those that changed).")
+    glue_entry: GlueEntry | None = Field(
+        None, alias="register", description="(Profile key `register`.) Keep the enriched "
+        "table's AWS Glue entry current after each commit (as `emoray table register`), so Athena, Trino and Spark on EMR find it by name; the "
+        "output must be on S3.")
     prefix: str = Field("affect_", description="Prefix of every added column.")
     names: dict[str, str] = Field(default_factory=dict, description="Column name overrides by "
                                   "task or task:target, e.g. {v_reg: valence_score}.")
@@ -236,6 +247,10 @@ class AnnotateConfig(_Strict):
         "input (`type`, `uri`, `warehouse`, `s3.endpoint`…; `name` the catalog's name, default "
         "`default`); the endpoint and region of `s3` fill in those unset. Empty: pyiceberg's "
         "own configuration (~/.pyiceberg.yaml, PYICEBERG_CATALOG__* variables).")
+    where: str | None = Field(
+        None, description="Only the input files whose Hive-style partition folders "
+        "(`date=2026-12-05/`) satisfy this DuckDB SQL predicate, e.g. `date >= '2026-12-01'`: "
+        "the others are never opened. Input of plain files only.")
     output: str | None = Field(None, description="Annotation table root: s3://bucket/prefix or "
                                "local.")
     format: Literal["auto", "parquet", "jsonl", "csv"] = Field(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 
-from emoray import s3clients
+from emoray import partitions, s3clients
 from emoray.config import AnnotateConfig, ConfigError, S3Config
 from emoray.locations import InputError, InputFile, filesystem_for, list_inputs, screen_files
 
@@ -81,6 +81,14 @@ def resolve(config: AnnotateConfig, columns: dict[str, str],
         else:
             snapshot = None
             found = list_inputs(uri, fs, path, config.format)
+            if config.where:
+                found = partitions.select(found, config.where, uri)
+                if not found:
+                    raise InputError(f"no file of input {uri} lies in a partition that "
+                                     f"satisfies --where {config.where!r}")
+    if snapshot and config.where:
+        raise ConfigError(f"--where filters the partition folders of an input of files; input "
+                          f"{uri} is a {snapshot.format} table: drop --where")
     listed = list(snapshot.files) if snapshot else found
     todo, note = (listed, None) if previous is None else (
         added(snapshot, previous) if snapshot else changed(found, previous))

@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from emoray import s3clients
+from emoray import partitions, s3clients
 from emoray.config import ConfigError, S3Config
 
 EXTENSIONS = {
@@ -42,6 +42,8 @@ class InputFile:
     format: str
     size: int = -1
     mtime_ns: int = -1
+    partitions: tuple[tuple[str, str], ...] = ()
+    """The Hive-style `key=value` folders above it inside the input (`partitions.values`)."""
 
     def stamp(self) -> list[int]:
         """What the run report keeps of the file, to know it next night."""
@@ -113,6 +115,11 @@ def filesystem_for(uri: str, s3: S3Config) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
+def spark_path(uri: str) -> str:
+    """`uri` as Spark's Hadoop filesystems name it (s3:// is s3a:// there)."""
+    return "s3a://" + uri[len("s3://"):] if uri.startswith("s3://") else uri
+
+
 def _format_of(path: str, fmt: str) -> str | None:
     if fmt != "auto":
         return fmt
@@ -150,7 +157,8 @@ def list_inputs(uri: str, fs: pafs.FileSystem, path: str, fmt: str = "auto") -> 
             continue  # hidden as Spark and Hive hide them: `_temporary/`, `.crc`, `_SUCCESS`
         found = _format_of(entry.path, fmt)
         if found:
-            files.append(InputFile(entry.path, found, entry.size, entry.mtime_ns or -1))
+            files.append(InputFile(entry.path, found, entry.size, entry.mtime_ns or -1,
+                                   partitions.values(path, entry.path)))
     if not files:
         raise InputError(f"input {uri} holds no .parquet, .jsonl or .csv files")
     return sorted(files, key=lambda f: f.path)
@@ -173,7 +181,7 @@ def file_problem(fs: pafs.FileSystem, f: InputFile, columns: dict[str, str]) -> 
     """Why `f` cannot be annotated (unreadable, or lacking a needed column), or None.
     `columns` maps a role ("id", "text") to the column name configured for it."""
     try:
-        names = _schema(fs, f).names
+        names = _schema(fs, f).names + [k for k, _ in f.partitions]
     except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as e:
         return f"cannot read {f.format} file {f.path}: {e}"
     for role, column in columns.items():
@@ -228,6 +236,14 @@ def check_values(fs: pafs.FileSystem, files: list[InputFile], column: str,
     """Fail before any GPU work when a row's `column` holds a value outside `allowed` (nulls
     pass), naming the file, the row and the allowed values."""
     for f in files:
+        folder = dict(f.partitions).get(column)
+        if folder is not None and folder not in allowed:
+            raise InputError(
+                f"file {f.path}: its partition folder {column}={folder} asks a task that is not "
+                f"among the requested tasks ({', '.join(allowed)}); add it to --tasks or "
+                "leave the folder out (--where)")
+        if folder is not None:
+            continue
         values = pc.cast(_read_column(fs, f, column), pa.string())
         bad = pc.and_(pc.invert(pc.is_in(values, pa.array(allowed))), pc.is_valid(values))
         rows = pc.indices_nonzero(pc.fill_null(bad, False))
@@ -284,22 +300,24 @@ def read_inputs(fs: pafs.FileSystem, files: list[InputFile], id_column: str, tex
     for f in files:
         by_format.setdefault(f.format, []).append(f.path)
     columns = [id_column, text_column] + ([task_column] if task_column else [])
+    folders = {k for f in files for k, _ in f.partitions}
+    in_files = [c for c in columns if c not in folders]  # Ray Data adds the others from paths
     if not files:  # a night whose input holds nothing new (`since_last`)
         return [ray.data.from_arrow(pa.table({c: pa.array([], pa.string()) for c in columns}))]
     out = []
     for fmt, paths in by_format.items():
         if fmt == "parquet":
-            schema = plain_types(_schema(fs, InputFile(paths[0], fmt)), columns)
+            schema = plain_types(_schema(fs, InputFile(paths[0], fmt)), in_files)
             ds = ray.data.read_parquet(paths, filesystem=fs, columns=columns, schema=schema)
         elif fmt == "csv":
             ds = ray.data.read_csv(
                 paths, filesystem=fs, file_extensions=None,
                 convert_options=pacsv.ConvertOptions(
-                    include_columns=columns,
+                    include_columns=in_files,
                     column_types={id_column: pa.string(), text_column: pa.binary(),
                                   **({task_column: pa.string()} if task_column else {})},
                     strings_can_be_null=False, quoted_strings_can_be_null=False),
-            )
+            ).select_columns(columns)
         else:
             ds = ray.data.read_json(paths, filesystem=fs, file_extensions=None)
             ds = ds.select_columns(columns)

@@ -33,7 +33,7 @@ AEB_DIR = Path(os.environ.get("EMORAY_AEB_DIR", REPO / "emoray" / "data" / "aeb"
 FAST = {"test_table.py", "test_lock.py", "test_tasks.py", "test_metrics.py", "test_config.py",
         "test_cluster_config.py", "test_progress.py", "test_calibration.py", "test_cost.py",
         "test_imports.py", "test_stages.py", "test_routing.py", "test_contract.py",
-        "test_labels.py", "test_flaky_store.py", "test_footprint.py"}
+        "test_labels.py", "test_flaky_store.py", "test_footprint.py", "test_partitions.py"}
 """The modules of the fast tier (`make test-fast`): table in, table out, with no Ray and no
 engine started; what you run while changing code."""
 

@@ -26,7 +26,8 @@ def write(uri, ids, texts, mode="append", **kw):
 
 def config(tiny_model, src, out="s3://emoray-test/lake-in/unused", **kw):
     engine = EngineConfig(model=str(tiny_model), enforce_eager=True, **ENGINE_SETTINGS)
-    return AnnotateConfig(input=src, output=out, tasks=["v_reg"], engine=engine, **kw)
+    return AnnotateConfig(input=src, output=out, tasks=kw.pop("tasks", ["v_reg"]), engine=engine,
+                          **kw)
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +141,33 @@ def test_nights_over_a_growing_folder_read_new_and_changed_files(s3_endpoint, ra
         counts.append((night.rows_in, night.prompts_sent, night.rows_out))
     assert counts == [(6, 6, 6), (3, 3, 3), (7, 1, 1), (0, 0, 0)]
     assert table.AnnotationTable(out).read(columns=["doc_id"]).num_rows == 10
+
+
+def test_a_partitioned_folder_reads_the_partitions_where_names(s3_endpoint, ray_local,
+                                                               tiny_model):
+    """Hive-style folders: `--where` over their columns rules files out before any is opened,
+    and a folder column serves as the task column."""
+    src, out = "s3://emoray-test/lake-in/parted-files", "s3://emoray-test/lake-in/parted-out"
+    layout = {"date=2026-11-30/task=v_reg": 2, "date=2026-12-01/task=v_reg": 3,
+              "date=2026-12-01/task=v_oc": 1, "date=2026-12-02/task=v_oc": 2}
+    first = 0
+    for folder, n in layout.items():
+        locations.write_texts(f"{src}/{folder}", S3Config(), [f"h{first + i}" for i in range(n)],
+                              TEXTS[first:first + n])
+        first += n
+    settings = {"task_column": "task", "tasks": ["v_reg", "v_oc"]}
+    where = "date >= '2026-12-01'"
+    with pytest.raises(ConfigError, match=r"--where \"lang = 'en'\" cannot be applied to input "
+                       r".*Binder Error.*partition columns \(date, task\)"):
+        build_annotator(config(tiny_model, src, out, where="lang = 'en'", **settings))
+    with pytest.raises(ConfigError, match="is a delta table: drop --where"):
+        build_annotator(config(tiny_model, "s3://emoray-test/lake-in/parted", where=where))
+    night = build_annotator(config(tiny_model, src, out, where=where, **settings)).run()
+    assert (night.rows_in, night.prompts_sent, night.rows_out) == (6, 6, 6)
+    rows = table.AnnotationTable(out).read(columns=["doc_id", "task", "status"])
+    assert sorted(zip(*(rows[c].to_pylist() for c in ("doc_id", "task", "status")))) == [
+        ("h2", "v_reg", "ok"), ("h3", "v_reg", "ok"), ("h4", "v_reg", "ok"),
+        ("h5", "v_oc", "ok"), ("h6", "v_oc", "ok"), ("h7", "v_oc", "ok")]
 
 
 def test_nights_over_a_growing_iceberg_input_send_only_new_texts(s3_endpoint, ray_local,
