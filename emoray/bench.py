@@ -595,21 +595,16 @@ def _small_nights(root: str, model: str, nights: int = 30, rows: int = 1000) -> 
             "optimize_s": round(time.perf_counter() - t0, 2)}
 
 
-def enrich_bench(downstream_rows: int, annotated_docs: int, workdir: str) -> dict:
-    """The Spark join on local paths: `annotated_docs` docs with four labels each (committed as
-    one run) joined onto `downstream_rows` rows; timed twice in one Spark session (the first run
-    includes JVM warm-up)."""
+def _bench_annotations(docs, run: str) -> pa.Table:
+    """Four labels (v_reg, v_oc, ei_reg:joy, e_c) for each doc id of `docs`, as run `run`."""
     from datetime import datetime, timezone
 
     import numpy as np
-    import pyarrow.fs as pafs
 
     from emoray import table
-    from emoray.enrich import EnrichConfig, enrich, spark_session
 
-    n = annotated_docs
-    ids = pa.array(np.arange(n).astype(str))
-    rng = np.random.default_rng(0)
+    n, rng = len(docs), np.random.default_rng(len(docs))
+    ids = pa.array(docs.astype(str))
     parts = []
     for task, target, score in [("v_reg", None, rng.random(n)), ("v_oc", None,
                                 rng.integers(-3, 4, n).astype(float)),
@@ -617,7 +612,7 @@ def enrich_bench(downstream_rows: int, annotated_docs: int, workdir: str) -> dic
         cols = {f.name: pa.nulls(n, f.type) for f in table.SCHEMA}
         cols.update(doc_id=ids, task=pa.array([task] * n), target=pa.array([target] * n, pa.string()),
                     status=pa.array(["ok"] * n), model=pa.array(["bench"] * n),
-                    prompt_version=pa.array(["v"] * n), run_id=pa.array(["bench"] * n),
+                    prompt_version=pa.array(["v"] * n), run_id=pa.array([run] * n),
                     annotated_at=pa.array([datetime.now(timezone.utc)] * n,
                                           pa.timestamp("us", tz="UTC")))
         if score is not None:
@@ -625,27 +620,57 @@ def enrich_bench(downstream_rows: int, annotated_docs: int, workdir: str) -> dic
         else:
             cols["labels"] = pa.array([["joy"] if i % 2 else ["anger", "fear"] for i in range(n)])
         parts.append(pa.table(cols, schema=table.SCHEMA))
-    annotations = f"{workdir}/annotations"
-    writer = table.ChunkWriter(table.AnnotationTable(annotations), "bench", 10**9)
-    writer.write(pa.concat_tables(parts))
-    writer.flush()
-    down = f"{workdir}/downstream"
-    pafs.LocalFileSystem().create_dir(down)
-    m = downstream_rows
-    pq.write_table(pa.table({"id": np.arange(m), "day": pa.array(
-        (np.arange(m) % 7).astype(str)), "value": rng.random(m)}), f"{down}/part-0.parquet")
-    config = EnrichConfig(annotations=annotations, downstream=down, output=f"{workdir}/out",
-                          partition_by=["day"], spark_conf={"spark.ui.enabled": "false"})
-    spark = spark_session(config)
-    runs = []
-    for _ in range(2):
+    return pa.concat_tables(parts)
+
+
+def enrich_bench(downstream_rows: int, annotated_docs: int, workdir: str, days: int = 30,
+                 new_rows: int = 1000) -> dict:
+    """The Spark join on local paths, one Spark session: `annotated_docs` docs with four labels
+    each joined onto a Delta downstream of `downstream_rows` rows over `days` date partitions.
+    Runs: the first version (whole, with the JVM's warm-up), a night with nothing new, a night
+    after `new_rows` downstream rows and their labels arrived in one date (only that partition
+    rewritten), and the same state enriched whole into a new table (what the night cost before
+    it rewrote only what changed). Each run's wall time and commit time."""
+    import numpy as np
+    from deltalake import write_deltalake
+
+    from emoray import table
+    from emoray.enrich import EnrichConfig, enrich, spark_session
+
+    def commit(docs: np.ndarray, run: str) -> None:
+        writer = table.ChunkWriter(table.AnnotationTable(annotations), run, 10**9)
+        writer.write(_bench_annotations(docs, run))
+        writer.flush()
+
+    def rows(ids: np.ndarray, day: np.ndarray) -> pa.Table:
+        return pa.table({"id": ids, "day": pa.array(day.astype(str)),
+                         "value": np.random.default_rng(len(ids)).random(len(ids))})
+
+    annotations, down, m = f"{workdir}/annotations", f"{workdir}/downstream", downstream_rows
+    commit(np.arange(annotated_docs), "bench")
+    write_deltalake(down, rows(np.arange(m), np.arange(m) % days), partition_by=["day"])
+    settings = {"annotations": annotations, "downstream": down, "partition_by": ["day"],
+                "spark_conf": {"spark.ui.enabled": "false"}}
+    spark = spark_session(EnrichConfig(output=f"{workdir}/out", **settings))
+    runs = {}
+
+    def run(name: str, output: str) -> None:
         t0 = time.perf_counter()
-        summary = enrich(spark, config)
-        wall = time.perf_counter() - t0
-        runs.append({"wall_s": round(wall, 2), "output_rows": summary["output_rows"],
-                     "rows_per_s": round(m / wall, 1)})
+        summary = enrich(spark, EnrichConfig(output=output, **settings))
+        runs[name] = {"wall_s": round(time.perf_counter() - t0, 2),
+                      "commit_s": summary["commit_s"], "output_rows": summary["output_rows"],
+                      "partitions_rewritten": summary["partitions_rewritten"]}
+
+    run("first", f"{workdir}/out")
+    run("nothing_new", f"{workdir}/out")
+    new = np.arange(m, m + new_rows)
+    write_deltalake(down, rows(new, np.zeros(new_rows, int)), mode="append", partition_by=["day"])
+    commit(new, "bench-night")
+    run("night", f"{workdir}/out")
+    run("whole", f"{workdir}/out-whole")
     spark.stop()
-    return {"downstream_rows": m, "annotated_docs": n, "annotation_rows": 4 * n,
-            "filled_valence": summary["filled"].get("affect_valence"),
-            "first_run": runs[0], "second_run": runs[1],
-            "output_rows_match": all(r["output_rows"] == m for r in runs)}
+    return {"downstream_rows": m, "annotated_docs": annotated_docs, "days": days,
+            "new_rows": new_rows, "runs": runs,
+            "night_over_whole": round(runs["night"]["wall_s"] / runs["whole"]["wall_s"], 3),
+            "output_rows_match": runs["night"]["output_rows"] == runs["whole"]["output_rows"]
+            == m + new_rows}

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import time
 
-from emoray import locations, table
+from emoray import enrich_scope, locations, table
+from emoray.locations import spark_path
 from emoray.config import EnrichConfig, S3Config
 from emoray.statuses import LATEST, USABLE
 from emoray.tasks import TASKS, request_key
@@ -94,10 +95,6 @@ def spark_session(config: EnrichConfig):
     return spark
 
 
-def _spark_path(path: str) -> str:
-    return "s3a://" + path[len("s3://"):] if path.startswith("s3://") else path
-
-
 def delta_frame(spark, location: str, s3: S3Config, reader: str = "files",
                 as_of: str | int | None = None, what: str = "table"):
     """One snapshot of the Delta table at `location` (latest, or `as_of`), as (Spark DataFrame,
@@ -111,11 +108,11 @@ def delta_frame(spark, location: str, s3: S3Config, reader: str = "files",
         raise EnrichError(str(e) if what == "annotation table" else f"{what}: {e}") from None
     if reader == "delta":
         return (spark.read.format("delta").option("versionAsOf", dt.version())
-                .load(_spark_path(delta.uri)), dt.version())
-    files = [_spark_path(f) for f in delta.file_uris(dt)]
+                .load(spark_path(delta.uri)), dt.version())
+    files = [spark_path(f) for f in delta.file_uris(dt)]
     if not files:
         raise EnrichError(f"{what} {location} has no committed rows (version {dt.version()})")
-    return (spark.read.option("basePath", _spark_path(delta.uri))
+    return (spark.read.option("basePath", spark_path(delta.uri))
             .option("mergeSchema", "true").parquet(*files), dt.version())
 
 
@@ -188,7 +185,7 @@ def read_downstream(spark, config: EnrichConfig):
     if config.downstream_version is not None:
         raise EnrichError(f"--downstream-version names a version of a Delta table, but "
                           f"downstream {config.downstream} is not one (no _delta_log/)")
-    path = _spark_path(config.downstream)
+    path = spark_path(config.downstream)
     fmt = config.format
     if fmt == "auto":
         name = config.downstream.rstrip("/").lower()
@@ -203,11 +200,13 @@ def read_downstream(spark, config: EnrichConfig):
         raise EnrichError(f"cannot read downstream {config.downstream}: {e}") from None
 
 
-def write_enriched(enriched, config: EnrichConfig, info: dict[str, str]) -> int | None:
+def write_enriched(enriched, config: EnrichConfig, info: dict[str, str],
+                   replace: frozenset[tuple] | None = None) -> tuple[int | None, float]:
     """Write the enriched rows as the output Delta table's next version (`enriched_table`:
-    Spark's Parquet files staged, one deltalake commit); with `writer` delta, Spark's own
-    `format("delta")` (clusters with delta-spark). Returns the version committed (None from
-    delta-spark)."""
+    Spark's Parquet files staged, one deltalake commit that also replaces the partitions
+    `replace` names); with `writer` delta, Spark's own `format("delta")` (clusters with
+    delta-spark). Returns the version committed (None from delta-spark) and the seconds the
+    commit took (0 from delta-spark: Spark's write commits)."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
     from emoray import enriched_table
@@ -217,16 +216,18 @@ def write_enriched(enriched, config: EnrichConfig, info: dict[str, str]) -> int 
         if config.partition_by:
             writer = writer.partitionBy(*config.partition_by).option(
                 "partitionOverwriteMode", "dynamic")
-        writer.save(_spark_path(config.output))
-        return None
+        writer.save(spark_path(config.output))
+        return None, 0.0
     enriched_table.check_output(config.output, config.s3)
     staged = enriched_table.staging_folder(config.output)
     writer = enriched.write.mode("errorifexists")
     if config.partition_by:
         writer = writer.partitionBy(*config.partition_by)
-    writer.parquet(_spark_path(staged))
-    return enriched_table.commit_staged(config.output, staged, to_arrow_schema(enriched.schema),
-                                        config.partition_by, config.s3, info)
+    writer.parquet(spark_path(staged))
+    t0 = time.perf_counter()
+    version = enriched_table.commit_staged(config.output, staged, to_arrow_schema(enriched.schema),
+                                           config.partition_by, config.s3, info, replace)
+    return version, round(time.perf_counter() - t0, 3)
 
 
 def filled_counts(config: EnrichConfig, version: int | None) -> tuple[int, dict[str, int]]:
@@ -248,6 +249,9 @@ def enrich(spark, config: EnrichConfig) -> dict:
     from pyspark.sql import functions as F
 
     t0 = time.perf_counter()
+    if config.glue_entry and not table._uri(config.output).startswith("s3://"):
+        raise EnrichError(f"register: output {config.output} is not on S3, and a Glue entry "
+                          "points at an s3:// table: drop `register` or write the table to S3")
     downstream, downstream_version = read_downstream(spark, config)
     if config.key not in downstream.columns:
         raise EnrichError(f"downstream {config.downstream} has no key column {config.key!r} "
@@ -283,8 +287,18 @@ def enrich(spark, config: EnrichConfig) -> dict:
                "downstream": config.downstream}
     if downstream_version is not None:
         lineage["downstream_version"] = str(downstream_version)
-    output_version = write_enriched(enriched, config, lineage)
+    scoped = enrich_scope.scope(spark, config, downstream, downstream_version, version, model,
+                                enriched.columns)
+    if scoped.partitions is not None:
+        enriched = enrich_scope.only(enriched, scoped.partitions, config.partition_by)
+    output_version, commit_s = write_enriched(enriched, config, lineage, scoped.partitions)
     output_version, counts = filled_counts(config, output_version)
+    glue = None
+    if config.glue_entry:
+        from emoray.glue import register
+
+        glue = register(config.output, config.glue_entry.glue_database, config.glue_entry.name,
+                        config.s3)
     rows_in = downstream.count()
     latest = stats["latest"]
     labels = {}
@@ -294,10 +308,13 @@ def enrich(spark, config: EnrichConfig) -> dict:
     return {
         "model": model, "annotation_table_version": version,
         "downstream_version": downstream_version, "output_version": output_version,
-        "downstream_rows": rows_in,
+        "downstream_rows": rows_in, "rewritten": scoped.reason,
+        "partitions_rewritten": (None if scoped.partitions is None
+                                 else len(scoped.partitions)),
         "output_rows": counts.pop("rows"),
-        "filled": counts, "superseded_annotations": stats["superseded_rows"],
+        "filled": counts, "superseded_annotations": stats["superseded_rows"], "glue": glue,
         "label_distribution": labels, "wall_s": round(time.perf_counter() - t0, 2),
+        "commit_s": commit_s,
     }
 
 
@@ -305,8 +322,13 @@ def render(summary: dict) -> str:
     lines = [f"enriched {summary['output_rows']} of {summary['downstream_rows']} downstream rows "
              f"with labels of {summary['model']} (annotation table version "
              f"{summary['annotation_table_version']}) in {summary['wall_s']} s",
+             f"  output version {summary['output_version']}: rewrote "
+             + ("the whole table" if summary["partitions_rewritten"] is None else
+                f"{summary['partitions_rewritten']} partitions") + f" ({summary['rewritten']})",
              f"  older annotations superseded by a later run: {summary['superseded_annotations']}",
              "  rows with each affect column filled:"]
+    if summary.get("glue"):
+        lines.insert(2, f"  Glue entry {summary['glue']}")
     lines += [f"    {c:40} {n}" for c, n in summary["filled"].items()]
     for task, dist in sorted(summary["label_distribution"].items()):
         lines.append(f"  {task}: " + ", ".join(f"{k} {v}" for k, v in sorted(dist.items())))

@@ -98,10 +98,13 @@ def file_stats(metadata: pq.FileMetaData) -> str:
 
 
 def commit_staged(output: str, staged: str, schema: pa.Schema, partition_by: list[str],
-                  s3: S3Config, info: dict[str, str]) -> int:
+                  s3: S3Config, info: dict[str, str],
+                  replace: frozenset[tuple] | None = None) -> int:
     """Make the Parquet files under `staged` the enriched table's next version (see the module's
-    docstring), with `info` in its commit info; then delete what else Spark left there (its
-    `_SUCCESS` and checksum files). Returns the new version."""
+    docstring), with `info` in its commit info; with `partition_by`, the partitions `replace`
+    names (values in `partition_by` order) are replaced too, written or not (a partition whose
+    rows all left the downstream). Then delete what else Spark left there (its `_SUCCESS` and
+    checksum files). Returns the new version."""
     from deltalake import DeltaTable
     from deltalake import Schema as DeltaSchema
     from deltalake.transaction import (AddAction, CommitProperties, RemoveAction,
@@ -112,7 +115,8 @@ def commit_staged(output: str, staged: str, schema: pa.Schema, partition_by: lis
     fs, root = locations.filesystem_for(uri, s3)
     _, staged_path = locations.filesystem_for(table._uri(staged), s3)
     adds, leftovers, now = [], [], int(time.time() * 1000)
-    for f in fs.get_file_info(pafs.FileSelector(staged_path, recursive=True)):
+    for f in fs.get_file_info(pafs.FileSelector(staged_path, recursive=True,
+                                                allow_not_found=True)):
         if f.type != pafs.FileType.File:
             continue
         relative = f.path[len(staged_path):].strip("/")
@@ -132,7 +136,8 @@ def commit_staged(output: str, staged: str, schema: pa.Schema, partition_by: lis
     else:
         dt = DeltaTable(uri, storage_options=options)
         if partition_by:
-            written = {tuple(a.partition_values[c] for c in partition_by) for a in adds}
+            written = {tuple(a.partition_values[c] for c in partition_by) for a in adds} | {
+                tuple(map(_text, values)) for values in replace or ()}
             removes = []
             for a in pa.table(dt.get_add_actions(flatten=True)).to_pylist():
                 values = {c: _text(a.get(f"partition.{c}")) for c in partition_by}

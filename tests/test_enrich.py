@@ -196,6 +196,44 @@ def test_a_delta_downstream_is_read_through_its_snapshot(spark, annotations, tmp
         enrich(spark, config(annotations, down, out, downstream_version="7"))
 
 
+def test_a_night_rewrites_only_the_partitions_that_changed(spark, annotations, tmp_path):
+    """A Delta downstream partitioned by day: a night replaces the days holding a downstream row
+    added or removed, or a doc with a new annotation, and leaves the others' files alone; what
+    it leaves is what a whole rewrite gives."""
+    from deltalake import DeltaTable, write_deltalake
+
+    down, out = tmp_path / "down_days", tmp_path / "out"
+    write_deltalake(str(down), pa.table({"id": [1, 2, 3, 4, 6], "day": list("abccd"),
+                                         "body": list("vwxyz")}), partition_by=["day"])
+    cfg = config(annotations, down, out, partition_by=["day"])
+    assert (enrich(spark, cfg)["rewritten"], enrich(spark, cfg)["partitions_rewritten"]) == (
+        "the enriched table's first version", 0)  # a second night with nothing new: 0
+
+    def files():
+        actions = pa.table(DeltaTable(str(out)).get_add_actions(flatten=True)).to_pylist()
+        return {a["partition.day"]: a["path"] for a in actions}
+
+    before = files()
+    assert sorted(before) == list("abcd") and DeltaTable(str(out)).version() == 1
+    write_deltalake(str(down), pa.table({"id": [5], "day": ["c"], "body": ["u"]}), mode="append",
+                    partition_by=["day"])
+    DeltaTable(str(down)).delete("day = 'b'")
+    commit(annotations, "r4", [row("1", "v_reg", score=0.125, run="r4", at=T0 + timedelta(days=3))])
+    night = enrich(spark, cfg)
+    assert (night["rewritten"], night["partitions_rewritten"], night["output_rows"]) == (
+        "3 partitions changed", 3, 5)
+    after = files()
+    assert sorted(after) == list("acd") and after["d"] == before["d"]
+    assert after["a"] != before["a"] and after["c"] != before["c"]
+    whole = enrich(spark, config(annotations, down, tmp_path / "whole", partition_by=["day"]))
+    assert whole["rewritten"] == "the enriched table's first version"
+    key = ["id", "day", "body", "affect_valence"]
+    assert sorted(kernel_read(str(out), key).to_pylist(), key=str) == sorted(
+        kernel_read(str(tmp_path / "whole"), key).to_pylist(), key=str)
+    assert dict(zip(*kernel_read(str(out), ["id", "affect_valence"]).to_pydict().values()))[1] \
+        == 0.125
+
+
 def test_broadcast_and_shuffle_joins_give_the_same_rows(spark, annotations, downstream, tmp_path):
     results = []
     for threshold in ("10485760", "-1"):
@@ -215,6 +253,9 @@ def test_bad_inputs_fail_before_the_join(spark, annotations, downstream, tmp_pat
         enrich(spark, config(tmp_path / "empty", downstream, out))
     with pytest.raises(EnrichError, match="model 'Emoopt-13b' has no annotations"):
         enrich(spark, config(annotations, downstream, out, model="Emoopt-13b"))
+    with pytest.raises(EnrichError, match=f"register: output {out} is not on S3"):
+        enrich(spark, config(annotations, downstream, out,
+                             register={"glue_database": "analytics", "name": "posts"}))
     commit(annotations, "r4", [row("abc", "v_reg", score=0.1, run="r4")])
     with pytest.raises(EnrichError, match=r"1 annotation doc_ids cannot be cast .*'id' \(bigint\)"):
         enrich(spark, config(annotations, downstream, out))

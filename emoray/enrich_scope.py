@@ -1,0 +1,111 @@
+"""Which partitions of a partitioned enriched table a night must rewrite.
+
+When the downstream is a Delta table and the enriched table's latest version was committed by
+the same job (same downstream, model, partition columns and columns), a row of the enriched
+table can only have changed if its downstream row lies in a file added or removed since the
+downstream version that commit joined, or its doc id has an annotation committed since the
+annotation table version it joined. The night rewrites the partitions holding such rows and
+no other (`enriched_table.commit_staged` replaces exactly those); the rest stay as the last
+commit left them. Anything that breaks that reasoning (the first night, a pinned version, a
+plain-file downstream, another model, new columns, an earlier version that cannot be loaded)
+rewrites the whole table, and the summary says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emoray import table
+from emoray.locations import spark_path
+from emoray.config import EnrichConfig
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What tonight rewrites: `partitions` (partition values, as tuples in `partition_by`
+    order) or the whole table (None), and why."""
+
+    partitions: frozenset[tuple] | None
+    reason: str
+
+
+def _added_removed(location: str, config: EnrichConfig, since: int,
+                   now: int) -> tuple[list[str], list[str]]:
+    """Data file URIs the Delta table at `location` added and removed between two versions."""
+    delta = table.AnnotationTable(location, config.s3)
+    before = set(delta.file_uris(delta.snapshot(since)))
+    after = set(delta.file_uris(delta.snapshot(now)))
+    return sorted(after - before), sorted(before - after)
+
+
+def whole_reason(config: EnrichConfig, downstream_version: int | None, model: str,
+                 columns: list[str]) -> str | dict:
+    """Why tonight rewrites the whole table, or the last commit's info to diff against."""
+    if not config.partition_by:
+        return "no partition_by: the whole table is one unit"
+    if config.writer != "files" or downstream_version is None:
+        return "the downstream is not a Delta table: what changed in it is unknown"
+    if config.as_of is not None or config.downstream_version is not None:
+        return "a pinned version (--as-of or --downstream-version)"
+    out = table.AnnotationTable(config.output, config.s3)
+    if not out.exists():
+        return "the enriched table's first version"
+    dt = out.snapshot()
+    last = dt.history(1)[0]
+    if (last.get("emoray") != "enrich" or last.get("downstream") != config.downstream
+            or last.get("model") != model or "downstream_version" not in last):
+        return "the latest version joined another downstream or model"
+    if [f.name for f in dt.schema().fields] != columns:
+        return "the enriched columns changed"
+    if list(dt.metadata().partition_columns) != list(config.partition_by):
+        return "the partition columns changed"
+    return last
+
+
+def scope(spark, config: EnrichConfig, downstream, downstream_version: int | None,
+          annotation_version: int, model: str, columns: list[str]) -> Scope:
+    """Tonight's `Scope` for the enriched rows `columns` of `model` joined from `downstream`
+    (a Spark DataFrame of the downstream at `downstream_version`) and the annotation table at
+    `annotation_version`."""
+    from pyspark.sql import functions as F
+
+    last = whole_reason(config, downstream_version, model, columns)
+    if isinstance(last, str):
+        return Scope(None, last)
+    parts = list(config.partition_by)
+    try:
+        added, removed = _added_removed(config.downstream, config, int(last["downstream_version"]),
+                                        downstream_version)
+        annotated, _ = _added_removed(config.annotations, config, int(
+            last["annotation_table_version"]), annotation_version)
+    except Exception as e:  # vacuumed or checkpointed away: no way to tell what changed
+        return Scope(None, f"an earlier version cannot be loaded ({e})")
+    frames = []
+    if added or removed:
+        base = spark_path(table.AnnotationTable(config.downstream, config.s3).uri)
+        frames.append(spark.read.option("basePath", base).option("mergeSchema", "true")
+                      .parquet(*map(spark_path, added + removed)).select(*parts))
+    if annotated:
+        docs = spark.read.parquet(*map(spark_path, annotated)).select("doc_id").distinct()
+        key_type = downstream.schema[config.key].dataType
+        docs = docs.select(F.col("doc_id").try_cast(key_type).alias("_key"))
+        frames.append(downstream.join(docs, downstream[config.key] == docs["_key"], "left_semi")
+                      .select(*parts))
+    touched = set()
+    for frame in frames:
+        touched |= {tuple(r) for r in frame.distinct().collect()}
+    return Scope(frozenset(touched), f"{len(touched)} partitions changed")
+
+
+def only(enriched, partitions: frozenset[tuple], partition_by: list[str]):
+    """The rows of `enriched` in `partitions` (null-safe: a null partition value matches)."""
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    if not partitions:
+        return enriched.limit(0)
+    match = [reduce(lambda a, b: a & b, [F.col(c).eqNullSafe(F.lit(v))
+                                         for c, v in zip(partition_by, values)])
+             for values in sorted(partitions, key=str)]
+    return enriched.where(reduce(lambda a, b: a | b, match))
