@@ -31,7 +31,11 @@ def test_cluster_profile_has_gate_and_nightly_enrichment():
     night = for_date(cluster, "2026-11-22")
     assert night.input == "s3://my-data-lake/texts/date=2026-11-22/"
     assert night.enrich.annotations == cluster.output
-    assert night.enrich.output.endswith("/date=2026-11-22/")
+    # one enriched Delta table for every night, partitioned by date, kept in Glue by name
+    assert night.enrich.output == "s3://my-data-lake/analytics/posts_affect/"
+    assert night.enrich.partition_by == ["date"]
+    assert (night.enrich.glue_entry.glue_database, night.enrich.glue_entry.name) == (
+        "analytics", "posts_affect")
     assert night.enrich.s3.region == cluster.s3.region == "us-east-1"
     with pytest.raises(ConfigError, match="--date '22/11/2026' is not a date"):
         for_date(cluster, "22/11/2026")

@@ -105,11 +105,20 @@ def test_iam_policy_grants_the_profiles_prefixes_and_nothing_else():
     policy = json.loads((REPO / "conf" / "iam-policy.json").read_text())
     granted: dict[str, set[str]] = {}
     listable: list[str] = []
+    glue = [st for st in policy["Statement"] if st["Sid"] == "KeepTheEnrichedTablesGlueEntry"]
     for st in policy["Statement"]:
         assert st["Effect"] == "Allow" and "NotAction" not in st and "NotResource" not in st
         actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
         resources = [st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"]
         assert all("*" not in a for a in actions)
+        if st in glue:  # exactly what `emoray.glue.register` calls, on the profile's entry
+            entry = load_config(REPO / "conf" / "cluster.yaml", environ={}).enrich.glue_entry
+            region = "arn:aws:glue:us-east-1:111122223333"
+            assert sorted(actions) == ["glue:CreateTable", "glue:GetDatabase", "glue:GetTable",
+                                       "glue:UpdateTable"]
+            assert resources == [f"{region}:catalog", f"{region}:database/{entry.glue_database}",
+                                 f"{region}:table/{entry.glue_database}/{entry.name}"]
+            continue
         for a in actions:
             assert a in {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject",
                          "s3:AbortMultipartUpload"}, a
