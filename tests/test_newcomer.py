@@ -49,7 +49,8 @@ def test_misspelt_key_names_the_closest_valid_one():
         load_config(None, {"engine.modle": "x", "concurency": 2})
     lines = sorted(str(e.value).splitlines()[1:])
     assert lines[0].startswith("  concurency: unknown key; did you mean 'concurrency'? valid "
-                               "keys here: input, output, format,")
+                               "keys here: input, input_version, since_last, iceberg_catalog, "
+                               "where, output, format,")
     assert lines[1].startswith("  engine.modle: unknown key; did you mean 'model'? valid keys "
                                "here: model, device, tensor_parallel_size,")
 
