@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
@@ -121,38 +122,61 @@ def candidates(dt, dataset: pads.Dataset, root: str,
     return out
 
 
-def _sidecar(fs: pafs.FileSystem, root: str, c: Candidate,
-             held: pads.Expression) -> tuple[pa.Table | None, int]:
-    """The sidecar's rows the held filter keeps and its size, or (None, 0) when it is absent."""
+def _sidecar(fs: pafs.FileSystem, root: str, c: Candidate, held: pads.Expression,
+             wanted: np.ndarray | None) -> tuple[pa.Table | None, int, int]:
+    """The sidecar's rows the held filter keeps (of them, with `wanted`, only those whose key
+    is in it or null), its size and its row count; (None, 0, 0) when it is absent."""
     path = sidecar_path(root, c.rel)
     try:
         with fs.open_input_file(path) as f:
             size = f.size()
-            return pq.read_table(f).filter(held), size
+            # strings stay dictionary-encoded until the rows tonight can match are taken: a
+            # sidecar holds one model and prompt version, decoding them all cost 4x the read
+            keys = pq.read_table(f, read_dictionary=list(COLUMNS))
     except FileNotFoundError:
-        return None, 0
+        return None, 0, 0
     except OSError as e:  # S3 reports a missing key as an OSError naming it
         if "NotFound" in str(e) or "NoSuchKey" in str(e) or "does not exist" in str(e):
-            return None, 0
+            return None, 0, 0
         raise
+    return _only(keys, wanted).cast(SCHEMA).filter(held), size, keys.num_rows
+
+
+def _only(keys: pa.Table, wanted: np.ndarray | None) -> pa.Table:
+    """Key rows whose key is in `wanted` (sorted, unique) or null; all of them without it."""
+    if wanted is None:
+        return keys
+    column = keys["key"].combine_chunks()
+    found = column.fill_null(0).to_numpy()
+    if len(wanted):
+        at = np.minimum(np.searchsorted(wanted, found), len(wanted) - 1)
+        keep = wanted[at] == found
+    else:
+        keep = np.zeros(len(found), bool)
+    keep |= ~column.is_valid().to_numpy(zero_copy_only=False)
+    return keys.filter(pa.array(keep))
 
 
 def scan(dt, dataset: pads.Dataset, fs: pafs.FileSystem, root: str,
-         held: pads.Expression, read: Read) -> Iterator[tuple[Candidate, pa.Table]]:
+         held: pads.Expression, read: Read,
+         wanted: np.ndarray | None = None) -> Iterator[tuple[Candidate, pa.Table]]:
     """Each candidate data file of the snapshot `dt` (its pyarrow `dataset`) with its key rows
-    under `held`: from its sidecar, or from the file itself when it has none. Counts what was
-    read in `read`."""
+    under `held` (with `wanted`, sorted keys: only the rows whose key is one of them, or
+    null): from its sidecar, or from the file itself when it has none. Counts what was read
+    in `read`."""
     files = candidates(dt, dataset, root, held)
     read.add(table_files=len(dt.file_uris()), candidate_files=len(files))
     with ThreadPoolExecutor(READERS) as pool:
-        for c, (keys, size) in zip(files, pool.map(lambda c: _sidecar(fs, root, c, held),
-                                                   files)):
+        for c, (keys, size, rows) in zip(files, pool.map(
+                lambda c: _sidecar(fs, root, c, held, wanted), files)):
             if keys is None:
                 keys = c.read_keys(dataset.schema, held)
+                rows = keys.num_rows
+                keys = _only(keys, wanted)
                 read.add(files_without_sidecar=1)
             else:
                 read.add(sidecars_read=1, sidecar_bytes=size)
-            read.add(key_rows=keys.num_rows)
+            read.add(key_rows=rows)
             yield c, keys
 
 
@@ -177,7 +201,7 @@ def match(dt, fs: pafs.FileSystem, root: str, held: pads.Expression, survey: Sur
     """Mark in `survey` which of tonight's keys the snapshot `dt` holds (`Survey.add_stored`,
     from the key index) and return the files that hold any."""
     dataset, fragments = dt.to_pyarrow_dataset(), {}
-    for c, keys in scan(dt, dataset, fs, root, held, read):
+    for c, keys in scan(dt, dataset, fs, root, held, read, survey.keys):
         if survey.add_stored(c.fragment.path, keys, requests):
             fragments[c.fragment.path] = c.fragment
             read.add(matched_files=1, matched_rows=c.rows)
@@ -191,7 +215,7 @@ def index(dt, fs: pafs.FileSystem, root: str) -> dict[str, int]:
     files = candidates(dt, dataset, root, everything)
     written = 0
     for c in files:
-        if _sidecar(fs, root, c, everything)[0] is None:
+        if fs.get_file_info(sidecar_path(root, c.rel)).type == pafs.FileType.NotFound:
             _store(fs, root, c.rel, c.read_keys(dataset.schema, everything))
             written += 1
     return {"files": len(files), "written": written}
