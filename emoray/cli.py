@@ -219,8 +219,8 @@ def cmd_nightly(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from emoray.demo import BUCKET, run_demo, tiny_model
-    from emoray.s3local import local_s3
+    from emoray.tools.demo import BUCKET, run_demo, tiny_model
+    from emoray.tools.local_s3 import local_s3
 
     model = args.model or str(tiny_model())
     with local_s3(BUCKET):
@@ -235,8 +235,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from emoray.bench import SIDES, main_bench
-    from emoray.demo import tiny_model
+    from emoray.tools.bench import SIDES, main_bench
+    from emoray.tools.demo import tiny_model
 
     sizes = tuple(int(x) for x in args.rows.split(","))
     sides = tuple(args.sides.split(","))
@@ -267,18 +267,18 @@ def cmd_bench(args) -> int:
     commit_rows = args.commit_rows or {"nightly": 5000, "faults": 1000}.get(args.scenario,
                                                                            100_000)
     if args.scenario == "faults":
-        from emoray.campaign import main_campaign
+        from emoray.tools.bench_faults import main_campaign
 
         main_campaign(config.engine, sizes[-1], args.tasks.split(","), sides == ("noop",),
                       config.batch_size, commit_rows, args.json)
         return EXIT_OK
     if args.scenario == "nightly-input":
-        from emoray.bench_input import main_input
+        from emoray.tools.bench_nightly_input import main_input
 
         main_input(config.engine, sizes, args.tasks.split(","), args.json)
         return EXIT_OK
     if args.scenario == "memory":
-        from emoray.footprint import PLANS, main_memory
+        from emoray.tools.bench_memory import PLANS, main_memory
 
         plans = tuple(args.plans.split(","))
         if set(plans) - set(PLANS) or len(set(plans)) < len(plans):
@@ -406,7 +406,7 @@ def cmd_table(args) -> int:
 
 
 def cmd_tiny_model(args) -> int:
-    from emoray.tiny_model import build_tiny_model
+    from emoray.tools.tiny_model import build_tiny_model
 
     out = build_tiny_model(args.dir, args.shape, arch=args.arch)
     print(f"{args.shape} {args.arch} checkpoint (random weights, meaningless labels) written to "
@@ -521,7 +521,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("scenario", nargs="?", default="throughput",
                    choices=["throughput", "nightly", "nightly-input", "enrich", "table",
                             "faults", "memory"],
-                   help="throughput: the sides of emoray.bench; nightly: re-run and crash "
+                   help="throughput: the sides of emoray.tools.bench; nightly: re-run and crash "
                    "figures; nightly-input: a night of NEW texts read with --since-last from "
                    "inputs (Parquet files, a Delta table) also holding STORED answered ones "
                    "(--rows NEW,STORED,...); enrich: the Spark join (--rows "
@@ -537,7 +537,7 @@ def parser() -> argparse.ArgumentParser:
                    help="throughput: two sizes, rates are the slope between; nightly: one size")
     b.add_argument("--tasks", default="v_reg", help="comma list of task requests")
     b.add_argument("--sides", default="bare,engine,unconstrained,pipeline,noop",
-                   help="which sides to run (see emoray/bench.py; also no_confidence: the "
+                   help="which sides to run (see emoray/tools/bench.py; also no_confidence: the "
                    "engine without confidences; ray_data_llm: the bare side through a ray.data.llm "
                    "processor; one_batch: the pipeline with one batch in flight per engine actor; "
                    "streamed: the pipeline with the streaming plan "
@@ -620,7 +620,7 @@ def parser() -> argparse.ArgumentParser:
     tb.add_argument("--s3-endpoint-url")
     tb.add_argument("--json", action="store_true")
     tb.set_defaults(fn=cmd_table)
-    from emoray.tiny_model import ARCHS, SHAPES
+    from emoray.tools.tiny_model import ARCHS, SHAPES
 
     t = _command(sub, "tiny-model", help="build a random-weight checkpoint (LLaMA, OPT, BLOOM, T5 "
                        "or BART): the tiny test model, or a real model's shape for GPU benchmarks")

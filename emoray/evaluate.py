@@ -329,7 +329,7 @@ def evaluate_gold(config: AnnotateConfig, gold: pa.Table, out: str,
                   title_note: str | None = None) -> dict:
     """Annotate `gold` through the pipeline, score it and write the three outputs to `out`."""
     from emoray.models import resolve_model
-    from emoray.tiny_model import is_tiny_model
+    from emoray.models import is_tiny_model
 
     ev = config.evaluate
     if title_note is None and is_tiny_model(config.engine.model):

@@ -156,3 +156,12 @@ def resolve_model(model: str) -> ModelSpec:
         f"unknown model {model!r}: give an EmoLLMs name ({_supported()}) "
         "or the path of a local checkpoint folder"
     )
+
+
+TINY_MARKER = "EMORAY_TINY_MODEL.json"
+"""The file `emoray tiny-model` writes into a checkpoint it built (random weights)."""
+
+
+def is_tiny_model(path: str | Path) -> bool:
+    """Whether `path` is a tiny random checkpoint of `emoray tiny-model` (readouts say so)."""
+    return (Path(path) / TINY_MARKER).is_file()

@@ -86,7 +86,7 @@ def cold_engine():
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    from emoray.s3local import local_s3
+    from emoray.tools.local_s3 import local_s3
 
     with local_s3("emoray-test") as endpoint:
         yield endpoint
@@ -127,6 +127,6 @@ def spark():
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from emoray.tiny_model import build_tiny_model
+    from emoray.tools.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))

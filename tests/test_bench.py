@@ -19,7 +19,7 @@ def test_bench_times_every_side_at_both_sizes_on_the_same_prompts(ray_local, s3_
     """What `emoray bench` runs once it has started its S3 endpoint and Ray (`run_bench`), here
     in the suite's: conf/local.yaml's engine settings, every default side, ray.data.llm's and
     the transformers sides (a tiny T5 and a tiny BART built for the run) at both sizes."""
-    from emoray.bench import run_bench
+    from emoray.tools.bench import run_bench
     from emoray.config import BenchConfig, load_config
 
     config = load_config(cli_profile(), {"engine.model": str(tiny_model), "batch_size": 32},
@@ -107,7 +107,7 @@ def test_bench_nightly_input_reads_only_the_new_texts_at_every_size(ray_local, s
     old input, Parquet files and a Delta table, left as completed nights leave them (the table's
     rows and the report of what they read), each night after new texts arrive reads and sends
     the new texts only."""
-    from emoray.bench_input import input_bench
+    from emoray.tools.bench_nightly_input import input_bench
     from emoray.config import EngineConfig
     from tests.conftest import ENGINE_SETTINGS
 

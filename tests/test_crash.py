@@ -17,7 +17,7 @@ import ray
 from emoray import cli, locations, table
 from emoray.config import EnrichConfig, S3Config
 from emoray.enrich import committed_annotations
-from emoray.faults import EXIT_CODE
+from emoray.tools.faults import EXIT_CODE
 from emoray.sample import sample_texts
 from tests.readers import kernel_read
 from tests.conftest import ENGINE_FLAGS
@@ -73,7 +73,7 @@ def test_killed_driver_leaves_nothing_half_visible_and_the_rerun_completes(
     put_input(src, 100, ROWS)
     args = annotate_args(src, out, tiny_model, "crashed")
     env = {**os.environ, "RAY_ADDRESS": "local"}
-    crashed = subprocess.run([sys.executable, "-m", "emoray.faults", point, *args], env=env,
+    crashed = subprocess.run([sys.executable, "-m", "emoray.tools.faults", point, *args], env=env,
                              capture_output=True, text=True, timeout=600)
     assert crashed.returncode == EXIT_CODE, crashed.stderr[-2000:]
     annotations = table.AnnotationTable(out)

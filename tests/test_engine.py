@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from emoray.bench import bench_texts
+from emoray.tools.bench import bench_texts
 from emoray.config import EngineConfig
 from emoray.tasks import TASKS
 
@@ -83,7 +83,7 @@ def test_unconstrained_answers_are_free_text(engine):
 def seq2seq(tmp_path_factory):
     """The Transformers engine on a tiny T5 (built here: 2 s)."""
     from emoray.seq2seq import Seq2SeqEngine
-    from emoray.tiny_model import build_tiny_model
+    from emoray.tools.tiny_model import build_tiny_model
 
     model = build_tiny_model(tmp_path_factory.mktemp("t5") / "tiny-t5", arch="t5")
     return Seq2SeqEngine(EngineConfig(model=str(model), device="cpu", max_model_len=1024))

@@ -1,4 +1,4 @@
-"""A flaky object store between emoray and the S3 endpoint on 127.0.0.1 (`emoray.flaky_s3`: 503
+"""A flaky object store between emoray and the S3 endpoint on 127.0.0.1 (`emoray.tools.flaky_s3`: 503
 SlowDown, connection resets, stalls, lost replies on a seeded share of requests): reads, writes,
 the lease and Delta commits ride it out through the retry settings of `emoray.s3clients`;
 nothing is lost and nothing lands twice. A whole run through the proxy on a multi-node cluster:
@@ -13,7 +13,7 @@ import pytest
 
 from emoray import s3clients, table
 from emoray.config import S3Config
-from emoray.flaky_s3 import Faults, _Draw, flaky_proxy
+from emoray.tools.flaky_s3 import Faults, _Draw, flaky_proxy
 from emoray.lock import TableLock
 
 KEYS = ["doc_id", "task", "target", "model", "prompt_version"]

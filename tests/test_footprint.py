@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 
 from emoray import locations
 from emoray.config import S3Config
-from emoray.footprint import LONG_TEXT, write_input
+from emoray.tools.bench_memory import LONG_TEXT, write_input
 
 
 def test_input_has_the_rows_files_and_long_text_asked_for(s3_endpoint):

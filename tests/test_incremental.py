@@ -166,7 +166,7 @@ def test_a_night_in_waves_annotates_every_pair_once(s3_endpoint, ray_local, tiny
     after a mid-night chunk's files were written, then resumed with the same command: exit 0,
     every pair once, stored answers reused exactly, one model load for the three waves; then
     everything is held."""
-    from emoray.faults import EXIT_CODE
+    from emoray.tools.faults import EXIT_CODE
     from emoray.routing import hash_keys, wave_of
 
     src, out = "s3://emoray-test/waves/in", "s3://emoray-test/waves/out"
@@ -201,7 +201,7 @@ def test_a_night_in_waves_annotates_every_pair_once(s3_endpoint, ray_local, tiny
     monkeypatch.setenv("EMORAY_WAVE_ROWS", "7")
     args = ["annotate", "--input", src, "--output", out, "--tasks", ",".join(TASK_SPEC),
             "--model", str(tiny_model), *ENGINE_FLAGS, "--run-id", "waved"]
-    crashed = subprocess.run([sys.executable, "-m", "emoray.faults", "files-written@1", *args],
+    crashed = subprocess.run([sys.executable, "-m", "emoray.tools.faults", "files-written@1", *args],
                              env={**os.environ, "RAY_ADDRESS": "local"}, capture_output=True,
                              text=True, timeout=600)
     assert crashed.returncode == EXIT_CODE, crashed.stderr[-2000:]

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from emoray import cli, key_index, table
-from emoray.bench import _stored_rows
+from emoray.tools.bench import _stored_rows
 from emoray.config import AnnotateConfig, EngineConfig
 from emoray.models import resolve_model
 from emoray.pipeline import build_annotator

@@ -15,7 +15,7 @@ from emoray import cli, table
 from emoray.models import resolve_model
 from emoray.sample import sample_texts
 from emoray.tasks import TASKS
-from emoray.tiny_model import build_tiny_model
+from emoray.tools.tiny_model import build_tiny_model
 
 ENGINE = ["--device", "cpu", "--max-model-len", "1024", "--kv-cache-gib", "0.5"]
 TASK_SET = "v_reg,v_oc,e_c,ei_reg"

@@ -15,7 +15,7 @@ import yaml
 
 from emoray import cli, locations, table
 from emoray.config import S3Config, load_config
-from emoray.s3local import LOCAL_ENV
+from emoray.tools.local_s3 import LOCAL_ENV
 from tests.conftest import REPO, ENGINE_FLAGS
 
 RAW = (LOCAL_ENV["AWS_ACCESS_KEY_ID"], LOCAL_ENV["AWS_SECRET_ACCESS_KEY"])

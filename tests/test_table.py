@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from emoray import cli, key_index, table
-from emoray.flaky_s3 import Faults, flaky_proxy
+from emoray.tools.flaky_s3 import Faults, flaky_proxy
 from emoray.migrate import migrate
 from emoray.models import resolve_model
 from tests.readers import kernel_read

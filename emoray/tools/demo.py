@@ -16,7 +16,7 @@ from emoray.gate import gated_run
 from emoray.pipeline import build_annotator, render_dry_run
 from emoray.runtime import start_ray
 from emoray.sample import sample_texts
-from emoray.tiny_model import build_tiny_model
+from emoray.tools.tiny_model import build_tiny_model
 
 BUCKET = "emoray-demo"
 TINY_MODEL_DIR = Path(".emoray/tiny-model")

@@ -20,7 +20,7 @@ import time
 import pyarrow as pa
 
 from emoray import locations, s3clients
-from emoray.bench import bench_texts, fill_table, stored_texts
+from emoray.tools.bench import bench_texts, fill_table, stored_texts
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.engine_pool import keep_warm
 from emoray.models import resolve_model
@@ -120,7 +120,7 @@ def main_input(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
                as_json: bool) -> None:
     """`input_bench` against S3 on 127.0.0.1 and local Ray (`--rows NEW,OLD,OLD...`), printed."""
     from emoray.runtime import start_ray
-    from emoray.s3local import local_s3
+    from emoray.tools.local_s3 import local_s3
 
     with local_s3("emoray-bench"):
         start_ray()

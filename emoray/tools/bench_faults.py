@@ -5,7 +5,7 @@ the `engine_node` resource, which the engine actors ask for, so they run on the 
 127.0.0.1, annotate into the Delta table:
 
 1. a clean run (no faults) for the wall time without them;
-2. the same input into a fresh table through the flaky store (`emoray.flaky_s3`), with the
+2. the same input into a fresh table through the flaky store (`emoray.tools.flaky_s3`), with the
    worker node holding the engine actor removed (killed, as a lost spot node) once half the
    prompts are answered: Ray restarts the engine on the other worker and the run finishes;
 3. the same input into another table, both workers removed at half: the run fails with its
@@ -24,7 +24,7 @@ import time
 from emoray import locations, table
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.contract import Stage
-from emoray.flaky_s3 import KINDS, Faults, flaky_proxy
+from emoray.tools.flaky_s3 import KINDS, Faults, flaky_proxy
 from emoray.runtime import configure_ray_data
 from emoray.tasks import resolve
 
@@ -120,7 +120,7 @@ def run_campaign(engine: EngineConfig, rows: int, tasks: list[str], engine_stage
 
     import ray
 
-    from emoray.bench import bench_texts
+    from emoray.tools.bench import bench_texts
 
     src = f"{root}/faults-in"
     locations.write_texts(src, S3Config(), [f"r{i}" for i in range(rows)], bench_texts(rows))
@@ -215,9 +215,9 @@ def main_campaign(engine: EngineConfig, rows: int, tasks: list[str], noop: bool,
     """`emoray bench faults`: the campaign against S3 on 127.0.0.1 (its own), printed."""
     import json
 
-    from emoray.bench import NOOP_ENGINE
+    from emoray.tools.bench import NOOP_ENGINE
     from emoray.engine_stage import ENGINE
-    from emoray.s3local import local_s3
+    from emoray.tools.local_s3 import local_s3
 
     with local_s3("emoray-bench"):
         result = run_campaign(engine, rows, tasks, NOOP_ENGINE if noop else ENGINE,

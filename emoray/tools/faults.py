@@ -1,6 +1,6 @@
 """Kill a run at a chosen point, for the crash tests and `emoray bench nightly`.
 
-    python -m emoray.faults POINT[@N] <emoray command and flags>
+    python -m emoray.tools.faults POINT[@N] <emoray command and flags>
 
 runs the `emoray` command line with the process ended abruptly (`os._exit(17)`, no clean-up, as
 a lost driver) at POINT. The points wrap the table writer's steps from outside, so nothing in
@@ -12,7 +12,7 @@ the write path knows about them:
     before-report     every chunk committed, the run report not written
 
 A kill inside `table optimize` (its compacted files written, its commit not) needs no point
-here: tests/test_table.py holds the commit in `emoray.flaky_s3` (`Faults.hold`) and kills the
+here: tests/test_table.py holds the commit in `emoray.tools.flaky_s3` (`Faults.hold`) and kills the
 process while it waits.
 """
 

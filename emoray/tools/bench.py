@@ -223,7 +223,7 @@ def _seq2seq_sides(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str
 
     import ray
 
-    from emoray.tiny_model import build_tiny_model
+    from emoray.tools.tiny_model import build_tiny_model
 
     runs = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -366,7 +366,7 @@ def main_bench(scenario: str, engine: EngineConfig, sizes: tuple[int, int], task
                sides: tuple[str, ...] = SIDES, seq2seq_models: tuple[str, ...] = ()) -> None:
     """Run a scenario against S3 on 127.0.0.1 and local Ray, and print its figures."""
     from emoray.runtime import start_ray
-    from emoray.s3local import local_s3
+    from emoray.tools.local_s3 import local_s3
 
     if scenario == "enrich":
         import tempfile
@@ -412,7 +412,7 @@ def nightly_bench(engine: EngineConfig, rows: int, tasks: list[str], root: str,
     first = run(f"{root}/nightly-out")
     again = run(f"{root}/nightly-out")
     crash_out = f"{root}/nightly-crash"
-    command = [sys.executable, "-m", "emoray.faults", "files-written@2", "annotate", "--input", src,
+    command = [sys.executable, "-m", "emoray.tools.faults", "files-written@2", "annotate", "--input", src,
                "--output", crash_out, "--tasks", ",".join(tasks), "--model", engine.model,
                "--device", engine.device, "--max-model-len", str(engine.max_model_len),
                "--gpu-memory-utilization", str(engine.gpu_memory_utilization),

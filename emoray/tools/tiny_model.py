@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from emoray.models import TINY_MARKER
 from emoray.sample import sample_texts
 from emoray.tasks import TASKS
 
@@ -133,11 +134,7 @@ def build_tiny_model(out: str | Path, shape: str = "tiny", max_positions: int = 
 
     hf_logging.disable_progress_bar()  # a one-shard save needs no "Writing model shards" bar
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
-    (out / "EMORAY_TINY_MODEL.json").write_text(json.dumps(
+    (out / TINY_MARKER).write_text(json.dumps(
         {"warning": "random weights: labels from this model are meaningless", "seed": seed,
          "shape": shape, "arch": arch}))
     return out
-
-
-def is_tiny_model(path: str | Path) -> bool:
-    return (Path(path) / "EMORAY_TINY_MODEL.json").is_file()

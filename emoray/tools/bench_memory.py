@@ -75,7 +75,7 @@ class PeakSampler(threading.Thread):
 def write_input(uri: str, rows: int, file_rows: int, group_rows: int = 50_000) -> int:
     """`rows` distinct texts as Parquet files of `file_rows` rows under `uri`, written a row
     group at a time (so the driver never holds the whole input); one text is 67 kB long."""
-    from emoray.bench import bench_texts
+    from emoray.tools.bench import bench_texts
 
     fs, path = locations.filesystem_for(uri, S3Config())
     base = bench_texts(group_rows)
@@ -107,7 +107,7 @@ def memory_bench(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
     peak driver RSS and object store bytes."""
     import psutil
 
-    from emoray.bench import NOOP_ENGINE
+    from emoray.tools.bench import NOOP_ENGINE
     from emoray.pipeline import Annotator
 
     runs = []
@@ -167,7 +167,7 @@ def main_memory(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str],
     import json
 
     from emoray.runtime import start_ray
-    from emoray.s3local import local_s3
+    from emoray.tools.local_s3 import local_s3
 
     with local_s3("emoray-bench"):
         start_ray()
