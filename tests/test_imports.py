@@ -10,20 +10,25 @@ from tests.conftest import REPO
 
 
 def import_graph(package: Path) -> dict[str, set[str]]:
-    """Module → the package's modules it imports anywhere in its body."""
+    """Module → the package's modules it imports anywhere in its body; a sub-package's modules
+    by dotted name (`tools.bench`)."""
     name = package.name
-    modules = {p.stem for p in package.glob("*.py")}
+    modules = {".".join(p.relative_to(package).with_suffix("").parts): p
+               for p in package.rglob("*.py") if p.name != "__init__.py"}
+
+    def known(dotted: str) -> str | None:
+        inner = dotted[len(name) + 1:] if dotted.startswith(name + ".") else None
+        return inner if inner in modules else None
+
     graph = {}
-    for module in modules:
+    for module, path in modules.items():
         deps = set()
-        for node in ast.walk(ast.parse((package / f"{module}.py").read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == name:
-                deps |= {a.name for a in node.names if a.name in modules}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(name + "."):
-                deps.add(node.module.split(".")[1])
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                deps |= {m for a in node.names if (m := known(f"{node.module}.{a.name}"))}
+                deps |= {m for m in [known(node.module)] if m}
             elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names
-                         if a.name.startswith(name + ".")}
+                deps |= {m for a in node.names if (m := known(a.name))}
         graph[module] = deps - {module}
     return graph
 
@@ -44,6 +49,16 @@ def test_emoray_has_no_import_cycle():
     assert found is None, "import cycle: " + " -> ".join(found)
 
 
+def test_the_product_never_imports_the_tools():
+    """Benchmarks, the fault campaign, local S3, tiny models and the demo live in emoray.tools;
+    only the CLI, which dispatches every command, reaches them."""
+    graph = import_graph(REPO / "emoray")
+    assert {"tools.bench", "tools.demo", "tools.tiny_model"} <= set(graph)
+    product = {m: deps for m, deps in graph.items() if not m.startswith("tools.") and m != "cli"}
+    assert {m: sorted(d for d in deps if d.startswith("tools."))
+            for m, deps in product.items() if any(d.startswith("tools.") for d in deps)} == {}
+
+
 def test_a_function_level_import_cycle_is_found(tmp_path):
     package = tmp_path / "pkg"
     package.mkdir()
@@ -53,3 +68,13 @@ def test_a_function_level_import_cycle_is_found(tmp_path):
     graph = import_graph(package)
     assert graph == {"a": {"b"}, "b": {"a"}, "c": {"a"}}
     assert sorted(cycle(graph)[:2]) == ["a", "b"]
+
+
+def test_the_readme_code_map_lists_every_module():
+    """The README's layout tables name each module once, and only modules that exist."""
+    import re
+
+    listed = re.findall(r"^\| `(emoray/[\w/]+\.py)` \|", (REPO / "README.md").read_text(), re.M)
+    modules = sorted(str(p.relative_to(REPO)) for p in (REPO / "emoray").rglob("*.py")
+                     if p.name != "__init__.py")
+    assert sorted(listed) == modules
