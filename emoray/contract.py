@@ -1,7 +1,8 @@
 """The row contract between the pipeline's stages: each stage declares what it runs on, the
 columns it needs, adds and drops, the stored-table columns it reads, its Ray resources and its
 table-in/table-out function (`Stage`); `check` proves, before Ray starts, that every stage's
-needs are met by the stages before it, and `render` prints the list for the README.
+needs are met by the stages before it, and `render` prints the list for
+docs/annotate.md.
 
 Following Ray's `ray.data.llm` (stages return the input keys they need) and NeMo Curator
 (stages declare inputs, outputs and resources), so a new stage is one declaration plus its
@@ -133,7 +134,7 @@ def _resources(r: dict | Callable) -> str:
 
 
 def render(stages: tuple[Stage, ...]) -> str:
-    """The stage list as a Markdown table (the README's architecture section holds it)."""
+    """The stage list as a Markdown table (docs/annotate.md holds it)."""
     lines = ["| # | stage | runs on | needs | adds | drops | resources |",
              "|---|---|---|---|---|---|---|"]
     for i, s in enumerate(stages, 1):

@@ -1,6 +1,6 @@
 """The declared row contract (`emoray.contract`): the pipeline's stage list is checked before
-Ray starts, the stored read takes the columns the stages declare, and the README's stage table
-is the one the declarations render. Milliseconds, no Ray."""
+Ray starts, the stored read takes the columns the stages declare, and docs/annotate.md's stage
+table is the one the declarations render. Milliseconds, no Ray."""
 
 import dataclasses
 from pathlib import Path
@@ -15,7 +15,7 @@ from emoray.engine_stage import ENGINE
 from emoray.pipeline import STAGES, Annotator
 from emoray.table import SCHEMA
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+STAGE_DOC = Path(__file__).resolve().parents[1] / "docs" / "annotate.md"
 
 
 def test_the_pipeline_list_meets_every_need():
@@ -73,6 +73,6 @@ def test_a_stage_that_breaks_its_promise_fails_naming_it():
     assert liar.task().__name__ == "Liar"  # Ray Data names the operator MapBatches(Liar)
 
 
-def test_the_readme_stage_table_is_generated_from_the_declarations():
-    """`emoray stages` prints it; paste its output into the README when a stage changes."""
-    assert contract.render(STAGES) in README.read_text()
+def test_the_stage_table_in_the_docs_is_generated_from_the_declarations():
+    """`emoray stages` prints it; paste its output into docs/annotate.md when a stage changes."""
+    assert contract.render(STAGES) in STAGE_DOC.read_text()
