@@ -128,12 +128,8 @@ def committed_annotations(spark, config: EnrichConfig):
         raise
 
 
-def latest_wide(long, config: EnrichConfig):
-    """Latest usable answer per (doc_id, task, target) of one model, pivoted to one row per
-    doc_id. Returns (wide DataFrame, model, stats)."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
+def pick_model(long, config: EnrichConfig) -> str:
+    """The model whose labels to join: `config.model`, else the table's only one."""
     models = [r.model for r in long.select("model").distinct().collect()]
     model = config.model or (models[0] if len(models) == 1 else None)
     if model is None:
@@ -141,13 +137,34 @@ def latest_wide(long, config: EnrichConfig):
                           "choose one with --model")
     if model not in models:
         raise EnrichError(f"model {model!r} has no annotations here (models: {', '.join(models)})")
-    usable = long.where((F.col("model") == model) & F.col("status").isin(*USABLE))
+    return model
+
+
+def usable_rows(long, model: str):
+    """The rows of `model` whose answer can be joined (status `ok` or `truncated`)."""
+    from pyspark.sql import functions as F
+
+    return long.where((F.col("model") == model) & F.col("status").isin(*USABLE))
+
+
+def answered_pairs(long, model: str) -> list[tuple[str, str | None]]:
+    """Every (task, target) the model answered: one pair of affect columns each, whichever
+    docs a night joins (so a night's columns are the table's)."""
+    rows = usable_rows(long, model).select("task", "target").distinct().collect()
+    return sorted(((r.task, r.target) for r in rows), key=lambda p: (p[0], p[1] or ""))
+
+
+def latest_wide(long, model: str, pairs: list, config: EnrichConfig):
+    """Latest usable answer per (doc_id, task, target) of `model`, pivoted to one row per
+    doc_id with a column pair per (task, target) of `pairs`. Returns (wide DataFrame, stats);
+    lazy until the stats are asked for."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
     order = Window.partitionBy("doc_id", "task", "target").orderBy(
         *[F.col(c).desc() if way == "descending" else F.col(c).asc() for c, way in LATEST])
-    ranked = usable.withColumn("_rank", F.row_number().over(order))
+    ranked = usable_rows(long, model).withColumn("_rank", F.row_number().over(order))
     latest = ranked.where("_rank = 1").drop("_rank")
-    superseded = ranked.where("_rank > 1").count()
-    pairs = sorted((r.task, r.target) for r in latest.select("task", "target").distinct().collect())
     aggs = []
     for task, target in pairs:
         match = (F.col("task") == task) & (
@@ -169,7 +186,7 @@ def latest_wide(long, config: EnrichConfig):
         F.max("run_id").alias(config.prefix + "run_id"),
     ]
     wide = latest.groupBy("doc_id").agg(*aggs)
-    return wide, model, {"superseded_rows": superseded, "latest": latest}
+    return wide, {"ranked": ranked, "latest": latest}
 
 
 def read_downstream(spark, config: EnrichConfig):
@@ -268,29 +285,38 @@ def enrich(spark, config: EnrichConfig) -> dict:
                           "not an emoray annotation table")
     if "calibration" not in long.columns:  # a table written before the column existed
         long = long.withColumn("calibration", F.lit(None).cast("string"))
-    wide, model, stats = latest_wide(long, config)
+    model = pick_model(long, config)
+    key_type = downstream.schema[config.key].dataType
+    ids = usable_rows(long, model).select("doc_id").distinct().withColumn(
+        "_key", F.col("doc_id").try_cast(key_type)).where(F.col("_key").isNull())
+    lost = ids.select("doc_id").limit(3).collect()
+    if lost:
+        raise EnrichError(
+            f"{ids.count()} annotation doc_ids cannot be cast to the downstream key "
+            f"{config.key!r} ({key_type.simpleString()}), e.g. {[r.doc_id for r in lost]}; "
+            "those rows would be lost: fix the key type or the ids")
+    pairs = answered_pairs(long, model)
+    wide, stats = latest_wide(long, model, pairs, config)
     clashes = [c for c in wide.columns if c != "doc_id" and c in downstream.columns]
     if clashes:
         raise EnrichError(f"downstream already has columns {clashes}; choose another --prefix")
-    key_type = downstream.schema[config.key].dataType
+    columns = downstream.columns + [c for c in wide.columns if c != "doc_id"]
+    scoped = enrich_scope.scope(spark, config, downstream, downstream_version, version, model,
+                                columns)
+    joined = downstream
+    if scoped.partitions is not None:  # only the touched partitions' rows and their docs
+        joined = enrich_scope.only(downstream, scoped.partitions, config.partition_by)
+        keys = joined.select(F.col(config.key).alias("_key")).distinct()
+        wide, stats = latest_wide(
+            long.withColumn("_key", F.col("doc_id").try_cast(key_type))
+            .join(keys, "_key", "left_semi").drop("_key"), model, pairs, config)
     cast = wide.withColumn("_key", F.col("doc_id").try_cast(key_type))
-    lost = cast.where(F.col("_key").isNull()).select("doc_id").limit(3).collect()
-    if lost:
-        n = cast.where(F.col("_key").isNull()).count()
-        raise EnrichError(
-            f"{n} annotation doc_ids cannot be cast to the downstream key {config.key!r} "
-            f"({key_type.simpleString()}), e.g. {[r.doc_id for r in lost]}; those rows would be "
-            "lost: fix the key type or the ids")
-    enriched = downstream.join(cast.drop("doc_id"), downstream[config.key] == cast["_key"],
-                               "left").drop("_key")
+    enriched = joined.join(cast.drop("doc_id"), joined[config.key] == cast["_key"],
+                           "left").drop("_key")
     lineage = {"annotation_table_version": str(version), "model": model,
                "downstream": config.downstream}
     if downstream_version is not None:
         lineage["downstream_version"] = str(downstream_version)
-    scoped = enrich_scope.scope(spark, config, downstream, downstream_version, version, model,
-                                enriched.columns)
-    if scoped.partitions is not None:
-        enriched = enrich_scope.only(enriched, scoped.partitions, config.partition_by)
     output_version, commit_s = write_enriched(enriched, config, lineage, scoped.partitions)
     output_version, counts = filled_counts(config, output_version)
     glue = None
@@ -301,6 +327,7 @@ def enrich(spark, config: EnrichConfig) -> dict:
                         config.s3)
     rows_in = downstream.count()
     latest = stats["latest"]
+    superseded = stats["ranked"].where("_rank > 1").count()
     labels = {}
     for r in latest.groupBy("task", "target", "label").count().collect():
         if r.label is not None:
@@ -312,7 +339,7 @@ def enrich(spark, config: EnrichConfig) -> dict:
         "partitions_rewritten": (None if scoped.partitions is None
                                  else len(scoped.partitions)),
         "output_rows": counts.pop("rows"),
-        "filled": counts, "superseded_annotations": stats["superseded_rows"], "glue": glue,
+        "filled": counts, "superseded_annotations": superseded, "glue": glue,
         "label_distribution": labels, "wall_s": round(time.perf_counter() - t0, 2),
         "commit_s": commit_s,
     }
