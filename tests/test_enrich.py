@@ -1,6 +1,8 @@
 """The Spark enrichment job on local Spark: exact counts and types, latest-run selection,
 idempotent re-runs, partition overwrite, bad input, and annotate → enrich end to end."""
 
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
@@ -151,7 +153,9 @@ def test_each_run_is_one_delta_commit_and_a_crashed_write_leaves_the_last(
         spark, annotations, downstream, tmp_path, capsys):
     from deltalake import DeltaTable
 
-    from emoray.enriched_table import EnrichedTableError, staging_folder
+    import polars as pl
+
+    from emoray.enriched_table import STAGED, EnrichedTableError
 
     out = tmp_path / "out"
     enrich(spark, config(annotations, downstream, out, as_of="1"))
@@ -163,12 +167,23 @@ def test_each_run_is_one_delta_commit_and_a_crashed_write_leaves_the_last(
     valence = dict(zip(*kernel_read(str(out), ["id", "affect_valence"]).to_pydict().values()))
     assert valence == {1: 0.25, 2: 0.75, 3: None, 4: None}  # id 2 twice: one entry per id
     assert kernel_read(str(out), ["id"]).num_rows == 5
-    # a run killed after Spark wrote its files, before the commit: nothing of it is visible
-    enriched(spark, out).where("id = 1").write.parquet(staging_folder(str(out)))
+    # a driver killed after Spark wrote its staged files, before the commit: nothing of it is
+    # visible to deltalake, Polars or DuckDB's delta_scan; the re-run commits exactly once
+    killed = subprocess.run(
+        [sys.executable, "-m", "emoray.tools.faults", "enrich-staged", "enrich", "--annotations",
+         str(annotations), "--downstream", str(downstream), "--output", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert killed.returncode == 17, killed.stderr[-2000:]
+    staged = [p for p in out.glob(f"{STAGED}*/*.parquet")]
+    assert staged and DeltaTable(str(out)).version() == 1
     assert kernel_read(str(out), ["id"]).num_rows == DeltaTable(str(out)).to_pyarrow_table(
-        ).num_rows == 5
+        ).num_rows == pl.read_delta(str(out)).height == 5
+    assert enrich(spark, config(annotations, downstream, out))["output_version"] == 2
+    assert [h["operation"] for h in DeltaTable(str(out)).history()] == [
+        "WRITE", "WRITE", "CREATE TABLE"]
     assert enriched(spark, out, version=0).count() == 5  # time travel: the version before
     assert cli.main(["table", "vacuum", str(out), "--retain-hours", "0", "--no-dry-run"]) == 0
+    assert not any(p.exists() for p in staged)
     assert len(list(out.rglob("*.parquet"))) == len(DeltaTable(str(out)).file_uris())
     # an enriched table of an earlier emoray (plain Parquet) is not overwritten in place
     old = tmp_path / "old"

@@ -10,6 +10,8 @@ the write path knows about them:
     files-written@N   chunk N's files written, its Delta commit not made
     committed@N       chunk N committed, nothing after it (the run report among it)
     before-report     every chunk committed, the run report not written
+    enrich-staged     `emoray enrich`: Spark's files written to the staging folder, the
+                      enriched table's commit not made
 
 A kill inside `table optimize` (its compacted files written, its commit not) needs no point
 here: tests/test_table.py holds the commit in `emoray.tools.flaky_s3` (`Faults.hold`) and kills the
@@ -22,7 +24,7 @@ import functools
 import os
 import sys
 
-from emoray import table
+from emoray import enriched_table, table
 
 EXIT_CODE = 17
 
@@ -56,7 +58,8 @@ def arm(point: str) -> None:
     where = {"before-files": (table.ChunkWriter, "write_files", False),
              "files-written": (table.ChunkWriter, "commit", False),
              "committed": (table.ChunkWriter, "commit", True),
-             "before-report": (table, "write_report", False)}
+             "before-report": (table, "write_report", False),
+             "enrich-staged": (enriched_table, "commit_staged", False)}
     if name not in where:
         raise SystemExit(f"unknown fault point {name!r}; one of: {', '.join(where)}")
     owner, method, after = where[name]
