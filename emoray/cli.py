@@ -478,31 +478,36 @@ def _command(sub, name: str, **kwargs) -> argparse.ArgumentParser:
                           formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
+def _ray_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="emoray", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="emoray", description=" ".join(
+        __doc__.split("\n\n")[0].split()))
     sub = p.add_subparsers(dest="command", required=True)
     a = _command(sub, "annotate", help="annotate a dataset with affect labels")
     _job_flags(a, None)
-    a.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    _ray_flag(a)
     a.set_defaults(fn=cmd_annotate)
     v = _command(sub, "evaluate", help="score a model on the AEB gold data through the "
                        "annotate pipeline (metrics.json, report.md, chart.png)")
     _gold_flags(v, "folder for metrics.json, report.md, chart.png")
     v.add_argument("--previous", help="metrics.json of an earlier evaluation to compare with")
     v.add_argument("--references", help="YAML of reference scores (default conf/references.yaml)")
-    v.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    _ray_flag(v)
     v.set_defaults(fn=cmd_evaluate)
     k = _command(sub, "calibrate", help="fit per-task temperatures on the AEB dev sample so "
                  "class tasks' confidences mean what they say (calibration.json)")
     _gold_flags(k, "folder for calibration.json (and the dev run's table); only "
                 "aaid_dev_sample.jsonl of --data is used")
-    k.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    _ray_flag(k)
     k.set_defaults(fn=cmd_calibrate)
     n = _command(sub, "nightly", help="one night: quality gate, annotate, then enrich (Spark)")
     _job_flags(n, None)
     n.add_argument("--date", help="date partition YYYY-MM-DD filling {date} in the profile's "
                    "paths (default: today, UTC)")
-    n.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    _ray_flag(n)
     n.set_defaults(fn=cmd_nightly)
     c = _command(sub, "canary", help="draw a gold canary set from the AEB for the quality gate")
     c.add_argument("--data", help="folder of the AEB files (local or s3://; default: the copy "
