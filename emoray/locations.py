@@ -308,6 +308,8 @@ def read_inputs(fs: pafs.FileSystem, files: list[InputFile], id_column: str, tex
     for fmt, paths in by_format.items():
         if fmt == "parquet":
             schema = plain_types(_schema(fs, InputFile(paths[0], fmt)), in_files)
+            schema = pa.schema([*schema, *(pa.field(c, pa.string()) for c in columns
+                                           if c in folders)])  # from the paths, as text
             ds = ray.data.read_parquet(paths, filesystem=fs, columns=columns, schema=schema)
         elif fmt == "csv":
             ds = ray.data.read_csv(

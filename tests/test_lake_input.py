@@ -160,8 +160,10 @@ def test_a_partitioned_folder_reads_the_partitions_where_names(s3_endpoint, ray_
     with pytest.raises(ConfigError, match=r"--where \"lang = 'en'\" cannot be applied to input "
                        r".*Binder Error.*partition columns \(date, task\)"):
         build_annotator(config(tiny_model, src, out, where="lang = 'en'", **settings))
+    delta = "s3://emoray-test/lake-in/parted-delta"
+    write(delta, ["d0"], TEXTS[:1], mode="overwrite")
     with pytest.raises(ConfigError, match="is a delta table: drop --where"):
-        build_annotator(config(tiny_model, "s3://emoray-test/lake-in/parted", where=where))
+        build_annotator(config(tiny_model, delta, where=where))
     night = build_annotator(config(tiny_model, src, out, where=where, **settings)).run()
     assert (night.rows_in, night.prompts_sent, night.rows_out) == (6, 6, 6)
     rows = table.AnnotationTable(out).read(columns=["doc_id", "task", "status"])
