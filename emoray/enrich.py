@@ -314,7 +314,7 @@ def enrich(spark, config: EnrichConfig) -> dict:
     enriched = joined.join(cast.drop("doc_id"), joined[config.key] == cast["_key"],
                            "left").drop("_key")
     lineage = {"annotation_table_version": str(version), "model": model,
-               "downstream": config.downstream}
+               "downstream": config.downstream, "key": config.key}
     if downstream_version is not None:
         lineage["downstream_version"] = str(downstream_version)
     output_version, commit_s = write_enriched(enriched, config, lineage, scoped.partitions)

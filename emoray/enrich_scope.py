@@ -1,7 +1,7 @@
 """Which partitions of a partitioned enriched table a night must rewrite.
 
 When the downstream is a Delta table and the enriched table's latest version was committed by
-the same job (same downstream, model, partition columns and columns), a row of the enriched
+the same job (same downstream, model, key, partition columns and columns), a row of the enriched
 table can only have changed if its downstream row lies in a file added or removed since the
 downstream version that commit joined, or its doc id has an annotation committed since the
 annotation table version it joined. The night rewrites the partitions holding such rows and
@@ -53,8 +53,9 @@ def whole_reason(config: EnrichConfig, downstream_version: int | None, model: st
     dt = out.snapshot()
     last = dt.history(1)[0]
     if (last.get("emoray") != "enrich" or last.get("downstream") != config.downstream
-            or last.get("model") != model or "downstream_version" not in last):
-        return "the latest version joined another downstream or model"
+            or last.get("model") != model or last.get("key") != config.key
+            or "downstream_version" not in last):
+        return "the latest version joined another downstream, model or key"
     if [f.name for f in dt.schema().fields] != columns:
         return "the enriched columns changed"
     if list(dt.metadata().partition_columns) != list(config.partition_by):
