@@ -24,10 +24,18 @@ from emoray.config import (
     RunsConfig,
     load_config,
 )
+from emoray.errors import (  # noqa: F401  (the codes, re-exported for scripts and tests)
+    EXIT_CONFIG,
+    EXIT_ENGINE,
+    EXIT_FAILED,
+    EXIT_GATE,
+    EXIT_INPUT,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EmorayError,
+)
 from emoray.runtime import start_ray
-
-(EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INPUT, EXIT_LOCKED, EXIT_GATE, EXIT_PARTIAL,
- EXIT_ENGINE) = range(8)
 
 # flag name → dotted config key
 ENGINE_OVERRIDES = {
@@ -644,53 +652,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from emoray.engine_stage import EngineStartError
-    from emoray.enrich import EnrichError
-    from emoray.gate import GateError
-    from emoray.locations import InputError
-    from emoray.lock import LockedError
-    from emoray.nightly import PartialFailure
-    from emoray.pipeline import IncompleteRunError
-
+    """Run one command; an `EmorayError` ends it with its message and its own exit code,
+    anything else with a traceback (exit 1)."""
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
-    except GateError as e:
+    except EmorayError as e:
         print(f"emoray: {e}", file=sys.stderr)
-        return EXIT_GATE
-    except (IncompleteRunError, PartialFailure) as e:
-        print(f"emoray: {e}", file=sys.stderr)
-        return EXIT_PARTIAL
-    except EngineStartError as e:
-        print(f"emoray: {e}", file=sys.stderr)
-        return EXIT_ENGINE
-    except LockedError as e:
-        print(f"emoray: {e}", file=sys.stderr)
-        return EXIT_LOCKED
-    except ConfigError as e:
-        print(f"emoray: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (InputError, EnrichError, ValueError) as e:
-        if _internal(e):
-            raise
-        print(f"emoray: {e}", file=sys.stderr)
-        return EXIT_INPUT
-
-
-def _internal(error: ValueError) -> bool:
-    """Whether a ValueError is emoray's or a library's own failure, not bad input: Arrow's
-    errors (`ArrowInvalid` is a ValueError) and errors raised inside Ray tasks. They end the
-    command with a traceback and exit 1, never the bad-input code, which tells the operator to
-    fix their input."""
-    import pyarrow as pa
-    from ray.exceptions import RayError
-
-    from emoray.enrich import EnrichError
-    from emoray.locations import InputError
-    from emoray.table import TableError
-
-    return (isinstance(error, (pa.ArrowException, RayError))
-            and not isinstance(error, (InputError, EnrichError, TableError)))
+        return e.exit_code
 
 
 if __name__ == "__main__":

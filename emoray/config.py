@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from emoray.errors import EXIT_CONFIG, EmorayError
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -361,8 +363,10 @@ class RunsConfig(BaseModel):
     s3: S3Config = Field(default_factory=S3Config, description="Object store settings.")
 
 
-class ConfigError(ValueError):
+class ConfigError(EmorayError, ValueError):
     """A profile or override that does not describe a valid run."""
+
+    exit_code = EXIT_CONFIG
 
 
 def _get_dotted(obj: Any, dotted: str) -> Any:

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from emoray.config import EngineConfig
 from emoray.contract import ACTORS, Stage, require
+from emoray.errors import EXIT_ENGINE, EmorayError
 from emoray.models import resolve_model, weight_files
 from emoray.scoring import Generation
 from emoray.stages import count, sends_prompt, settle
@@ -20,8 +21,10 @@ from emoray.tasks import TASKS
 from emoray.vllm_engine import GIB, Engine, cpu_kv_cache_bytes
 
 
-class EngineStartError(RuntimeError):
+class EngineStartError(EmorayError, RuntimeError):
     """The engine could not start (or would not fit); the message says which setting to change."""
+
+    exit_code = EXIT_ENGINE
 
 
 def check_fits(config: EngineConfig, local: bool = True) -> None:

@@ -20,14 +20,17 @@ from __future__ import annotations
 import time
 
 from emoray import enrich_scope, locations, table
-from emoray.locations import spark_path
 from emoray.config import EnrichConfig, S3Config
+from emoray.errors import EXIT_INPUT, EmorayError
+from emoray.locations import spark_path
 from emoray.statuses import LATEST, USABLE
 from emoray.tasks import TASKS, request_key
 
 
-class EnrichError(ValueError):
+class EnrichError(EmorayError, ValueError):
     """Input the enrichment cannot join as given; raised before the join runs."""
+
+    exit_code = EXIT_INPUT
 
 
 def column_name(task: str, target: str | None, config: EnrichConfig) -> str:

@@ -28,13 +28,16 @@ import pyarrow.parquet as pq
 
 from emoray import locations, s3clients, table
 from emoray.config import S3Config
+from emoray.errors import EXIT_INPUT, EmorayError
 
 STAGED = "staged-"
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 
-class EnrichedTableError(ValueError):
+class EnrichedTableError(EmorayError, ValueError):
     """The output location cannot take the enriched Delta table as asked."""
+
+    exit_code = EXIT_INPUT
 
 
 def staging_folder(output: str) -> str:

@@ -20,11 +20,14 @@ import pyarrow.parquet as pq
 
 from emoray import aeb, locations
 from emoray.config import AnnotateConfig, GateConfig
+from emoray.errors import EXIT_GATE, EmorayError
 from emoray.tasks import resolve
 
 
-class GateError(RuntimeError):
+class GateError(EmorayError, RuntimeError):
     """The canary scored below the gate; the lake was not annotated."""
+
+    exit_code = EXIT_GATE
 
 
 def default_canary() -> str:

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from emoray import partitions, s3clients
 from emoray.config import ConfigError, S3Config
+from emoray.errors import EXIT_INPUT, EmorayError
 
 EXTENSIONS = {
     ".parquet": "parquet", ".pq": "parquet",
@@ -29,8 +30,10 @@ EXTENSIONS = {
 }
 
 
-class InputError(ValueError):
+class InputError(EmorayError, ValueError):
     """Input that cannot be annotated as given; the message says where and what to do."""
+
+    exit_code = EXIT_INPUT
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,15 @@ from datetime import datetime, timezone
 from filelock import FileLock
 
 from emoray.config import S3Config
+from emoray.errors import EXIT_LOCKED, EmorayError
 
 LOCK = "_lock.json"
 
 
-class LockedError(RuntimeError):
+class LockedError(EmorayError, RuntimeError):
     """Another live run holds the table."""
+
+    exit_code = EXIT_LOCKED
 
 
 def _pid_alive(pid: int) -> bool:

@@ -13,10 +13,13 @@ from datetime import datetime, timezone
 
 from emoray import table
 from emoray.config import AnnotateConfig
+from emoray.errors import EXIT_PARTIAL, EmorayError
 
 
-class PartialFailure(RuntimeError):
+class PartialFailure(EmorayError, RuntimeError):
     """A later step failed after an earlier one committed its output."""
+
+    exit_code = EXIT_PARTIAL
 
 
 def for_date(config: AnnotateConfig, date: str | None) -> AnnotateConfig:

@@ -61,6 +61,7 @@ from emoray.engine_stage import (
     idle_share,
 )
 from emoray.engine_pool import EnginePool, call_engines, night_engines
+from emoray.errors import EXIT_PARTIAL, EmorayError
 from emoray.lock import TableLock
 from emoray.models import resolve_model
 from emoray.progress import Progress
@@ -85,8 +86,10 @@ def _routed(ds, named: np.ndarray, shuffled: bool):
                           fn_kwargs={"named": named, "shuffled": shuffled})
 
 
-class IncompleteRunError(RuntimeError):
+class IncompleteRunError(EmorayError, RuntimeError):
     """A run committed fewer rows than its input asks for; a re-run fills the gap."""
+
+    exit_code = EXIT_PARTIAL
 
 
 class NoEngineNodeError(RuntimeError):

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from emoray import key_index, s3clients
 from emoray.config import S3Config
+from emoray.errors import EXIT_INPUT, EmorayError
 from emoray.locations import filesystem_for
 
 SCHEMA = pa.schema([
@@ -71,8 +72,10 @@ REPORTS = "_reports"
 LEGACY_COMMITS = "_commits"
 
 
-class TableError(ValueError):
+class TableError(EmorayError, ValueError):
     """The annotation table is missing, in an old layout, or cannot be read as asked."""
+
+    exit_code = EXIT_INPUT
 
 
 def _uri(location: str) -> str:
