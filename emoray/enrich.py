@@ -221,10 +221,11 @@ def read_downstream(spark, config: EnrichConfig):
 
 
 def write_enriched(enriched, config: EnrichConfig, info: dict[str, str],
-                   replace: frozenset[tuple] | None = None) -> tuple[int | None, float]:
+                   replace: frozenset[tuple] | None = None,
+                   replace_all: bool = False) -> tuple[int | None, float]:
     """Write the enriched rows as the output Delta table's next version (`enriched_table`:
     Spark's Parquet files staged, one deltalake commit that also replaces the partitions
-    `replace` names); with `writer` delta, Spark's own `format("delta")` (clusters with
+    `replace` names, or with `replace_all` every partition); with `writer` delta, Spark's own `format("delta")` (clusters with
     delta-spark). Returns the version committed (None from delta-spark) and the seconds the
     commit took (0 from delta-spark: Spark's write commits)."""
     from pyspark.sql.pandas.types import to_arrow_schema
@@ -246,7 +247,8 @@ def write_enriched(enriched, config: EnrichConfig, info: dict[str, str],
     writer.parquet(spark_path(staged))
     t0 = time.perf_counter()
     version = enriched_table.commit_staged(config.output, staged, to_arrow_schema(enriched.schema),
-                                           config.partition_by, config.s3, info, replace)
+                                           config.partition_by, config.s3, info, replace,
+                                           replace_all)
     return version, round(time.perf_counter() - t0, 3)
 
 
@@ -320,7 +322,11 @@ def enrich(spark, config: EnrichConfig) -> dict:
                "downstream": config.downstream, "key": config.key}
     if downstream_version is not None:
         lineage["downstream_version"] = str(downstream_version)
-    output_version, commit_s = write_enriched(enriched, config, lineage, scoped.partitions)
+    # a whole rewrite of a Delta downstream (a complete snapshot) replaces every partition; of
+    # plain files (a night's folder, say) only those it wrote, as Spark's dynamic overwrite
+    whole_snapshot = scoped.partitions is None and downstream_version is not None
+    output_version, commit_s = write_enriched(enriched, config, lineage, scoped.partitions,
+                                              whole_snapshot)
     output_version, counts = filled_counts(config, output_version)
     glue = None
     if config.glue_entry:

@@ -29,13 +29,26 @@ class Scope:
     reason: str
 
 
-def _added_removed(location: str, config: EnrichConfig, since: int,
-                   now: int) -> tuple[list[str], list[str]]:
-    """Data file URIs the Delta table at `location` added and removed between two versions."""
+def _actions(location: str, config: EnrichConfig, version: int) -> dict[str, dict]:
+    """The data files of the Delta table at `location` at `version`: {URI: its add action
+    (flattened: `partition.<column>` holds a partition value as the log writes it)}."""
+    import pyarrow as pa
+
     delta = table.AnnotationTable(location, config.s3)
-    before = set(delta.file_uris(delta.snapshot(since)))
-    after = set(delta.file_uris(delta.snapshot(now)))
-    return sorted(after - before), sorted(before - after)
+    dt = delta.snapshot(version)
+    uris = delta.file_uris(dt)
+    actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    by_path = {a["path"]: a for a in actions}
+    return {u: by_path.get(u[len(delta.uri):].lstrip("/"), {}) for u in uris}
+
+
+def _changed_files(location: str, config: EnrichConfig, since: int,
+                   now: int) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The data files (with their add actions) the Delta table at `location` added, and those
+    it removed, between two versions."""
+    before, after = (_actions(location, config, v) for v in (since, now))
+    return ({u: a for u, a in after.items() if u not in before},
+            {u: a for u, a in before.items() if u not in after})
 
 
 def whole_reason(config: EnrichConfig, downstream_version: int | None, model: str,
@@ -74,39 +87,53 @@ def scope(spark, config: EnrichConfig, downstream, downstream_version: int | Non
     if isinstance(last, str):
         return Scope(None, last)
     parts = list(config.partition_by)
+    types = {c: downstream.schema[c].dataType for c in parts}
     try:
-        added, removed = _added_removed(config.downstream, config, int(last["downstream_version"]),
-                                        downstream_version)
-        annotated, _ = _added_removed(config.annotations, config, int(
-            last["annotation_table_version"]), annotation_version)
+        added, removed = _changed_files(config.downstream, config,
+                                        int(last["downstream_version"]), downstream_version)
+        annotated, _ = _changed_files(config.annotations, config,
+                                      int(last["annotation_table_version"]), annotation_version)
+        frames, touched = [], set()
+        changed = {**added, **removed}
+        logged = all(f"partition.{c}" in a for a in changed.values() for c in parts)
+        if logged:  # the downstream is partitioned by them: the values are in its log
+            touched |= {tuple(a[f"partition.{c}"] for c in parts) for a in changed.values()}
+        elif changed:  # read from the files (removed ones too: gone once vacuumed, see below)
+            base = spark_path(table.AnnotationTable(config.downstream, config.s3).uri)
+            frames.append(spark.read.option("basePath", base).option("mergeSchema", "true")
+                          .parquet(*map(spark_path, changed))
+                          .select(*[F.col(c).cast(types[c]) for c in parts]))
+        if annotated:
+            docs = spark.read.parquet(*map(spark_path, annotated)).select("doc_id").distinct()
+            docs = docs.select(F.col("doc_id").try_cast(downstream.schema[config.key].dataType)
+                               .alias("_key"))
+            frames.append(downstream.join(docs, downstream[config.key] == docs["_key"],
+                                          "left_semi").select(*parts))
+        for frame in frames:
+            touched |= {tuple(r) for r in frame.distinct().collect()}
     except Exception as e:  # vacuumed or checkpointed away: no way to tell what changed
-        return Scope(None, f"an earlier version cannot be loaded ({e})")
-    frames = []
-    if added or removed:
-        base = spark_path(table.AnnotationTable(config.downstream, config.s3).uri)
-        frames.append(spark.read.option("basePath", base).option("mergeSchema", "true")
-                      .parquet(*map(spark_path, added + removed)).select(*parts))
-    if annotated:
-        docs = spark.read.parquet(*map(spark_path, annotated)).select("doc_id").distinct()
-        key_type = downstream.schema[config.key].dataType
-        docs = docs.select(F.col("doc_id").try_cast(key_type).alias("_key"))
-        frames.append(downstream.join(docs, downstream[config.key] == docs["_key"], "left_semi")
-                      .select(*parts))
-    touched = set()
-    for frame in frames:
-        touched |= {tuple(r) for r in frame.distinct().collect()}
+        return Scope(None, f"what changed since the last commit cannot be read ({e})")
     return Scope(frozenset(touched), f"{len(touched)} partitions changed")
 
 
-def only(enriched, partitions: frozenset[tuple], partition_by: list[str]):
-    """The rows of `enriched` in `partitions` (null-safe: a null partition value matches)."""
+def only(frame, partitions: frozenset[tuple], partition_by: list[str]):
+    """The rows of `frame` in `partitions` (values as the Delta log or Spark gives them, cast to
+    the columns' types; a null value matches a null)."""
     from functools import reduce
 
     from pyspark.sql import functions as F
 
     if not partitions:
-        return enriched.limit(0)
-    match = [reduce(lambda a, b: a & b, [F.col(c).eqNullSafe(F.lit(v))
+        return frame.limit(0)
+
+    def value(c: str, v):
+        return F.lit(v).cast(frame.schema[c].dataType)
+
+    if len(partition_by) == 1:  # one column: an IN list, not a branch per partition
+        column, values = F.col(partition_by[0]), [v for (v,) in partitions]
+        keep = column.isin([value(partition_by[0], v) for v in values if v is not None])
+        return frame.where(keep | column.isNull() if None in values else keep)
+    match = [reduce(lambda a, b: a & b, [F.col(c).eqNullSafe(value(c, v))
                                          for c, v in zip(partition_by, values)])
              for values in sorted(partitions, key=str)]
-    return enriched.where(reduce(lambda a, b: a | b, match))
+    return frame.where(reduce(lambda a, b: a | b, match))

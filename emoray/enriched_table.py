@@ -102,11 +102,12 @@ def file_stats(metadata: pq.FileMetaData) -> str:
 
 def commit_staged(output: str, staged: str, schema: pa.Schema, partition_by: list[str],
                   s3: S3Config, info: dict[str, str],
-                  replace: frozenset[tuple] | None = None) -> int:
+                  replace: frozenset[tuple] | None = None, replace_all: bool = False) -> int:
     """Make the Parquet files under `staged` the enriched table's next version (see the module's
     docstring), with `info` in its commit info; with `partition_by`, the partitions `replace`
     names (values in `partition_by` order) are replaced too, written or not (a partition whose
-    rows all left the downstream). Then delete what else Spark left there (its `_SUCCESS` and
+    rows all left the downstream), and with `replace_all` every partition (the night wrote the
+    whole of a complete downstream: partitions it lacks are gone from it). Then delete what else Spark left there (its `_SUCCESS` and
     checksum files). Returns the new version."""
     from deltalake import DeltaTable
     from deltalake import Schema as DeltaSchema
@@ -144,7 +145,7 @@ def commit_staged(output: str, staged: str, schema: pa.Schema, partition_by: lis
             removes = []
             for a in pa.table(dt.get_add_actions(flatten=True)).to_pylist():
                 values = {c: _text(a.get(f"partition.{c}")) for c in partition_by}
-                if tuple(values.values()) in written:
+                if replace_all or tuple(values.values()) in written:
                     removes.append(RemoveAction(a["path"], True, now, a["size_bytes"], values))
             dt.create_write_transaction([*removes, *adds], "append", schema, partition_by,
                                         commit_properties=properties)

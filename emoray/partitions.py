@@ -12,6 +12,8 @@ a number, else as text (as Hive's and pyarrow's partition discovery type them);
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import pyarrow as pa
 
 from emoray.config import ConfigError
@@ -20,9 +22,10 @@ HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 
 def values(root: str, path: str) -> tuple[tuple[str, str], ...]:
-    """The `key=value` folders between the input root `root` and the file `path`, in order."""
+    """The `key=value` folders between the input root `root` and the file `path`, in order
+    (values URL-decoded, as Hive and Spark write them)."""
     folders = path[len(root):].strip("/").split("/")[:-1]
-    return tuple((k, v) for k, _, v in (p.partition("=") for p in folders) if k and _)
+    return tuple((k, unquote(v)) for k, _, v in (p.partition("=") for p in folders) if k and _)
 
 
 def _column(raw: list[str | None]) -> pa.Array:

@@ -233,6 +233,8 @@ def test_a_night_rewrites_only_the_partitions_that_changed(spark, annotations, t
     write_deltalake(str(down), pa.table({"id": [5], "day": ["c"], "body": ["u"]}), mode="append",
                     partition_by=["day"])
     DeltaTable(str(down)).delete("day = 'b'")
+    DeltaTable(str(down)).vacuum(retention_hours=0, enforce_retention_duration=False,
+                                 dry_run=False)  # day=b's file is gone: the log still tells
     commit(annotations, "r4", [row("1", "v_reg", score=0.125, run="r4", at=T0 + timedelta(days=3))])
     night = enrich(spark, cfg)
     assert (night["rewritten"], night["partitions_rewritten"], night["output_rows"]) == (
@@ -247,6 +249,12 @@ def test_a_night_rewrites_only_the_partitions_that_changed(spark, annotations, t
         kernel_read(str(tmp_path / "whole"), key).to_pylist(), key=str)
     assert dict(zip(*kernel_read(str(out), ["id", "affect_valence"]).to_pydict().values()))[1] \
         == 0.125
+    # new columns: a whole rewrite of the (complete) Delta downstream drops the days it lacks
+    DeltaTable(str(down)).delete("day = 'd'")
+    renamed = enrich(spark, config(annotations, down, out, partition_by=["day"], prefix="mood_"))
+    assert (renamed["rewritten"], renamed["partitions_rewritten"]) == (
+        "the enriched columns changed", None)
+    assert sorted(files()) == ["a", "c"]
 
 
 def test_broadcast_and_shuffle_joins_give_the_same_rows(spark, annotations, downstream, tmp_path):

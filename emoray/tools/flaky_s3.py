@@ -21,7 +21,7 @@ answer. Every fault but `drop` happens
 before the store sees the request, so retrying it is always safe; a `drop` tests whether a
 client's retry of a request that took effect is (`drop` is off unless asked for).
 
-The proxy runs in a child process, as `s3local`'s endpoint does: deltalake holds Python's GIL
+The proxy runs in a child process, as `local_s3`'s endpoint does: deltalake holds Python's GIL
 while it waits on S3, so a proxy thread of the caller's process could never answer it.
 """
 
