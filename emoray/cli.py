@@ -6,7 +6,8 @@ variables, then command-line flags; every flag maps to one field of
 `emoray.config.AnnotateConfig`. Exit codes, for schedulers: 0 ok, 1 unexpected failure,
 2 bad configuration, 3 bad input, 4 table locked by another run, 5 quality gate failed (nothing
 annotated), 6 partial failure (some output committed; re-running completes it), 7 the engine
-could not start (or would not fit in memory; nothing annotated).
+could not start (or would not fit in memory; nothing annotated), 8 over the run's budget
+(nothing started).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from emoray.config import (
     load_config,
 )
 from emoray.errors import (  # noqa: F401  (the codes, re-exported for scripts and tests)
+    EXIT_BUDGET,
     EXIT_CONFIG,
     EXIT_ENGINE,
     EXIT_FAILED,
@@ -160,6 +162,8 @@ def cmd_annotate(args) -> int:
     from emoray.gate import gated_run
     from emoray.pipeline import build_annotator
 
+    from emoray import budget
+
     annotator = build_annotator(job_config(args), local_engine=_local(args))
     start_ray(args.ray_address, args.verbose)
     if args.dry_run:
@@ -167,7 +171,10 @@ def cmd_annotate(args) -> int:
 
         plan = annotator.dry_run()
         print(json.dumps(plan) if args.json else render_dry_run(plan))
+        budget.check(plan, annotator.config.budget)
         return EXIT_OK
+    if annotator.config.budget.is_set():
+        budget.check(annotator.dry_run(), annotator.config.budget)
     summary = gated_run(annotator)
     print(json.dumps(summary.as_dict()) if args.json else summary.render())
     return EXIT_OK

@@ -228,6 +228,22 @@ class CostConfig(_Strict):
         "CPUs: no time estimate.")
 
 
+class BudgetConfig(_Strict):
+    max_usd: float | None = Field(
+        None, ge=0, description="Most dollars a run may cost (the dry run's estimate, from "
+        "`cost.gpu_hour_usd`); unset: no cap.")
+    max_device_hours: float | None = Field(
+        None, ge=0, description="Most engine device-hours a run may take (the dry run's "
+        "estimate); unset: no cap.")
+    max_prompt_tokens: int | None = Field(
+        None, ge=0, description="Most prompt tokens a run may send (counted by the dry run with "
+        "the checkpoint's tokenizer); unset: no cap.")
+
+    def is_set(self) -> bool:
+        return any(v is not None for v in (self.max_usd, self.max_device_hours,
+                                           self.max_prompt_tokens))
+
+
 class AnnotateConfig(_Strict):
     input: str | None = Field(None, description="Input dataset: s3://bucket/prefix or a local "
                               "file or folder of Parquet, JSONL or CSV files; a Delta table (a "
@@ -333,6 +349,9 @@ class AnnotateConfig(_Strict):
     cost: CostConfig = Field(default_factory=CostConfig, description="Prices and "
                              "speeds for the cost estimate of `--dry-run` and the run report.")
     s3: S3Config = Field(default_factory=S3Config, description="Object store settings.")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Caps on what a run "
+                                 "may cost, checked against the dry run's estimate before any "
+                                 "engine starts.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Quality gate run before "
                              "annotating.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig,

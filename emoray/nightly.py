@@ -51,8 +51,13 @@ def run_nightly(config: AnnotateConfig, date: str | None = None) -> dict:
     from emoray.gate import gated_run
     from emoray.pipeline import build_annotator
 
+    from emoray import budget
+
     config = for_date(config, date)
-    annotated = gated_run(build_annotator(config))
+    annotator = build_annotator(config)
+    if config.budget.is_set():  # refused before the gate or any engine spends anything
+        budget.check(annotator.dry_run(), config.budget)
+    annotated = gated_run(annotator)
     result = {"input": config.input, "annotate": annotated.as_dict(), "enrich": None,
               "maintenance": table.maintain(table.AnnotationTable(config.output, config.s3),
                                             config.compact_min_files,

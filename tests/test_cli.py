@@ -3,6 +3,7 @@ on the embedded default, and the catalog commands."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -106,3 +107,29 @@ def test_tasks_and_models_listings(capsys):
     assert "Emollama-chat-7b" in listing
     assert "Emot5-large          lzw1008/Emot5-large            T5ForConditionalGeneration  " \
            "transformers engine" in listing
+
+
+def test_a_run_over_its_budget_is_refused_before_any_engine_starts(tmp_path, ray_local,
+                                                                   tiny_model, text_folder,
+                                                                   capsys, monkeypatch):
+    """The dry run's estimate (prompt tokens, the checkpoint's tokenizer) against
+    `budget.max_prompt_tokens`: over it, exit 8 with the estimate and the budget on one line and
+    no table written; a cap the estimate cannot give (dollars without a price) is a
+    configuration error naming the setting."""
+    out = tmp_path / "affect"
+    args = ["annotate", "--input", str(text_folder), "--output", str(out), "--model",
+            str(tiny_model), "--tasks", "v_reg", *ENGINE_FLAGS]
+    monkeypatch.setenv("EMORAY_BUDGET__MAX_PROMPT_TOKENS", "10")
+    assert cli.main(args) == 8
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    tokens = int(re.search(r"over budget, nothing started: (\d+) prompt tokens estimated > "
+                           r"budget.max_prompt_tokens 10 \(2 prompts for 2 rows\)", line).group(1))
+    assert tokens > 10 and not table.AnnotationTable(str(out)).exists()
+    assert cli.main([*args, "--dry-run"]) == 8  # the dry run prints its plan, then the verdict
+    assert f"{tokens} prompt tokens estimated > budget" in capsys.readouterr().err
+    monkeypatch.delenv("EMORAY_BUDGET__MAX_PROMPT_TOKENS")
+    monkeypatch.setenv("EMORAY_BUDGET__MAX_USD", "1")
+    assert cli.main(args) == 2
+    assert "budget.max_usd needs an estimate in USD, which this run cannot make: set " \
+           "cost.gpu_hour_usd" in capsys.readouterr().err
+    assert not table.AnnotationTable(str(out)).exists()
