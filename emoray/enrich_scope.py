@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from emoray import table
-from emoray.locations import spark_path
 from emoray.config import EnrichConfig
+from emoray.locations import spark_path
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def scope(spark, config: EnrichConfig, downstream, downstream_version: int | Non
         logged = all(f"partition.{c}" in a for a in changed.values() for c in parts)
         if logged:  # the downstream is partitioned by them: the values are in its log
             touched |= {tuple(a[f"partition.{c}"] for c in parts) for a in changed.values()}
-        elif changed:  # read from the files (removed ones too: gone once vacuumed, see below)
+        elif changed:  # from the files; a removed one vacuumed since: read whole (below)
             base = spark_path(table.AnnotationTable(config.downstream, config.s3).uri)
             frames.append(spark.read.option("basePath", base).option("mergeSchema", "true")
                           .parquet(*map(spark_path, changed))

@@ -20,20 +20,17 @@ import json
 import posixpath
 import time
 import uuid
-from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from emoray import locations, s3clients, table
+from emoray import locations, partitions, s3clients, table
 from emoray.config import S3Config
 from emoray.errors import EXIT_INPUT, EmorayError
+from emoray.partitions import HIVE_NULL
 
 STAGED = "staged-"
-HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-
-
 class EnrichedTableError(EmorayError, ValueError):
     """The output location cannot take the enriched Delta table as asked."""
 
@@ -61,9 +58,9 @@ def check_output(output: str, s3: S3Config) -> None:
 
 
 def _partition_values(relative: str, partition_by: list[str]) -> dict[str, str | None]:
-    parts = dict(p.split("=", 1) for p in relative.split("/")[:-1] if "=" in p)
-    values = {c: unquote(parts[c]) if c in parts else None for c in partition_by}
-    return {c: None if v == HIVE_NULL else v for c, v in values.items()}
+    """A staged file's partition values (its Hive folders, as the input's are read)."""
+    folders = dict(partitions.values("", relative))
+    return {c: None if folders.get(c) in (None, HIVE_NULL) else folders[c] for c in partition_by}
 
 
 def _text(value) -> str | None:
@@ -107,8 +104,8 @@ def commit_staged(output: str, staged: str, schema: pa.Schema, partition_by: lis
     docstring), with `info` in its commit info; with `partition_by`, the partitions `replace`
     names (values in `partition_by` order) are replaced too, written or not (a partition whose
     rows all left the downstream), and with `replace_all` every partition (the night wrote the
-    whole of a complete downstream: partitions it lacks are gone from it). Then delete what else Spark left there (its `_SUCCESS` and
-    checksum files). Returns the new version."""
+    whole of a complete downstream: partitions it lacks are gone from it). Then delete what
+    else Spark left there (its `_SUCCESS` and checksum files). Returns the new version."""
     from deltalake import DeltaTable
     from deltalake import Schema as DeltaSchema
     from deltalake.transaction import (AddAction, CommitProperties, RemoveAction,
