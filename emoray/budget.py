@@ -1,13 +1,24 @@
-"""A run's budget (`budget.max_usd`, `max_device_hours`, `max_prompt_tokens`), held against the
-dry run's estimate before any engine starts: a night that would overrun it is refused with the
-estimate and the budget on one line (exit code 8), so nothing is spent. The estimate is the cost
-model's (`emoray.cost`): prompt tokens counted with the checkpoint's tokenizer, device-hours and
-dollars from `cost.tokens_per_s` / `cost.gpu_hour_usd` or, on GPUs, the H100 model."""
+"""A run's budget (`budget.max_usd`, `max_device_hours`, `max_prompt_tokens`), held twice.
+
+Before any engine starts, against the dry run's estimate: a night that would overrun it is
+refused with the estimate and the budget on one line (exit code 8), so nothing is spent, unless
+`budget.allow_partial`. The estimate is the cost model's (`emoray.cost`): prompt tokens counted
+with the checkpoint's tokenizer, device-hours and dollars from `cost.tokens_per_s` /
+`cost.gpu_hour_usd` or, on GPUs, the H100 model.
+
+While the run runs, against what it spent (`Meter`): the prompt tokens the engines counted and
+the device-seconds the engine actors held so far. Once a cap is reached no new batch goes to an
+engine; the batches already sent are answered and committed, and the run ends with exit code 9
+naming the pairs left (`BudgetSpent`). The next run's held check skips what was committed."""
 
 from __future__ import annotations
 
-from emoray.config import BudgetConfig, ConfigError
-from emoray.errors import EXIT_BUDGET, EmorayError
+import sys
+import time
+from dataclasses import dataclass
+
+from emoray.config import BudgetConfig, ConfigError, CostConfig
+from emoray.errors import EXIT_BUDGET, EXIT_BUDGET_SPENT, EmorayError
 
 
 class BudgetError(EmorayError):
@@ -16,27 +27,82 @@ class BudgetError(EmorayError):
     exit_code = EXIT_BUDGET
 
 
-def check(plan: dict, budget: BudgetConfig) -> None:
+class BudgetSpent(EmorayError):
+    """The run reached its budget: what it answered is committed, the rest is left for the next
+    run."""
+
+    exit_code = EXIT_BUDGET_SPENT
+
+
+def check(plan: dict, budget: BudgetConfig, cost: CostConfig) -> str | None:
     """Refuse `plan` (a dry run's) when its estimate exceeds any cap of `budget`; a cap whose
-    figure the estimate cannot give is a configuration error naming the setting it needs."""
+    figure the estimate cannot give is a configuration error naming the setting it needs. With
+    `budget.allow_partial` neither refuses: the line saying why is returned for the run to print
+    (it will stop at the budget)."""
+    if budget.max_usd is not None and cost.gpu_hour_usd is None:
+        raise ConfigError("budget.max_usd needs cost.gpu_hour_usd to count dollars: set it, or "
+                          "drop budget.max_usd")
     estimate = plan.get("estimate") or {}
     figures = {"max_prompt_tokens": ("prompt tokens", plan.get("prompt_tokens"),
                                      "a tokenizer for the model"),
                "max_device_hours": ("device-hours", estimate.get("device_hours"),
                                     "cost.tokens_per_s (on CPUs) for a time estimate"),
                "max_usd": ("USD", estimate.get("cost_usd"),
-                           "cost.gpu_hour_usd (and cost.tokens_per_s on CPUs)")}
+                           "cost.tokens_per_s (on CPUs) for a dollar estimate")}
     over = []
     for field, (unit, value, needs) in figures.items():
         cap = getattr(budget, field)
         if cap is None:
             continue
-        if value is None:
+        if value is None and budget.allow_partial:
+            over.append(f"no estimate in {unit} for budget.{field} {cap} ({needs})")
+        elif value is None:
             raise ConfigError(f"budget.{field} needs an estimate in {unit}, which this run "
                               f"cannot make: set {needs}, or drop budget.{field}")
-        if value > cap:
+        elif value > cap:
             over.append(f"{value} {unit} estimated > budget.{field} {cap}")
+    if over and budget.allow_partial:
+        return (f"emoray: {'; '.join(over)} ({plan['prompts']} prompts for "
+                f"{plan['rows_to_write']} rows); --allow-partial: the run stops at the budget")
     if over:
         raise BudgetError(f"over budget, nothing started: {'; '.join(over)} "
                           f"({plan['prompts']} prompts for {plan['rows_to_write']} rows); "
-                          "raise the budget or annotate a smaller input")
+                          "raise the budget, annotate a smaller input, or pass --allow-partial "
+                          "to answer what the budget pays for")
+    return None
+
+
+def check_before_run(annotator) -> None:
+    """The check before an engine starts (`annotate`, `nightly`), when `annotator` (a
+    `pipeline.Annotator`) has a budget: refused, or with `allow_partial` the reason printed."""
+    config = annotator.config
+    if config.budget.is_set():
+        note = check(annotator.dry_run(), config.budget, config.cost)
+        if note:
+            print(note, file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class Meter:
+    """A run's caps against what its engines spent so far: prompt tokens, and device-seconds
+    (each engine actor from its start, times the devices it holds: what the report's `usage`
+    counts); dollars are device-hours times `gpu_hour_usd`."""
+
+    budget: BudgetConfig
+    devices_per_engine: int = 1
+    gpu_hour_usd: float | None = None
+
+    def reached(self, prompt_tokens: int, actor_starts: list[float],
+                now: float | None = None) -> str | None:
+        """Which cap the spending reached (one line), or None while within all of them."""
+        now = time.time() if now is None else now
+        device_hours = (sum(now - t for t in actor_starts) * self.devices_per_engine / 3600)
+        usd = device_hours * self.gpu_hour_usd if self.gpu_hour_usd is not None else None
+        b = self.budget
+        for field, spent, unit in (("max_prompt_tokens", prompt_tokens, "prompt tokens"),
+                                   ("max_device_hours", device_hours, "device-hours"),
+                                   ("max_usd", usd, "USD")):
+            cap = getattr(b, field)
+            if cap is not None and spent is not None and spent >= cap:
+                return f"{round(spent, 4)} {unit} spent >= budget.{field} {cap}"
+        return None

@@ -7,7 +7,8 @@ variables, then command-line flags; every flag maps to one field of
 2 bad configuration, 3 bad input, 4 table locked by another run, 5 quality gate failed (nothing
 annotated), 6 partial failure (some output committed; re-running completes it), 7 the engine
 could not start (or would not fit in memory; nothing annotated), 8 over the run's budget
-(nothing started).
+(nothing started), 9 the run's budget spent (what was answered is committed; the next run
+continues).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from emoray.config import (
 )
 from emoray.errors import (  # noqa: F401  (the codes, re-exported for scripts and tests)
     EXIT_BUDGET,
+    EXIT_BUDGET_SPENT,
     EXIT_CONFIG,
     EXIT_ENGINE,
     EXIT_FAILED,
@@ -55,7 +57,7 @@ OVERRIDES = {
     "since_last": "since_last", "format": "format", "id_column": "id_column",
     "text_column": "text_column", "task_column": "task_column",
     "run_id": "run_id", "commit_rows": "commit_rows", "on_bad_file": "on_bad_file",
-    "gate": "gate.enabled", "canary": "gate.canary",
+    "gate": "gate.enabled", "canary": "gate.canary", "allow_partial": "budget.allow_partial",
 }
 EVALUATE_OVERRIDES = {
     **ENGINE_OVERRIDES, "data": "evaluate.data", "output": "evaluate.output",
@@ -132,6 +134,9 @@ def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="plan only: rows, already held, prompts and prompt tokens per task, "
                    "estimated GPU-hours and cost; no engine starts, nothing is written")
+    p.add_argument("--allow-partial", action="store_const", const=True,
+                   help="over budget: run anyway, stop when the budget is spent (exit 9) and "
+                   "keep what was answered (profile key budget.allow_partial)")
     p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
                    help="score the gold canary first and stop below the thresholds "
                    "(profile key gate.enabled)")
@@ -171,10 +176,11 @@ def cmd_annotate(args) -> int:
 
         plan = annotator.dry_run()
         print(json.dumps(plan) if args.json else render_dry_run(plan))
-        budget.check(plan, annotator.config.budget)
+        note = budget.check(plan, annotator.config.budget, annotator.config.cost)
+        if note:
+            print(note, file=sys.stderr)
         return EXIT_OK
-    if annotator.config.budget.is_set():
-        budget.check(annotator.dry_run(), annotator.config.budget)
+    budget.check_before_run(annotator)
     summary = gated_run(annotator)
     print(json.dumps(summary.as_dict()) if args.json else summary.render())
     return EXIT_OK

@@ -238,6 +238,11 @@ class BudgetConfig(_Strict):
     max_prompt_tokens: int | None = Field(
         None, ge=0, description="Most prompt tokens a run may send (counted by the dry run with "
         "the checkpoint's tokenizer); unset: no cap.")
+    allow_partial: bool = Field(
+        False, description="Start a run whose estimate is over the budget anyway (flag "
+        "`--allow-partial`): it answers until the budget is spent, commits what it answered and "
+        "stops (exit code 9); the next run continues. Every run is held to its budget while it "
+        "runs; this only lifts the refusal before it starts.")
 
     def is_set(self) -> bool:
         return any(v is not None for v in (self.max_usd, self.max_device_hours,

@@ -28,6 +28,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from emoray.contract import Stage
+from emoray.engine_stage import with_answers
 
 _kept: dict[str, EnginePool] | None = None
 """The warm engines of the open `keep_warm` block (at most one pool), or None outside one."""
@@ -134,14 +135,18 @@ _turn = itertools.count(random.randrange(1 << 16))
 running `call_engines` tasks spread their batches over the pool)."""
 
 
-def call_engines(batch: pa.Table, actors: list, stats=None) -> pa.Table:
+def call_engines(batch: pa.Table, actors: list, stats=None, budgeted: bool = False) -> pa.Table:
     """Ray Data task stage handing `batch` to one of the night's engine actors, with the
     night's `stats` (an actor Ray restarted mid-night was built with the first night's). A
     task, not an actor: Ray Data ends an actor pool with the execution that made it, so a pool
     of these calls started a process (~1-3 s) every night and every wave; tasks run in Ray's
     pooled workers. It holds no resources; the pipeline keeps `concurrency x
-    batches_in_flight` of them running."""
+    batches_in_flight` of them running. With a budget (`budgeted`), a batch goes to an engine
+    only while the night's `stats` admit it (`pipeline.RunStats.admit`); past the budget its rows
+    are left for the next run: none of them comes out."""
     import ray
 
+    if budgeted and not ray.get(stats.admit.remote()):
+        return with_answers(batch.slice(0, 0), [])
     actor = actors[next(_turn) % len(actors)]
     return ray.get(actor.__call__.remote(batch, stats))

@@ -256,19 +256,24 @@ class EngineStage:
             count(self.stats, prompts=len(todo), reused=reused,
                   prompt_tokens=sum(g.prompt_tokens for g in results),
                   output_tokens=sum(g.output_tokens for g in results))
-        columns = {
-            "raw_output": pa.array([g.raw_output for g in results], pa.string()),
-            "confidence": pa.array([g.confidence for g in results], pa.float64()),
-            "truncated": pa.array([g.truncated for g in results], pa.bool_()),
-            "error": pa.array([g.error for g in results], pa.string()),
-            "finish_reason": pa.array([g.finish_reason for g in results], pa.string()),
-            "prompt_tokens": pa.array([g.prompt_tokens for g in results], pa.int64()),
-            "output_tokens": pa.array([g.output_tokens for g in results], pa.int64()),
-            "expected_score": pa.array([g.expected for g in results], pa.float64()),
-        }
-        for name, values in columns.items():
-            batch = batch.append_column(name, values)
-        return batch
+        return with_answers(batch, results)
+
+
+def with_answers(batch: pa.Table, results: list[Generation]) -> pa.Table:
+    """`batch` with the engine stage's columns (`ENGINE.adds`) from one result per row."""
+    columns = {
+        "raw_output": pa.array([g.raw_output for g in results], pa.string()),
+        "confidence": pa.array([g.confidence for g in results], pa.float64()),
+        "truncated": pa.array([g.truncated for g in results], pa.bool_()),
+        "error": pa.array([g.error for g in results], pa.string()),
+        "finish_reason": pa.array([g.finish_reason for g in results], pa.string()),
+        "prompt_tokens": pa.array([g.prompt_tokens for g in results], pa.int64()),
+        "output_tokens": pa.array([g.output_tokens for g in results], pa.int64()),
+        "expected_score": pa.array([g.expected for g in results], pa.float64()),
+    }
+    for name, values in columns.items():
+        batch = batch.append_column(name, values)
+    return batch
 
 
 ENGINE = Stage(

@@ -6,7 +6,7 @@ input."""
 from __future__ import annotations
 
 (EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INPUT, EXIT_LOCKED, EXIT_GATE, EXIT_PARTIAL,
- EXIT_ENGINE, EXIT_BUDGET) = range(9)
+ EXIT_ENGINE, EXIT_BUDGET, EXIT_BUDGET_SPENT) = range(10)
 
 
 class EmorayError(Exception):

@@ -55,8 +55,7 @@ def run_nightly(config: AnnotateConfig, date: str | None = None) -> dict:
 
     config = for_date(config, date)
     annotator = build_annotator(config)
-    if config.budget.is_set():  # refused before the gate or any engine spends anything
-        budget.check(annotator.dry_run(), config.budget)
+    budget.check_before_run(annotator)  # before the gate or any engine spends anything
     annotated = gated_run(annotator)
     result = {"input": config.input, "annotate": annotated.as_dict(), "enrich": None,
               "maintenance": table.maintain(table.AnnotationTable(config.output, config.s3),

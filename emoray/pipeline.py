@@ -37,6 +37,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from emoray import (
+    budget,
     calibration,
     contract,
     cost,
@@ -100,12 +101,24 @@ class RunStats:
     """Ray actor collecting counters from the stages (rows read, prompts sent, tokens); named
     `emoray-stats-<run_id>` so a watcher can read a live run's progress."""
 
-    def __init__(self):
+    def __init__(self, meter: budget.Meter | None = None):
         self.counts: Counter = Counter()
         self.first: dict[str, float] = {}
         self.failed: str | None = None
         self.starts: list[float] = []
         self.clocks: dict[str, dict] = {}
+        self.meter = meter
+        self.spent: str | None = None
+
+    def admit(self) -> bool:
+        """Whether a batch may go to an engine: the run's budget (`meter`) is not yet spent.
+        Once it is, no batch is admitted again; `budget_spent` says which cap."""
+        if self.spent is None and self.meter is not None:
+            self.spent = self.meter.reached(self.counts["prompt_tokens"], self.starts)
+        return self.spent is None
+
+    def budget_spent(self) -> str | None:
+        return self.spent
 
     def actor_started(self, at: float) -> None:
         """An engine actor came up (it holds its devices from now to the end of its wave)."""
@@ -559,7 +572,8 @@ class Annotator:
             if s.runs == ACTORS:
                 ds = ds.map_batches(
                     call_engines, batch_format="pyarrow", batch_size=cfg.batch_size,
-                    fn_kwargs={"actors": engines.actors, "stats": stats},
+                    fn_kwargs={"actors": engines.actors, "stats": stats,
+                               "budgeted": cfg.budget.is_set()},
                     concurrency=cfg.concurrency * cfg.batches_in_flight, num_cpus=0)
             else:
                 ds = ds.map_batches(s.task(), batch_format="pyarrow", batch_size=None,
@@ -735,10 +749,12 @@ class Annotator:
         if self.bad_files and self.config.on_bad_file == "quarantine":
             locations.quarantine(self.in_fs, list(self.bad_files), self.out_fs,
                                  f"{self.out_root}/_quarantine/{self.run_id}")
+        meter = budget.Meter(self.config.budget, devices_per_engine(self.resources()),
+                             self.config.cost.gpu_hour_usd)
         stats = ray.remote(RunStats).options(
             num_cpus=0, name=f"emoray-stats-{self.run_id}",
             scheduling_strategy=NodeAffinitySchedulingStrategy(  # lives and dies with the driver
-                ray.get_runtime_context().get_node_id(), soft=False)).remote()
+                ray.get_runtime_context().get_node_id(), soft=False)).remote(meter)
         writer = table.ChunkWriter(self.table, self.run_id, self.config.commit_rows, lineage={
             "model": self.model.identity, "tasks": ",".join(r.key for r in self.requests),
             "input": self.config.input, "engine": self.model.engine,
@@ -778,6 +794,7 @@ class Annotator:
         first_prompt = ray.get(stats.marks.remote()).get("first_prompt")
         starts = ray.get(stats.actor_starts.remote())
         clocks = ray.get(stats.engine_clocks.remote())
+        spent = ray.get(stats.budget_spent.remote())
         ray.kill(stats)
         resources = self.resources()
         engines = [EngineClock(**c).report(ended) for _, c in sorted(clocks.items())]
@@ -800,7 +817,7 @@ class Annotator:
         )
         expected = counts.get("pairs", 0) - summary.already_held
         missing = None if summary.rows_out == expected else self.missing_pairs()
-        summary.status = "incomplete" if missing else "ok"
+        summary.status = "budget_spent" if spent else "incomplete" if missing else "ok"
         table.write_report(self.table, {
             **summary.as_dict(), "model": self.model.identity, "model_source": self.model.source,
             "tasks": [r.key for r in self.requests], "input": self.config.input,
@@ -809,9 +826,14 @@ class Annotator:
             "input_files_read": len(self.inputs), "input_files_skipped": self.night.skipped, "chunks": writer.chunks - writer.first_chunk,
             "bad_files": self.bad_files,
             "engine_starts": counts.get("engine_starts", 0), "gate": gate,
-            "missing_pairs": missing,
+            "missing_pairs": missing, "budget_spent": spent,
             "label_report": labels.write_label_report(self.out_fs, self.out_root, self.run_id,
                                                       self.model.identity, label_stats)})
+        if spent:
+            raise budget.BudgetSpent(
+                f"budget spent ({spent}): run {self.run_id} committed {summary.rows_out} rows "
+                f"and left {missing} input row x task pairs unanswered; the next run continues "
+                "with them (raise the budget to finish sooner)")
         if summary.status != "ok":
             raise IncompleteRunError(
                 f"run {self.run_id} left {missing} input row x task pairs without a row in the "

@@ -130,6 +130,52 @@ def test_a_run_over_its_budget_is_refused_before_any_engine_starts(tmp_path, ray
     monkeypatch.delenv("EMORAY_BUDGET__MAX_PROMPT_TOKENS")
     monkeypatch.setenv("EMORAY_BUDGET__MAX_USD", "1")
     assert cli.main(args) == 2
-    assert "budget.max_usd needs an estimate in USD, which this run cannot make: set " \
-           "cost.gpu_hour_usd" in capsys.readouterr().err
+    assert "budget.max_usd needs cost.gpu_hour_usd to count dollars: set it, or drop " \
+           "budget.max_usd" in capsys.readouterr().err
     assert not table.AnnotationTable(str(out)).exists()
+
+
+def test_allow_partial_stops_at_the_budget_and_the_next_run_completes(tmp_path, ray_local,
+                                                                      tiny_model, capsys,
+                                                                      monkeypatch):
+    """Over budget with `--allow-partial`: the run answers until its prompt tokens reach
+    `budget.max_prompt_tokens` (no batch admitted after that; the one other batch in flight
+    still answered), commits every answer, and exits 9 naming the pairs left; its report is
+    not a completed night's. The next run answers exactly those pairs: every row once."""
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    pq.write_table(pa.table({"id": [f"t{i:02d}" for i in range(30)],
+                             "text": [f"text number {i} of the night" for i in range(30)]}),
+                   texts / "night.parquet")
+    out = tmp_path / "affect"
+    args = ["annotate", "--input", str(texts), "--output", str(out), "--model", str(tiny_model),
+            "--tasks", "v_reg", "--batch-size", "3", "--concurrency", "1", *ENGINE_FLAGS]
+    assert cli.main([*args, "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    cap = plan["prompt_tokens"] * 3 // 10  # about 9 of the 30 prompts
+    monkeypatch.setenv("EMORAY_BUDGET__MAX_PROMPT_TOKENS", str(cap))
+    assert cli.main([*args, "--run-id", "first"]) == cli.EXIT_BUDGET == 8
+    capsys.readouterr()
+    assert cli.main([*args, "--run-id", "first", "--allow-partial"]) == cli.EXIT_BUDGET_SPENT == 9
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == (f"emoray: {plan['prompt_tokens']} prompt tokens estimated > "
+                      f"budget.max_prompt_tokens {cap} (30 prompts for 30 rows); "
+                      "--allow-partial: the run stops at the budget")
+    first = table.AnnotationTable(str(out)).read(["doc_id"])
+    left = int(re.search(rf"budget spent \((\d+) prompt tokens spent >= budget.max_prompt_"
+                         rf"tokens {cap}\): run first committed {first.num_rows} rows and left "
+                         r"(\d+) input row x task pairs unanswered; the next run continues",
+                         err[-1]).group(2))
+    assert 0 < first.num_rows < 30 and left == 30 - first.num_rows
+    report = table.run_reports(table.AnnotationTable(str(out)))[0]
+    assert (report["run_id"], report["status"], report["missing_pairs"]) == (
+        "first", "budget_spent", left)
+    per_prompt = -(-plan["prompt_tokens"] // 30) + 1  # the texts differ by a digit at most
+    assert cap <= report["prompt_tokens"] < cap + 2 * 3 * per_prompt  # two batches in flight
+    monkeypatch.delenv("EMORAY_BUDGET__MAX_PROMPT_TOKENS")
+    assert cli.main([*args, "--run-id", "second", "--since-last", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["already_held"], summary["prompts_sent"], summary["rows_out"]) == (
+        30 - left, left, left)
+    rows = table.AnnotationTable(str(out)).read(["doc_id", "run_id"])
+    assert rows.num_rows == 30 and len(set(rows["doc_id"].to_pylist())) == 30

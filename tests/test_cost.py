@@ -53,3 +53,25 @@ def test_dry_run_text_on_a_gpu_cluster():
                         "GPU, cost model (H100 bf16)), 0.0 min on 8 GPU(s), $0.00; engine "
                         "start-up not included")
     assert lines[9] == "  (the quality gate is not run by a dry run)"
+
+
+def test_the_budget_meter_names_the_first_cap_the_spending_reached():
+    """`budget.Meter`: device-seconds are each engine actor's time since its start times its
+    devices; dollars are those device-hours at `gpu_hour_usd`; within every cap, None."""
+    from emoray.budget import Meter
+    from emoray.config import BudgetConfig
+
+    starts, now = [1000.0, 1900.0], 2800.0  # 1 800 + 900 s held by two actors of 2 GPUs each
+    hours = BudgetConfig(max_device_hours=1.5)
+    assert Meter(hours, 2).reached(0, starts, now) == \
+        "1.5 device-hours spent >= budget.max_device_hours 1.5"
+    assert Meter(hours, 1).reached(0, starts, now) is None  # 0.75 device-hours on one GPU each
+    dollars = BudgetConfig(max_usd=5.0)
+    assert Meter(dollars, 2, gpu_hour_usd=4.0).reached(0, starts, now) == \
+        "6.0 USD spent >= budget.max_usd 5.0"
+    assert Meter(dollars, 2, gpu_hour_usd=3.0).reached(0, starts, now) is None
+    tokens = BudgetConfig(max_prompt_tokens=100)
+    assert Meter(tokens).reached(99, starts, now) is None
+    assert Meter(tokens).reached(100, starts, now) == \
+        "100 prompt tokens spent >= budget.max_prompt_tokens 100"
+    assert Meter(BudgetConfig()).reached(10**9, starts, now) is None
