@@ -181,42 +181,66 @@ class Regression:
         digit): the probabilities `distribution` needs."""
         return sorted(h for h, chars in self._next().items() if len(chars) > 1)
 
+    def path_heads(self, raw: str) -> list[str]:
+        """The `heads()` the bucket of answer `raw` passes through (`""` and `0.` for 0.731,
+        only `""` for 1.000 on [0, 1]): the choices the greedy answer itself made."""
+        own = self.bucket(raw)
+        return [h for h in self.heads() if own is not None and own.startswith(h)
+                and len(own) > len(h)]
+
     def distribution(self, branches: dict[str, dict[str, float]]) -> dict[str, float] | None:
         """Probability of each grid bucket from `branches` (for each of `heads()`, the model's
         probability of each next character), renormalised at each head over the characters
         a bucket continues with; None when a head is missing or has no probability."""
-        following = self._next()
         out = {}
         for s in self._grid():
-            p = 1.0
-            for j in range(len(s)):
-                options = following[s[:j]]
-                if len(options) > 1:
-                    probs = branches.get(s[:j])
-                    total = sum(probs.get(c, 0.0) for c in options) if probs else 0.0
-                    if not total:
-                        return None
-                    p *= probs.get(s[j], 0.0) / total
+            p = self._path_probability(s, branches)
+            if p is None:
+                return None
             out[s] = p
         return out
 
+    def _path_probability(self, bucket: str, branches: dict[str, dict[str, float]]
+                          ) -> float | None:
+        """The probability of `bucket` along its heads (None when one has no probabilities)."""
+        following, p = self._next(), 1.0
+        for j in range(len(bucket)):
+            options = following[bucket[:j]]
+            if len(options) > 1:
+                probs = branches.get(bucket[:j])
+                total = sum(probs.get(c, 0.0) for c in options) if probs else 0.0
+                if not total:
+                    return None
+                p *= probs.get(bucket[j], 0.0) / total
+        return p
+
     def spread(self, raw: str, branches: dict[str, dict[str, float]]
-               ) -> tuple[float, float] | None:
-        """(expected score, confidence) of answer `raw` from the bucket `distribution`: the
-        probability-weighted score (each bucket keeps the answer's digits after the leading
-        place, so an answer given with certainty keeps its value; each value kept inside
-        [low, high]), and the probability of the answer's bucket and its two neighbours
-        (0.6 to 0.899 for an answer 0.731 on [0, 1]). None when the distribution or the
-        answer's bucket is not known."""
-        dist, own = self.distribution(branches), self.bucket(raw)
-        if dist is None or own is None:
+               ) -> tuple[float | None, float] | None:
+        """(expected score, confidence) of answer `raw`.
+
+        The confidence is the probability of the answer's bucket and its two neighbours (0.6
+        to 0.899 for an answer 0.731 on [0, 1]) read along the answer's own heads
+        (`path_heads`): a neighbour behind a character the answer did not take (0.9 beside
+        1.000, -0 beside 0.5 on [-4, 4]) counts nothing. So it needs only the choices the
+        greedy decode made (no extra model step), and is the same whichever engine computed it.
+
+        The expected score is the probability-weighted score over every bucket (each keeps the
+        answer's digits after the leading place, so an answer given with certainty keeps its
+        value; each value kept inside [low, high]); it needs every head, and is None without.
+        None altogether when the answer's bucket or one of its own heads is not known."""
+        own = self.bucket(raw)
+        path = {h: branches[h] for h in self.path_heads(raw) if h in branches}
+        if own is None or self._path_probability(own, path) is None:
             return None
-        rest = abs(self.parse(raw).score) - abs(float(own))
         order = {s: i for i, s in enumerate(self._grid())}
+        near = sum(self._path_probability(s, path) or 0.0 for s in self._grid()
+                   if abs(order[s] - order[own]) <= 1)
+        dist = self.distribution(branches)
+        if dist is None:
+            return None, near
+        rest = abs(self.parse(raw).score) - abs(float(own))
         expected = sum(p * min(max(float(s) + (-rest if s.startswith("-") else rest),
                                    self.low), self.high) for s, p in dist.items())
-        near = sum(p for s, p in dist.items()
-                   if abs(order[s] - order[own]) <= 1)
         return expected, near
 
 

@@ -9,9 +9,10 @@ prefix-cached prompt. Picking the best token among those that continue a class, 
 is what grammar-constrained greedy decoding does: same answers, same confidences, no grammar.
 
 A regression answer is generated greedily under its grammar; its confidence is the probability
-of its leading-digit bucket and the two beside it (`Regression.spread`), read from the
-log-probabilities of the number tokens at the steps the answer took, plus one prefix-cached
-step for each branch it did not take (the `0.` of an answer `1.000` on [0, 1]).
+of its leading-digit bucket and the two beside it along its own leading characters
+(`Regression.spread`), read from the log-probabilities of the number tokens at the steps the
+answer took. An expected score (`expected_score` tasks) also needs the branches it did not take
+(the `0.` of an answer `1.000` on [0, 1]): one prefix-cached step each.
 
 `Engine` is plain Python (usable in a script or a test); `engine_stage.EngineStage` runs it as
 the pipeline's engine actor. vLLM's `LLM.generate` is used directly rather than a
@@ -323,10 +324,11 @@ class Engine:
     def _spreads(self, targets: list[str | None], outputs, tasks: list[Task],
                  results: list[Generation]) -> None:
         """Regression answers' confidence (and expected score, for `expected_score` tasks)
-        from `Regression.spread`: the heads the greedy answer did not pass through take one
-        scoring step each on the prompt plus that head (prefix-cached). An answer whose
-        distribution cannot be had (a head that does not tokenize apart from the prompt, a
-        failed answer) gets no confidence."""
+        from `Regression.spread`. The confidence needs only the answer's own heads, which the
+        greedy decode passed through; an expected score needs every head, and those it did not
+        pass through take one scoring step each on the prompt plus that head (prefix-cached),
+        as does an own head inside a token. An answer whose distribution cannot be had (a head
+        that does not tokenize apart from the prompt, a failed answer) gets no confidence."""
         from vllm.inputs import TokensPrompt
 
         rows = [i for i, t in enumerate(tasks) if isinstance(t.answer, Regression)
@@ -334,9 +336,11 @@ class Engine:
         branches = {i: self._branches(tasks[i].answer, outputs[i]) for i in rows}
         extra = []
         for i in rows:
-            for head in tasks[i].answer.heads():
+            answer, expected = tasks[i].answer, tasks[i].name in self.config.expected_score
+            needed = answer.heads() if expected else answer.path_heads(results[i].raw_output)
+            for head in (h for h in needed if h not in branches[i]):
                 ids = self._head_tokens(tasks[i], targets[i], head)
-                if head not in branches[i] and ids is not None:
+                if ids is not None:
                     extra.append((i, head, list(outputs[i].prompt_token_ids) + ids))
         if extra:
             params = self._scoring_params(self.number_tokens)

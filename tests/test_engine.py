@@ -73,6 +73,29 @@ def test_regression_answers_read_without_vllm_decoding_match_its_text(engine):
     assert all(0 < g.confidence <= 1 for g in ours)
 
 
+def test_regression_confidence_takes_no_step_beyond_the_greedy_decode(engine, monkeypatch):
+    """A regression answer's confidence reads only the heads the greedy answer passed through:
+    one `generate` call per batch, and the same confidences as when the engine also takes the
+    steps an expected score needs (every head, e.g. `0.` for an answer 1.000), which it does
+    only for `expected_score` tasks."""
+    task, texts = TASKS["v_reg"], bench_texts(16)
+    calls = []
+    generate = engine.llm.generate
+    monkeypatch.setattr(engine.llm, "generate",
+                        lambda prompts, *a, **k: calls.append(len(prompts)) or
+                        generate(prompts, *a, **k))
+    greedy = engine.generate([task] * 16, texts, [None] * 16)
+    assert calls == [16]
+    scored = engine.variant(expected_score=["v_reg"]).generate([task] * 16, texts, [None] * 16)
+    off_path = sum(1 for g in greedy for h in task.answer.heads()
+                   if h not in task.answer.path_heads(g.raw_output))
+    assert off_path > 0 and calls == [16, 16, off_path]
+    assert [g.raw_output for g in scored] == [g.raw_output for g in greedy]
+    assert [g.confidence for g in scored] == pytest.approx([g.confidence for g in greedy])
+    assert all(g.expected is None for g in greedy)
+    assert all(task.answer.low <= g.expected <= task.answer.high for g in scored)
+
+
 def test_unconstrained_answers_are_free_text(engine):
     task = TASKS["v_oc"]
     out = engine.variant(constrained=False).generate([task] * 4, bench_texts(4), [None] * 4)

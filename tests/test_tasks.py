@@ -200,14 +200,20 @@ def test_expected_value_agrees_with_greedy_when_certain_and_stays_in_range(name)
 
 def test_expected_value_of_a_known_distribution():
     """On [0, 1]: P(leading 1) = 0.8, and 0.0 … 0.9 share 0.2 evenly: the expected value of
-    the answer 1.000 is 0.8 + 0.2 * 0.45, and its bucket and the one below hold 0.82. An
+    the answer 1.000 is 0.8 + 0.2 * 0.45, and its confidence 0.8 (its own bucket; the 0.02 of
+    0.9 below it lies behind another leading digit). An
     answer's digits past the leading place stay inside the range (0.29 in the 1.0 bucket
     counts as 1.0). On [-4, 4] the answers -0.99 … -0.01 have a bucket of their own."""
     answer = TASKS["v_reg"].answer
     assert answer.heads() == ["", "0."]
     branches = {"": {"0": 0.2, "1": 0.8, "-": 0.5}, "0.": {str(d): 0.1 for d in range(10)}}
-    assert answer.spread("1.000", branches) == (pytest.approx(0.89), pytest.approx(0.82))
-    assert answer.spread("1", branches) == (pytest.approx(0.89), pytest.approx(0.82))
+    assert answer.spread("1.000", branches) == (pytest.approx(0.89), pytest.approx(0.8))
+    assert answer.spread("1", branches) == (pytest.approx(0.89), pytest.approx(0.8))
+    # the confidence reads the answer's own heads only: 0.9 lies behind the 0 that 1.000 did
+    # not take, so it counts nothing, and no step on `0.` is needed; the expected value is
+    assert answer.path_heads("1.000") == [""] and answer.path_heads("0.731") == ["", "0."]
+    assert answer.spread("1.000", {"": branches[""]}) == (None, pytest.approx(0.8))
+    assert answer.spread("0.731", {"": branches[""]}) is None  # its own `0.` head unknown
     assert answer.spread("0.29", {"": {"0": 0.7, "1": 0.3}, "0.": {"2": 1.0}}) == (
         pytest.approx(0.7 * 0.29 + 0.3), pytest.approx(0.7))
     vader = TASKS["vader"].answer
