@@ -169,7 +169,10 @@ def cmd_annotate(args) -> int:
 
     from emoray import budget
 
-    annotator = build_annotator(job_config(args), local_engine=_local(args))
+    config = job_config(args)
+    if config.cascade:
+        return _annotate_cascade(args, config)
+    annotator = build_annotator(config, local_engine=_local(args))
     start_ray(args.ray_address, args.verbose)
     if args.dry_run:
         from emoray.pipeline import render_dry_run
@@ -183,6 +186,19 @@ def cmd_annotate(args) -> int:
     budget.check_before_run(annotator)
     summary = gated_run(annotator)
     print(json.dumps(summary.as_dict()) if args.json else summary.render())
+    return EXIT_OK
+
+
+def _annotate_cascade(args, config) -> int:
+    from emoray.cascade import prepare, render, run_cascade
+
+    if args.dry_run or config.budget.is_set() or config.gate.enabled:
+        raise ConfigError("a cascade run has no dry run, budget or quality gate yet: run "
+                          "them per model (annotate --model M), or leave cascade empty")
+    prepare(config)  # refused before Ray starts
+    start_ray(args.ray_address, args.verbose)
+    report = run_cascade(config)
+    print(json.dumps(report, default=str) if args.json else render(report))
     return EXIT_OK
 
 
@@ -349,6 +365,10 @@ def cmd_runs(args) -> int:
     for r in reports:
         r = {**r, **{k: v for k, v in (r.get("usage") or {}).items() if k in columns}}
         print("  ".join(str(r.get(c, "-")) for c in columns))
+        if r.get("escalation"):  # a cascade run (`emoray.cascade`)
+            print("    escalated: " + ", ".join(
+                f"{k} {e['escalated']}/{e['pairs']} ({e['share']:.1%})"
+                for k, e in sorted(r["escalation"].items())))
     if not reports:
         print(f"(no runs in {config.output})")
     return EXIT_OK

@@ -249,6 +249,19 @@ class BudgetConfig(_Strict):
                                            self.max_prompt_tokens))
 
 
+class CascadeStep(_Strict):
+    model: str = Field(description="EmoLLMs name or local checkpoint folder answering at this "
+                       "step (with the run's engine settings; engine chosen per model).")
+    calibration: str | None = Field(
+        None, description="Its calibration file (`emoray calibrate`): a step accepts only tasks "
+        "it holds a temperature for, so that the threshold is on a calibrated confidence.")
+    accept: dict[str, float] = Field(
+        default_factory=dict, description="Per task request (`v_oc`, `ei_oc:joy`; a task name "
+        "covers its targets): the lowest calibrated confidence at which this model's answer is "
+        "final. Its other answers, and tasks not listed, go on to the next step. Empty on the "
+        "last step, which answers whatever reaches it.")
+
+
 class AnnotateConfig(_Strict):
     input: str | None = Field(None, description="Input dataset: s3://bucket/prefix or a local "
                               "file or folder of Parquet, JSONL or CSV files; a Delta table (a "
@@ -354,6 +367,11 @@ class AnnotateConfig(_Strict):
     cost: CostConfig = Field(default_factory=CostConfig, description="Prices and "
                              "speeds for the cost estimate of `--dry-run` and the run report.")
     s3: S3Config = Field(default_factory=S3Config, description="Object store settings.")
+    cascade: list[CascadeStep] = Field(
+        default_factory=list, description="Models in order, cheapest first (`emoray.cascade`): "
+        "each answers the pairs the one before did not accept; the table's final rows carry the "
+        "cascade's identity in `model` and the deciding model in `decided_by`. Empty: one model "
+        "(`engine.model`).")
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Caps on what a run "
                                  "may cost, checked against the dry run's estimate before any "
                                  "engine starts.")

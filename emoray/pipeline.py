@@ -64,10 +64,10 @@ from emoray.engine_stage import (
 from emoray.engine_pool import EnginePool, call_engines, night_engines
 from emoray.errors import EXIT_PARTIAL, EmorayError
 from emoray.lock import TableLock
-from emoray.models import resolve_model
+from emoray.models import ModelSpec, resolve_model
 from emoray.progress import Progress
 from emoray.seq2seq import Seq2SeqEngine
-from emoray.tasks import TASKS, resolve
+from emoray.tasks import TASKS, TaskRequest, resolve
 from emoray.vllm_engine import Engine
 
 ENGINES = {"vllm": Engine, "transformers": Seq2SeqEngine}
@@ -286,6 +286,46 @@ def render_dry_run(d: dict) -> str:
     return "\n".join(lines)
 
 
+def new_run_id() -> str:
+    """A run id: the UTC start time and 6 random hex digits (`20261206T190000Z-1a2b3c`)."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What a run's answers are keyed and scored by: the task requests, the model, its
+    calibration, the settings after the calibration's scoring rules, and each task's prompt
+    version under them."""
+
+    requests: list[TaskRequest]
+    model: ModelSpec
+    calibration: calibration.Calibration | None
+    config: AnnotateConfig
+    versions: dict[str, str]
+
+
+def resolve_scoring(config: AnnotateConfig) -> Scoring:
+    """`Scoring` of `config` (its tasks, `engine.model`, `calibration`), checked: no engine,
+    no input read."""
+    requests = resolve(config.tasks)
+    model = resolve_model(config.engine.model)
+    cal = calibration.load(config.calibration, config.s3, model) if config.calibration else None
+    if cal:
+        config = config.model_copy(update={"engine": cal.engine(config.engine)})
+    expected = [t for t in config.engine.expected_score
+                if t not in TASKS or TASKS[t].answer.discrete]
+    if expected:
+        raise ConfigError(f"engine.expected_score lists {expected}, which are not regression "
+                          "tasks; regression tasks: " + ", ".join(
+                              n for n, t in TASKS.items() if not t.answer.discrete))
+    if config.engine.expected_score and not config.engine.confidence:
+        raise ConfigError("engine.expected_score needs engine.confidence: the expected value "
+                          "comes from the same digit probabilities as the confidence")
+    versions = {r.task.name: config.engine.prompt_version(r.task, model.prompt_format)
+                for r in requests}
+    return Scoring(requests, model, cal, config, versions)
+
+
 class Annotator:
     """A validated annotation job. Construction fails fast on bad input; `run()` does the work."""
 
@@ -298,25 +338,13 @@ class Annotator:
         config.require("input", "output")
         locations.check_apart(config.input, config.output)
         locations.require_credentials(config.input, config.output)
-        self.config = config
-        self.requests = resolve(config.tasks)
-        self.model = resolve_model(config.engine.model)
-        self.calibration = (calibration.load(config.calibration, config.s3, self.model)
-                            if config.calibration else None)
-        if self.calibration:
-            config = self.config = config.model_copy(
-                update={"engine": self.calibration.engine(config.engine)})
-        expected = [t for t in config.engine.expected_score
-                    if t not in TASKS or TASKS[t].answer.discrete]
-        if expected:
-            raise ConfigError(f"engine.expected_score lists {expected}, which are not regression "
-                              "tasks; regression tasks: " + ", ".join(
-                                  n for n, t in TASKS.items() if not t.answer.discrete))
-        if config.engine.expected_score and not config.engine.confidence:
-            raise ConfigError("engine.expected_score needs engine.confidence: the expected value "
-                              "comes from the same digit probabilities as the confidence")
-        self.versions = {r.task.name: config.engine.prompt_version(r.task, self.model.prompt_format)
-                         for r in self.requests}
+        if config.cascade:
+            raise ConfigError("a cascade runs through emoray.cascade.run_cascade (annotate "
+                              "does so when the profile sets cascade)")
+        scoring = resolve_scoring(config)
+        self.config = config = scoring.config
+        self.requests, self.model = scoring.requests, scoring.model
+        self.calibration, self.versions = scoring.calibration, scoring.versions
         self._warn_uncalibrated()
         check_fits(config.engine, local=local_engine)
         columns = {"id": config.id_column, "text": config.text_column}
@@ -344,8 +372,7 @@ class Annotator:
         self.table.check_layout()
         self.stored_read = key_index.Read()
         """What the night's held check read of the table (`key_index.scan`)."""
-        self.run_id = config.run_id or (
-            datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
+        self.run_id = config.run_id or new_run_id()
         for reason in self.bad_files.values():
             print(f"emoray: skipping bad input file: {reason}", file=sys.stderr)
 
@@ -403,6 +430,11 @@ class Annotator:
                                        fn_kwargs=self._kwargs(s, arguments), **s.resources)
                         for ds in datasets]
         return datasets
+
+    def texts(self):
+        """Tonight's input rows after Normalize (doc_id, text, text_sha256, text_status, the
+        row's own task request), one lazy Ray dataset."""
+        return _union(self._inputs())
 
     def _stored(self, named: np.ndarray, wave: tuple[int, int] = routing.ONE_WAVE,
                 lookup: tuple[routing.Survey, key_index.Matched] | None = None):

@@ -323,6 +323,7 @@ def parse(batch: pa.Table, model_identity: str, run_id: str,
     out["run_id"] = pa.array([run_id] * n, pa.string())
     now = datetime.now(timezone.utc)
     out["annotated_at"] = pa.array([now] * n, pa.timestamp("us", tz="UTC"))
+    out["decided_by"] = pa.nulls(n, pa.string())  # a model's own answer (`emoray.cascade`)
     return pa.table({f.name: out[f.name] for f in SCHEMA}, schema=SCHEMA)
 
 

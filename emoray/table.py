@@ -54,11 +54,14 @@ SCHEMA = pa.schema([
     pa.field("prompt_version", pa.string(), nullable=False),
     pa.field("run_id", pa.string(), nullable=False),
     pa.field("annotated_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("decided_by", pa.string()),
 ])
 """Columns of the long annotation table, plus `error`: why a row is not ok. `raw_confidence` is
 the model's own probability of its answer, `confidence` that probability after the calibration
-named in `calibration` (`emoray.calibration`; `uncalibrated`: the two are equal). A table made
-before a column existed gains it on the next write (`AnnotationTable.create`)."""
+named in `calibration` (`emoray.calibration`; `uncalibrated`: the two are equal). `decided_by` is
+null on a model's own answers; a cascade's final rows (`model` the cascade's identity) name the
+model whose answer was final (`emoray.cascade`). A table made before a column existed gains it
+on the next write (`AnnotationTable.create`)."""
 
 PARTITION_BY = ["task"]
 

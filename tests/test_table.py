@@ -41,6 +41,7 @@ def rows(n, task="v_reg", run="r1", model="Emollama-chat-7b", version="pv1", sta
         "raw_output": ["0.500"] * n, "status": [status] * n,
         "error": pa.nulls(n, pa.string()), "model": [model] * n, "prompt_version": [version] * n,
         "run_id": [run] * n, "annotated_at": pa.array([T0] * n, pa.timestamp("us", tz="UTC")),
+        "decided_by": pa.nulls(n, pa.string()),
     }, schema=table.SCHEMA)
 
 

@@ -1,0 +1,287 @@
+"""A cascade across models (profile `cascade:`): the cheapest model answers every pair the
+cascade has not decided; its answers at or above a task's acceptance threshold on the calibrated
+confidence are final, the rest go to the next model, and the last model answers whatever reaches
+it.
+
+Each step is an ordinary annotate run of its model (`pipeline.Annotator`): its answers land in
+the table under its own identity, with its own held check and reuse, so a re-run sends no prompt
+and a changed threshold re-decides from the answers already stored, prompting the next model
+only for pairs it has not answered. The steps after the first read a staged input holding only
+the escalated pairs (`_cascade/<run>/step-<k>/` beside the table, removed when the run ends).
+
+Then the decisions are committed as rows of their own: the final answer's row with `model` set
+to the cascade's identity (a hash over the models, their prompt versions, calibrations and
+thresholds, as `prompt_version` hashes a prompt) and `decided_by` naming the model whose answer
+it is. Why rows and not a column on the models' rows: those rows are committed before anyone
+knows whether they are final, the same answer can be final under one cascade and escalated
+under another, and with the cascade's own rows every reader (enrich, Polars, DuckDB) selects a
+cascade's labels exactly as it selects one model's (`model = <identity>`). The cheaper models'
+answers that were not accepted stay in the table under their own identities.
+
+The first step's tonight is held in the driver (ids, texts, task requests of tonight's input):
+a night's increment, not a whole lake; a cascade in waves is not built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from emoray import table
+from emoray.config import AnnotateConfig, CascadeStep, ConfigError
+from emoray.lock import TableLock
+from emoray.pipeline import Scoring, build_annotator, new_run_id, resolve_scoring
+from emoray.statuses import NOT_HELD, TEXT_PROBLEMS
+from emoray.tasks import request_key
+
+STAGING = "_cascade"
+"""Folder beside the table's data holding each running cascade's staged inputs."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One model of the cascade with what its answers are keyed by, and its thresholds."""
+
+    spec: CascadeStep
+    scoring: Scoring
+
+    def threshold(self, task: str, target: str | None) -> float | None:
+        """The acceptance threshold of (task, target): its request's, else its task's."""
+        accept = self.spec.accept
+        return accept.get(request_key(task, target), accept.get(task))
+
+
+def prepare(config: AnnotateConfig) -> tuple[list[Step], str]:
+    """The cascade's steps and identity, checked before any engine starts: at least two models,
+    the last accepting nothing, every accepted task asked for and calibrated for that model."""
+    if len(config.cascade) < 2:
+        raise ConfigError("cascade needs two models or more (cheapest first); for one model "
+                          "set engine.model and leave cascade empty")
+    if config.cascade[-1].accept:
+        raise ConfigError("the cascade's last model answers whatever reaches it: leave its "
+                          "accept empty")
+    steps = []
+    for spec in config.cascade:
+        scoring = resolve_scoring(config.model_copy(update={
+            "engine": config.engine.model_copy(update={"model": spec.model}),
+            "calibration": spec.calibration, "cascade": []}))
+        keys = {r.key for r in scoring.requests} | {r.task.name for r in scoring.requests}
+        for key, threshold in spec.accept.items():
+            task = key.split(":", 1)[0]
+            temperature = (scoring.calibration.temperature(task, scoring.versions[task])
+                           if scoring.calibration and task in scoring.versions else None)
+            if key not in keys:
+                raise ConfigError(f"cascade model {spec.model} accepts {key!r}, which the run "
+                                  f"does not ask for (tasks: {', '.join(sorted(keys))})")
+            if not 0 <= threshold <= 1:
+                raise ConfigError(f"cascade model {spec.model}: threshold {threshold} of "
+                                  f"{key!r} is not a confidence in [0, 1]")
+            if temperature is None:
+                raise ConfigError(
+                    f"cascade model {spec.model} has no calibration for task {task} (under "
+                    f"prompt version {scoring.versions.get(task)}), so it cannot accept for it: "
+                    "fit one with `emoray calibrate` and set its calibration, or drop "
+                    f"{key!r} from its accept (regression tasks carry no temperature)")
+        steps.append(Step(spec, scoring))
+    return steps, identity(steps)
+
+
+def identity(steps: list[Step]) -> str:
+    """`cascade-<12 hex>` over each model's identity, prompt versions, calibration version and
+    thresholds: any change to what decides gives another identity."""
+    key = json.dumps([{"model": s.scoring.model.identity, "versions": s.scoring.versions,
+                       "calibration": s.scoring.calibration.version if s.scoring.calibration
+                       else None, "accept": s.spec.accept} for s in steps], sort_keys=True)
+    return "cascade-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def step_config(config: AnnotateConfig, step: Step, run_id: str, k: int,
+                staged: str | None = None) -> AnnotateConfig:
+    """The annotate run of step `k` (1-based): the step's model and calibration, run id
+    `<run>-<k>`; after the first, the staged input of the pairs that reached it."""
+    update = {"engine": step.scoring.config.engine, "calibration": step.spec.calibration,
+              "cascade": [], "run_id": f"{run_id}-{k}"}
+    if staged is not None:
+        update.update(input=staged, format="parquet", id_column="id", text_column="text",
+                      task_column="task", since_last=False, where=None, input_version=None)
+    return config.model_copy(update=update)
+
+
+def tonight(annotator) -> pa.Table:
+    """The first step's input rows after Normalize: doc_id, text, text_status and the row's own
+    task request (null: every request)."""
+    import ray
+
+    ds = annotator.texts().select_columns(["doc_id", "text", "text_status", "request"])
+    parts = [ray.get(r) for r in ds.to_arrow_refs()]
+    return (pa.concat_tables(parts) if parts else pa.table(
+        {"doc_id": [], "text": [], "text_status": [], "request": []},
+        schema=pa.schema([(c, pa.string()) for c in ("doc_id", "text", "text_status",
+                                                        "request")])))
+
+
+def pairs(rows: pa.Table, requests) -> list[tuple[str, str, str | None]]:
+    """Every (doc_id, task, target) `rows` ask for."""
+    out = []
+    for doc_id, asked in zip(rows["doc_id"].to_pylist(), rows["request"].to_pylist()):
+        out += [(doc_id, r.task.name, r.target) for r in requests if asked in (None, r.key)]
+    return out
+
+
+def latest(tbl: table.AnnotationTable, model: pads.Expression, doc_ids: list[str],
+           versions: dict[str, str] | None = None) -> dict[tuple, dict]:
+    """The newest row per (doc_id, task, target) of `doc_ids` where `model` holds (under
+    `versions`, when given)."""
+    where = model & pads.field("doc_id").isin(doc_ids)
+    if versions:
+        where = table.held_filter(model, versions) & pads.field("doc_id").isin(doc_ids)
+    rows = tbl.read(filter=where).to_pylist() if tbl.exists() else []
+    out: dict[tuple, dict] = {}
+    for r in sorted(rows, key=lambda r: r["annotated_at"]):
+        out[r["doc_id"], r["task"], r["target"]] = r
+    return out
+
+
+def decide(step: Step, answers: dict[tuple, dict], pending: list[tuple], last: bool
+           ) -> tuple[list[dict], list[tuple]]:
+    """(final rows, pairs for the next step) of `pending` from this step's `answers`: final
+    where the answer is ok and its confidence reaches the task's threshold, or its text is
+    unusable (no model answers it better), or this is the last step."""
+    final, onward = [], []
+    for key in pending:
+        row = answers.get(key)
+        if row is None:
+            onward.append(key)
+            continue
+        threshold = step.threshold(key[1], key[2])
+        accepted = (last or row["status"] in TEXT_PROBLEMS or (
+            row["status"] == "ok" and threshold is not None and row["confidence"] is not None
+            and row["confidence"] >= threshold))
+        (final.append(row) if accepted else onward.append(key))
+    return final, onward
+
+
+def stage(rows: pa.Table, pending: list[tuple], tbl: table.AnnotationTable, run_id: str,
+          k: int) -> str:
+    """The input of step `k`: one row (id, text, task request) per pending pair, written beside
+    the table; returns its location."""
+    text = dict(zip(rows["doc_id"].to_pylist(), rows["text"].to_pylist()))
+    staged = pa.table({"id": [d for d, _, _ in pending], "text": [text[d] for d, _, _ in pending],
+                       "task": [request_key(t, g) for _, t, g in pending]})
+    fs, root = tbl._fs()
+    folder = posixpath.join(STAGING, run_id, f"step-{k}")
+    fs.create_dir(posixpath.join(root, folder), recursive=True)
+    with fs.open_output_stream(posixpath.join(root, folder, "pairs.parquet")) as out:
+        pq.write_table(staged, out)
+    return posixpath.join(tbl.uri.rstrip("/"), folder)
+
+
+def final_rows(decided: list[tuple[Step, list[dict]]], ident: str, run_id: str) -> pa.Table:
+    """The cascade's rows: each final answer's row under the cascade's identity, naming the
+    model that gave it."""
+    now = datetime.now(timezone.utc)
+    rows = [{**r, "model": ident, "decided_by": r["model"], "run_id": run_id,
+             "annotated_at": now} for _, chosen in decided for r in chosen]
+    return pa.Table.from_pylist(rows, schema=table.SCHEMA)
+
+
+def run_cascade(config: AnnotateConfig) -> dict:
+    """Run the cascade of `config` over its input; returns its summary (steps, escalation per
+    task, rows committed)."""
+    steps, ident = prepare(config)
+    run_id, started, t0 = config.run_id or new_run_id(), datetime.now(timezone.utc), time.time()
+    tbl = table.AnnotationTable(config.output, config.s3)
+    first = build_annotator(step_config(config, steps[0], run_id, 1))
+    rows = tonight(first)
+    asked = pairs(rows, first.requests)
+    held = latest(tbl, pads.field("model") == ident, sorted({d for d, _, _ in asked}))
+    pending = [p for p in asked if p not in held or held[p]["status"] in NOT_HELD]
+    summaries, decided, reached = [], [], {}
+    try:
+        for k, step in enumerate(steps, 1):
+            if not pending:
+                break
+            reached[k] = pending
+            annotator = first if k == 1 else build_annotator(step_config(
+                config, step, run_id, k, stage(rows, pending, tbl, run_id, k)))
+            summaries.append(annotator.run().as_dict())
+            answers = latest(tbl, step.scoring.model.same_model(pads.field("model")),
+                             sorted({d for d, _, _ in pending}), step.scoring.versions)
+            final, pending = decide(step, answers, pending, last=k == len(steps))
+            decided.append((step, final))
+        written = commit(config, tbl, final_rows(decided, ident, run_id), run_id, ident)
+    finally:
+        _unstage(tbl, run_id)
+    report = {
+        "run_id": run_id, "status": "ok" if not pending else "incomplete",
+        "started_at": started.isoformat(), "wall_s": round(time.time() - t0, 2),
+        "input": config.input, "output": config.output, "model": ident, "rows_out": written,
+        "tasks": [r.key for r in first.requests], "pairs": len(asked),
+        "already_held": len(asked) - len(reached.get(1, [])), "undecided": len(pending),
+        "prompts_sent": sum(s["prompts_sent"] for s in summaries),
+        "cascade": [{"model": s.scoring.model.identity, "accept": s.spec.accept,
+                     "calibration": s.scoring.calibration.tag if s.scoring.calibration
+                     else None} for s in steps],
+        "decided_by": {s.scoring.model.identity: len(f) for s, f in decided},
+        "escalation": escalation(reached.get(1, []), reached.get(2, [])),
+        "steps": summaries}
+    table.write_report(tbl, report)
+    if pending:
+        print(f"emoray: {len(pending)} pairs got no answer from the cascade's last model; "
+              "a re-run retries them", file=sys.stderr)
+    return report
+
+
+def escalation(first: list[tuple], second: list[tuple]) -> dict[str, dict]:
+    """Per task request: pairs the first model decided on, how many went on, and the share."""
+    out: dict[str, dict] = {}
+    for pairs_, field in ((first, "pairs"), (second, "escalated")):
+        for _, task, target in pairs_:
+            entry = out.setdefault(request_key(task, target), {"pairs": 0, "escalated": 0})
+            entry[field] += 1
+    for entry in out.values():
+        entry["share"] = round(entry["escalated"] / entry["pairs"], 4)
+    return out
+
+
+def commit(config: AnnotateConfig, tbl: table.AnnotationTable, rows: pa.Table, run_id: str,
+           ident: str) -> int:
+    """Commit the cascade's rows under the table's lease, chunk by chunk (a resumed run with the
+    same id continues after its last chunk); returns the rows committed."""
+    with TableLock(config.output, config.s3, run_id, config.lock_ttl_s):
+        writer = table.ChunkWriter(tbl, run_id, config.commit_rows, lineage={
+            "model": ident, "tasks": ",".join(sorted(set(rows["task"].to_pylist()))),
+            "input": config.input or ""})
+        writer.write(rows)
+        writer.flush()
+    return writer.rows
+
+
+def _unstage(tbl: table.AnnotationTable, run_id: str) -> None:
+    fs, root = tbl._fs()
+    try:
+        fs.delete_dir(posixpath.join(root, STAGING, run_id))
+    except (FileNotFoundError, OSError):
+        pass
+
+
+def render(report: dict) -> str:
+    """The cascade run's summary for a terminal."""
+    lines = [f"cascade {report['model']} run {report['run_id']}: {report['rows_out']} rows "
+             f"committed, {report['prompts_sent']} prompts, {report['already_held']} of "
+             f"{report['pairs']} pairs already decided"]
+    for model, n in report["decided_by"].items():
+        lines.append(f"  decided by {model}: {n}")
+    for key, e in sorted(report["escalation"].items()):
+        lines.append(f"  {key}: {e['escalated']} of {e['pairs']} escalated ({e['share']:.1%})")
+    return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""A cascade, tiny T5 (the Transformers engine) then the tiny LLaMA (vLLM), on real Ray, the
+real table and local Spark: every pair gets exactly one final answer, the escalated pairs are
+exactly those under the threshold, the table names the deciding model and the cascade, a
+re-run sends no prompt, and a new threshold re-decides from the stored answers."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from emoray import cli, table
+from emoray.calibration import Calibration, save
+from emoray.config import AnnotateConfig, CascadeStep, ConfigError
+from tests.conftest import ENGINE_FLAGS
+
+TEXTS = [f"cascade text {i}: {w}" for i, w in enumerate(
+    ["great day", "awful news", "so so", "lovely", "grim", "fine", "meh", "superb", "bad",
+     "okay", "joy", "sad"])]
+
+
+@pytest.fixture(scope="module")
+def tiny_t5(tmp_path_factory):
+    from emoray.tools.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("t5") / "tiny-t5", arch="t5")
+
+
+def calibration_for(model, path):
+    """A calibration file for `model` holding v_oc (temperature 1: confidences unchanged), as
+    `emoray calibrate` writes it; v_reg, a regression task, has none."""
+    from emoray.pipeline import resolve_scoring
+
+    scoring = resolve_scoring(AnnotateConfig(tasks=["v_oc", "v_reg"],
+                                             engine={"model": str(model), "device": "cpu"}))
+    save(Calibration(scoring.model.identity, {"v_oc": {
+        "prompt_version": scoring.versions["v_oc"], "temperature": 1.0, "n": 40}}),
+        str(path), AnnotateConfig().s3)
+    return path
+
+
+def profile(path, t5, llama, calibration, threshold):
+    path.write_text(json.dumps({"tasks": ["v_oc", "v_reg"], "cascade": [
+        {"model": str(t5), "calibration": str(calibration), "accept": {"v_oc": threshold}},
+        {"model": str(llama)}]}))
+    return path
+
+
+def run(capsys, conf, texts, out, run_id):
+    argv = ["annotate", "--config", str(conf), "--input", str(texts), "--output", str(out),
+            "--run-id", run_id, "--json", *ENGINE_FLAGS]
+    assert cli.main(argv) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def rows_of(out, model):
+    t = table.AnnotationTable(str(out)).read()
+    return t.filter(pc.equal(t["model"], model))
+
+
+def test_a_cascade_decides_each_pair_once_and_escalates_what_is_under_its_threshold(
+        tmp_path, ray_local, tiny_model, tiny_t5, spark, capsys):
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    pq.write_table(pa.table({"id": [f"d{i:02d}" for i in range(12)], "text": TEXTS}),
+                   texts / "night.parquet")
+    out, cal = tmp_path / "affect", calibration_for(tiny_t5, tmp_path / "t5-calibration.json")
+
+    first = run(capsys, profile(tmp_path / "a.json", tiny_t5, tiny_model, cal, 0.0), texts, out,
+                "night-1")
+    ident = first["model"]
+    assert ident.startswith("cascade-") and first["pairs"] == 24 == first["rows_out"]
+    # threshold 0: the T5 decides every v_oc pair; v_reg (no temperature) always goes on
+    assert first["escalation"] == {"v_oc": {"pairs": 12, "escalated": 0, "share": 0.0},
+                                   "v_reg": {"pairs": 12, "escalated": 12, "share": 1.0}}
+    t5_id, llama_id = (s["model"] for s in first["cascade"])
+    assert first["decided_by"] == {t5_id: 12, llama_id: 12}
+    assert [s["prompts_sent"] for s in first["steps"]] == [24, 12]
+    final = rows_of(out, ident)
+    assert final.num_rows == 24
+    assert len({(d, t) for d, t in zip(final["doc_id"].to_pylist(),
+                                       final["task"].to_pylist())}) == 24
+    assert sorted(zip(final["task"].to_pylist(), final["decided_by"].to_pylist())) == sorted(
+        [("v_oc", t5_id)] * 12 + [("v_reg", llama_id)] * 12)
+    assert rows_of(out, llama_id).num_rows == 12  # only the escalated pairs reached it
+    assert not (out / "_cascade").exists() or not any((out / "_cascade").iterdir())
+
+    again = run(capsys, profile(tmp_path / "a.json", tiny_t5, tiny_model, cal, 0.0), texts,
+                out, "night-2")
+    assert (again["model"], again["rows_out"], again["prompts_sent"], again["already_held"]) \
+        == (ident, 0, 0, 24)
+
+    # a threshold at the T5's median v_oc confidence: another cascade, decided from what is
+    # stored; the LLaMA answers only the v_oc pairs under it (it holds every v_reg pair)
+    t5_rows = rows_of(out, t5_id).filter(pc.equal(rows_of(out, t5_id)["task"], "v_oc"))
+    confidences = sorted(t5_rows["confidence"].to_pylist())
+    threshold = confidences[6]
+    under = sum(c < threshold for c in confidences)
+    assert 0 < under < 12
+    second = run(capsys, profile(tmp_path / "b.json", tiny_t5, tiny_model, cal, threshold),
+                 texts, out, "night-3")
+    assert second["model"] != ident and second["rows_out"] == 24
+    assert second["escalation"]["v_oc"] == {"pairs": 12, "escalated": under,
+                                            "share": round(under / 12, 4)}
+    assert [s["prompts_sent"] for s in second["steps"]] == [0, under]
+    assert second["decided_by"] == {t5_id: 12 - under, llama_id: 12 + under}
+    decided = rows_of(out, second["model"])
+    by_t5 = decided.filter(pc.equal(decided["decided_by"], t5_id))
+    assert min(by_t5["confidence"].to_pylist()) >= threshold
+    assert cli.main(["runs", "--output", str(out), "--limit", "1"]) == 0
+    assert (f"    escalated: v_oc {under}/12 ({under / 12:.1%}), v_reg 12/12 (100.0%)"
+            in capsys.readouterr().out.splitlines())
+
+    from emoray.enrich import EnrichConfig, enrich
+
+    down = tmp_path / "down"
+    down.mkdir()
+    pq.write_table(pa.table({"id": [f"d{i:02d}" for i in range(12)]}), down / "p.parquet")
+    summary = enrich(spark, EnrichConfig(annotations=str(out), downstream=str(down),
+                                         output=str(tmp_path / "enriched"),
+                                         model=second["model"]))
+    assert summary["output_rows"] == 12
+    assert summary["filled"]["affect_valence"] == summary["filled"]["affect_valence_class"] == 12
+
+
+def test_a_model_without_a_calibration_for_a_task_cannot_accept_it(tiny_model, tiny_t5,
+                                                                    tmp_path):
+    from emoray.cascade import prepare
+
+    cal = calibration_for(tiny_t5, tmp_path / "cal.json")
+    config = AnnotateConfig(tasks=["v_oc", "v_reg"], engine={"device": "cpu"}, cascade=[
+        CascadeStep(model=str(tiny_t5), calibration=str(cal), accept={"v_reg": 0.5}),
+        CascadeStep(model=str(tiny_model))])
+    with pytest.raises(ConfigError, match=r"cascade model .*tiny-t5 has no calibration for "
+                       r"task v_reg \(under prompt version \w+\), so it cannot accept for it"):
+        prepare(config)
+    last = config.model_copy(update={"cascade": [config.cascade[1].model_copy(
+        update={"accept": {"v_oc": 0.5}}), config.cascade[0]]})
+    with pytest.raises(ConfigError, match="the cascade's last model answers whatever reaches"):
+        prepare(last)
