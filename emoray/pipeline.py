@@ -339,8 +339,8 @@ class Annotator:
         locations.check_apart(config.input, config.output)
         locations.require_credentials(config.input, config.output)
         if config.cascade:
-            raise ConfigError("a cascade runs through emoray.cascade.run_cascade (annotate "
-                              "does so when the profile sets cascade)")
+            raise ConfigError("this command does not run a cascade yet (emoray annotate does): "
+                              "leave cascade empty in its profile")
         scoring = resolve_scoring(config)
         self.config = config = scoring.config
         self.requests, self.model = scoring.requests, scoring.model
