@@ -314,6 +314,13 @@ def cmd_bench(args) -> int:
 
         main_input(config.engine, sizes, args.tasks.split(","), args.json)
         return EXIT_OK
+    if args.scenario == "cascade":
+        from emoray.tools.bench_cascade import main_cascade
+        from emoray.tools.demo import tiny_t5
+
+        main_cascade(config.engine, args.small or str(tiny_t5()), config.engine.model,
+                     sizes[-1], args.tasks.split(",")[0], args.json)
+        return EXIT_OK
     if args.scenario == "memory":
         from emoray.tools.bench_memory import PLANS, main_memory
 
@@ -566,7 +573,7 @@ def parser() -> argparse.ArgumentParser:
                        "side by side on the same prompts (rows/s, tokens/s, ratios)")
     b.add_argument("scenario", nargs="?", default="throughput",
                    choices=["throughput", "nightly", "nightly-input", "enrich", "table",
-                            "faults", "memory"],
+                            "faults", "memory", "cascade"],
                    help="throughput: the sides of emoray.tools.bench; nightly: re-run and crash "
                    "figures; nightly-input: a night of NEW texts read with --since-last from "
                    "inputs (Parquet files, a Delta table) also holding STORED answered ones "
@@ -576,8 +583,11 @@ def parser() -> argparse.ArgumentParser:
                    "paths, files before/after optimize; faults: a multi-node local cluster "
                    "through a flaky S3 with a worker node removed mid-run (--rows N; --sides "
                    "noop for the no-op engine); memory: peak driver RSS and object store "
-                   "of no-op-engine runs at each --rows size")
+                   "of no-op-engine runs at each --rows size; cascade: --small then --model "
+                   "against --model alone at escalation shares 10/30/60 %% (--rows N, one "
+                   "class task)")
     b.add_argument("--config", help="YAML profile whose `engine:` section to use")
+    b.add_argument("--small", help="cascade: the small model (default: a tiny T5 built here)")
     b.add_argument("--model", help="default: the tiny test model")
     b.add_argument("--rows", default="20000,100000",
                    help="throughput: two sizes, rates are the slope between; nightly: one size")

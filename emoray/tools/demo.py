@@ -36,6 +36,14 @@ def tiny_model() -> Path:
     return TINY_MODEL_DIR.resolve()
 
 
+def tiny_t5() -> Path:
+    """A tiny random T5 beside the tiny model (`emoray bench cascade`'s small model)."""
+    folder = TINY_MODEL_DIR.parent / "tiny-t5"
+    if not (folder / "config.json").is_file():
+        build_tiny_model(folder, arch="t5")
+    return folder.resolve()
+
+
 def upload_sample(config: AnnotateConfig) -> int:
     rows = sample_texts()
     return locations.write_texts(config.input, config.s3, [i for i, _ in rows],
