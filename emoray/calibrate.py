@@ -54,7 +54,7 @@ def calibrate(config: AnnotateConfig, output: str) -> dict:
         task = TASKS[split_key(key)[0]]
         by_task.setdefault(task.name, []).extend(parsed_pairs(task, pairs))
     scoring = {name: score_rules(TASKS[name], by_task.get(name, [])) for name in regression}
-    temperatures, figures, skipped = {}, {}, {}
+    temperatures, figures, skipped, thresholds = {}, {}, {}, {}
     for name, scored in by_task.items():
         if not TASKS[name].answer.discrete:
             continue
@@ -72,16 +72,24 @@ def calibrate(config: AnnotateConfig, output: str) -> dict:
                          for c in (conf, calibration.scale(conf, t).tolist()))
         figures[name] = {w: {k: r[k] for k in ("n", "ece", "brier")}
                          for w, r in (("before", before), ("after", after))}
+        if ev.max_loss is not None:
+            found = calibration.lowest_threshold(calibration.scale(conf, t), right, ev.max_loss)
+            if found is None:
+                skipped[name] = (f"no threshold keeps the accepted answers right "
+                                 f"{1 - ev.max_loss:.0%} of the time")
+            else:
+                thresholds[name] = found
     fitted = calibration.Calibration(model.identity, temperatures, {
         "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": ev.data or "emoray/data/aeb (shipped)", "file": aeb.AAID_DEV,
         "limit": ev.limit, "seed": ev.seed, "run_id": summary["run_id"],
         "in_sample": figures, "skipped": skipped, "scoring": scoring},
-        [n for n, s in scoring.items() if s["better"] == "expected"])
+        [n for n, s in scoring.items() if s["better"] == "expected"], thresholds)
     path = posixpath.join(output.rstrip("/"), FILE)
     calibration.save(fitted, path, config.s3)
     return {"path": path, "version": fitted.version, "tag": fitted.tag, "model": fitted.model,
             "temperatures": temperatures, "expected_score": fitted.expected_score,
+            "thresholds": thresholds,
             **fitted.fitted}
 
 
@@ -107,6 +115,10 @@ def render(result: dict) -> str:
         lines.append(f"  {name:8} T={t['temperature']:<9.4g} n={t['n']:<5} before "
                      f"{f['before']['ece']:.4f} / {f['before']['brier']:.4f}, after "
                      f"{f['after']['ece']:.4f} / {f['after']['brier']:.4f}")
+    for name, t in result["thresholds"].items():
+        lines.append(f"  {name:8} accept at >= {t['threshold']:.4f}: {t['accepted_share']:.1%} "
+                     f"of {t['n']} dev answers, {t['accuracy']:.1%} right (max loss "
+                     f"{t['max_loss']:g})")
     lines += [f"  {name:8} not fitted: {why}" for name, why in result["skipped"].items()]
     for name, s in result["scoring"].items():
         r = s["pearson"]

@@ -159,6 +159,24 @@ def fit_thresholds(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return out
 
 
+def lowest_threshold(confidence, correct, max_loss: float) -> dict | None:
+    """The lowest confidence t at which the answers at or above t (ties taken together) are
+    right at least `1 - max_loss` of the time on these rows, with the share accepted and their
+    accuracy; None when no t reaches it."""
+    c, r = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=bool)
+    order = np.argsort(-c, kind="stable")
+    c, r = c[order], r[order]
+    right, n = np.cumsum(r), np.arange(1, len(c) + 1)
+    ends = np.r_[c[1:] != c[:-1], True] if len(c) else np.array([], dtype=bool)
+    reached = np.flatnonzero(ends & (right >= (1 - max_loss) * n))
+    if not len(reached):
+        return None
+    i = int(reached[-1])
+    return {"threshold": float(c[i]), "max_loss": max_loss, "n": len(c),
+            "accepted_share": round((i + 1) / len(c), 4),
+            "accuracy": round(float(right[i]) / (i + 1), 4)}
+
+
 FORMAT = "emoray-calibration/1"
 UNCALIBRATED = "uncalibrated"
 """The `calibration` value of a row whose confidence is the model's own probability."""
@@ -182,6 +200,10 @@ class Calibration:
     expected_score: list[str] = field(default_factory=list)
     """Regression tasks whose expected value correlated better with the gold scores than the
     greedy answer: the default of `EngineConfig.expected_score` under this file."""
+    thresholds: dict[str, dict] = field(default_factory=dict)
+    """task → {"threshold": t, "max_loss": …, "accepted_share": …, "accuracy": …, "n": …}: a
+    cascade step's acceptance threshold (`calibrate --max-loss`; not part of the version, as it
+    changes no row this file calibrates)."""
 
     @property
     def version(self) -> str:
@@ -206,7 +228,9 @@ class Calibration:
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "version": self.version, "model": self.model,
                            "temperatures": self.temperatures,
-                           "expected_score": self.expected_score, "fitted": self.fitted},
+                           "expected_score": self.expected_score,
+                           **({"thresholds": self.thresholds} if self.thresholds else {}),
+                           "fitted": self.fitted},
                           indent=2)
 
     def engine(self, engine: EngineConfig) -> EngineConfig:
@@ -228,7 +252,12 @@ class Calibration:
             expected = data.get("expected_score", [])
             if not (isinstance(expected, list) and all(isinstance(t, str) for t in expected)):
                 raise ValueError("expected_score must be a list of task names")
-            return cls(data["model"], data["temperatures"], data.get("fitted", {}), expected)
+            thresholds = data.get("thresholds", {})
+            for task, entry in thresholds.items():
+                if not 0 <= float(entry["threshold"]) <= 1:
+                    raise ValueError(f"task {task}: threshold outside [0, 1]")
+            return cls(data["model"], data["temperatures"], data.get("fitted", {}), expected,
+                       thresholds)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise CalibrationError(f"calibration file {where} is not one `emoray calibrate` "
                                    f"writes ({e}); fit a new one with `emoray calibrate`"

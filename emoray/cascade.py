@@ -54,11 +54,12 @@ class Step:
 
     spec: CascadeStep
     scoring: Scoring
+    accept: dict[str, float]
+    """Thresholds by task request or task: the step's own, or its calibration file's."""
 
     def threshold(self, task: str, target: str | None) -> float | None:
         """The acceptance threshold of (task, target): its request's, else its task's."""
-        accept = self.spec.accept
-        return accept.get(request_key(task, target), accept.get(task))
+        return self.accept.get(request_key(task, target), self.accept.get(task))
 
 
 def prepare(config: AnnotateConfig) -> tuple[list[Step], str]:
@@ -76,7 +77,8 @@ def prepare(config: AnnotateConfig) -> tuple[list[Step], str]:
             "engine": config.engine.model_copy(update={"model": spec.model}),
             "calibration": spec.calibration, "cascade": []}))
         keys = {r.key for r in scoring.requests} | {r.task.name for r in scoring.requests}
-        for key, threshold in spec.accept.items():
+        accept = _thresholds(spec, scoring, keys)
+        for key, threshold in accept.items():
             task = key.split(":", 1)[0]
             temperature = (scoring.calibration.temperature(task, scoring.versions[task])
                            if scoring.calibration and task in scoring.versions else None)
@@ -92,8 +94,22 @@ def prepare(config: AnnotateConfig) -> tuple[list[Step], str]:
                     f"prompt version {scoring.versions.get(task)}), so it cannot accept for it: "
                     "fit one with `emoray calibrate` and set its calibration, or drop "
                     f"{key!r} from its accept (regression tasks carry no temperature)")
-        steps.append(Step(spec, scoring))
+        steps.append(Step(spec, scoring, accept))
     return steps, identity(steps)
+
+
+def _thresholds(spec: CascadeStep, scoring: Scoring, keys: set[str]) -> dict[str, float]:
+    """The step's thresholds: as given, or (`accept: calibration`) those its calibration file
+    holds for the tasks the run asks for."""
+    if spec.accept != "calibration":
+        return dict(spec.accept)
+    held = scoring.calibration.thresholds if scoring.calibration else {}
+    accept = {task: entry["threshold"] for task, entry in held.items() if task in keys}
+    if not accept:
+        raise ConfigError(f"cascade model {spec.model} takes its thresholds from its "
+                          f"calibration, which holds none for the run's tasks: fit them with "
+                          "`emoray calibrate --max-loss X`, or give accept per task")
+    return accept
 
 
 def identity(steps: list[Step]) -> str:
@@ -101,7 +117,7 @@ def identity(steps: list[Step]) -> str:
     thresholds: any change to what decides gives another identity."""
     key = json.dumps([{"model": s.scoring.model.identity, "versions": s.scoring.versions,
                        "calibration": s.scoring.calibration.version if s.scoring.calibration
-                       else None, "accept": s.spec.accept} for s in steps], sort_keys=True)
+                       else None, "accept": s.accept} for s in steps], sort_keys=True)
     return "cascade-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -229,7 +245,7 @@ def run_cascade(config: AnnotateConfig) -> dict:
         "tasks": [r.key for r in first.requests], "pairs": len(asked),
         "already_held": len(asked) - len(reached.get(1, [])), "undecided": len(pending),
         "prompts_sent": sum(s["prompts_sent"] for s in summaries),
-        "cascade": [{"model": s.scoring.model.identity, "accept": s.spec.accept,
+        "cascade": [{"model": s.scoring.model.identity, "accept": s.accept,
                      "calibration": s.scoring.calibration.tag if s.scoring.calibration
                      else None} for s in steps],
         "decided_by": {s.scoring.model.identity: len(f) for s, f in decided},

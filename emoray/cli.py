@@ -67,7 +67,7 @@ EVALUATE_OVERRIDES = {
 
 CALIBRATE_OVERRIDES = {
     **ENGINE_OVERRIDES, "data": "evaluate.data", "output": "evaluate.output",
-    "limit": "evaluate.limit", "seed": "evaluate.seed",
+    "limit": "evaluate.limit", "seed": "evaluate.seed", "max_loss": "evaluate.max_loss",
 }
 
 
@@ -549,6 +549,9 @@ def parser() -> argparse.ArgumentParser:
                  "class tasks' confidences mean what they say (calibration.json)")
     _gold_flags(k, "folder for calibration.json (and the dev run's table); only "
                 "aaid_dev_sample.jsonl of --data is used")
+    k.add_argument("--max-loss", type=float, help="also write per class task the lowest "
+                   "threshold whose accepted dev answers are right >= 1 - X of the time (a "
+                   "cascade step's `accept: calibration`)")
     _ray_flag(k)
     k.set_defaults(fn=cmd_calibrate)
     n = _command(sub, "nightly", help="one night: quality gate, annotate, then enrich (Spark)")

@@ -146,6 +146,11 @@ class EvaluateConfig(_Strict):
         "with (each set names its source); missing file: no comparison.")
     previous: str | None = Field(
         None, description="metrics.json of an earlier evaluation to compare with.")
+    max_loss: float | None = Field(
+        None, gt=0, lt=1, description="calibrate: also write, per class task it fits, the "
+        "lowest calibrated confidence at or above which the dev answers are right at least "
+        "1 - max_loss of the time: a cascade step's acceptance threshold (`accept: "
+        "calibration`). Unset: no thresholds.")
 
 
 class GateConfig(_Strict):
@@ -255,11 +260,12 @@ class CascadeStep(_Strict):
     calibration: str | None = Field(
         None, description="Its calibration file (`emoray calibrate`): a step accepts only tasks "
         "it holds a temperature for, so that the threshold is on a calibrated confidence.")
-    accept: dict[str, float] = Field(
+    accept: dict[str, float] | Literal["calibration"] = Field(
         default_factory=dict, description="Per task request (`v_oc`, `ei_oc:joy`; a task name "
         "covers its targets): the lowest calibrated confidence at which this model's answer is "
-        "final. Its other answers, and tasks not listed, go on to the next step. Empty on the "
-        "last step, which answers whatever reaches it.")
+        "final; or `calibration`: the thresholds its calibration file holds (`emoray calibrate "
+        "--max-loss`). Its other answers, and tasks without a threshold, go on to the next "
+        "step. Empty on the last step, which answers whatever reaches it.")
 
 
 class AnnotateConfig(_Strict):

@@ -22,7 +22,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def fitted(tmp_path_factory, ray_local, tiny_model):
     out = tmp_path_factory.mktemp("calibration")
     code = cli.main(["calibrate", "--output", str(out), "--tasks", "v_oc,ei_oc,e_c,v_reg",
-                     "--model", str(tiny_model), *ENGINE])
+                     "--model", str(tiny_model), "--max-loss", "0.99", *ENGINE])
     assert code == 0
     return out / "calibration.json"
 
@@ -53,6 +53,13 @@ def test_calibrate_fits_a_temperature_per_class_task_of_the_dev_sample(fitted, t
             assert 0 <= figures["brier"] <= 1
     loaded = calibration.Calibration.from_json(fitted.read_text(), str(fitted))
     assert data["version"] == loaded.version
+    # --max-loss 0.99: every fitted task gets a cascade threshold (its accepted dev answers are
+    # right at least 1 % of the time: a fitted task has two or more right)
+    assert set(data["thresholds"]) == set(data["temperatures"]) == set(loaded.thresholds)
+    for name, t in data["thresholds"].items():
+        assert t["max_loss"] == 0.99 and t["n"] == data["temperatures"][name]["n"]
+        assert 0 <= t["threshold"] <= 1 and 0 < t["accepted_share"] <= 1
+        assert t["accuracy"] >= 0.01
 
 
 TEXTS = ["what a lovely day", "I hate waiting", "so scared of exams", "ok", "best news ever",

@@ -20,6 +20,7 @@ from emoray.calibration import (
     fit_temperature,
     fit_thresholds,
     load,
+    lowest_threshold,
     save,
     scale,
 )
@@ -176,3 +177,20 @@ def test_calibration_file_round_trip_version_and_refusals(tmp_path):
         load(str(tmp_path / "bad.json"), S3Config(), model)
     with pytest.raises(CalibrationError, match=r"missing.json cannot be read"):
         load(str(tmp_path / "missing.json"), S3Config(), model)
+
+
+def test_lowest_threshold_keeps_the_accepted_answers_right_often_enough():
+    """Sorted by confidence, right/wrong: 0.9 R, 0.8 R, 0.7 W, 0.6 R, 0.5 W, 0.4 W (ties at 0.6
+    taken together). At max loss 0.25 the lowest threshold whose accepted answers are >= 75 %
+    right is 0.6 (3 of 4); at 0.1 it is 0.8 (2 of 2); at 0.6, everything (3 of 6 = 50 %);
+    nothing is ever right: none."""
+    conf = [0.5, 0.9, 0.6, 0.4, 0.8, 0.7]
+    right = [False, True, True, False, True, False]
+    found = lowest_threshold(conf, right, 0.25)
+    assert found == {"threshold": 0.6, "max_loss": 0.25, "n": 6, "accepted_share": 0.6667,
+                     "accuracy": 0.75}
+    assert lowest_threshold(conf, right, 0.1)["threshold"] == 0.8
+    assert lowest_threshold(conf, right, 0.6)["threshold"] == 0.4
+    assert lowest_threshold(conf, [False] * 6, 0.5) is None
+    ties = lowest_threshold([0.9, 0.9, 0.5], [True, False, True], 0.4)
+    assert ties["threshold"] == 0.5  # 0.9 alone is 1 of 2 right: the tie is taken whole

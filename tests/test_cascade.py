@@ -135,6 +135,21 @@ def test_a_model_without_a_calibration_for_a_task_cannot_accept_it(tiny_model, t
     with pytest.raises(ConfigError, match=r"cascade model .*tiny-t5 has no calibration for "
                        r"task v_reg \(under prompt version \w+\), so it cannot accept for it"):
         prepare(config)
+    from_file = config.model_copy(update={"cascade": [config.cascade[0].model_copy(
+        update={"accept": "calibration"}), config.cascade[1]]})
+    with pytest.raises(ConfigError, match=r"takes its thresholds from its calibration, which "
+                       r"holds none for the run's tasks: fit them with `emoray calibrate "
+                       r"--max-loss X`"):
+        prepare(from_file)
+    data = json.loads(cal.read_text())
+    data["thresholds"] = {"v_oc": {"threshold": 0.42, "max_loss": 0.1, "n": 40,
+                                   "accepted_share": 0.5, "accuracy": 0.9}}
+    cal.write_text(json.dumps(data))
+    steps, ident = prepare(from_file)
+    assert steps[0].accept == {"v_oc": 0.42} and steps[1].accept == {}
+    assert ident != prepare(from_file.model_copy(update={"cascade": [
+        config.cascade[0].model_copy(update={"accept": {"v_oc": 0.43}}),
+        config.cascade[1]]}))[1]
     last = config.model_copy(update={"cascade": [config.cascade[1].model_copy(
         update={"accept": {"v_oc": 0.5}}), config.cascade[0]]})
     with pytest.raises(ConfigError, match="the cascade's last model answers whatever reaches"):
