@@ -54,7 +54,7 @@ def calibrate(config: AnnotateConfig, output: str) -> dict:
         task = TASKS[split_key(key)[0]]
         by_task.setdefault(task.name, []).extend(parsed_pairs(task, pairs))
     scoring = {name: score_rules(TASKS[name], by_task.get(name, [])) for name in regression}
-    temperatures, figures, skipped, thresholds = {}, {}, {}, {}
+    temperatures, figures, skipped, thresholds, unmet = {}, {}, {}, {}, {}
     for name, scored in by_task.items():
         if not TASKS[name].answer.discrete:
             continue
@@ -75,8 +75,8 @@ def calibrate(config: AnnotateConfig, output: str) -> dict:
         if ev.max_loss is not None:
             found = calibration.lowest_threshold(calibration.scale(conf, t), right, ev.max_loss)
             if found is None:
-                skipped[name] = (f"no threshold keeps the accepted answers right "
-                                 f"{1 - ev.max_loss:.0%} of the time")
+                unmet[name] = (f"no threshold keeps the accepted answers right "
+                               f"{1 - ev.max_loss:.0%} of the time")
             else:
                 thresholds[name] = found
     fitted = calibration.Calibration(model.identity, temperatures, {
@@ -89,7 +89,7 @@ def calibrate(config: AnnotateConfig, output: str) -> dict:
     calibration.save(fitted, path, config.s3)
     return {"path": path, "version": fitted.version, "tag": fitted.tag, "model": fitted.model,
             "temperatures": temperatures, "expected_score": fitted.expected_score,
-            "thresholds": thresholds,
+            "thresholds": thresholds, "thresholds_unmet": unmet,
             **fitted.fitted}
 
 
@@ -119,6 +119,8 @@ def render(result: dict) -> str:
         lines.append(f"  {name:8} accept at >= {t['threshold']:.4f}: {t['accepted_share']:.1%} "
                      f"of {t['n']} dev answers, {t['accuracy']:.1%} right (max loss "
                      f"{t['max_loss']:g})")
+    lines += [f"  {name:8} no cascade threshold: {why}"
+              for name, why in result["thresholds_unmet"].items()]
     lines += [f"  {name:8} not fitted: {why}" for name, why in result["skipped"].items()]
     for name, s in result["scoring"].items():
         r = s["pearson"]

@@ -18,8 +18,11 @@ under another, and with the cascade's own rows every reader (enrich, Polars, Duc
 cascade's labels exactly as it selects one model's (`model = <identity>`). The cheaper models'
 answers that were not accepted stay in the table under their own identities.
 
-The first step's tonight is held in the driver (ids, texts, task requests of tonight's input):
-a night's increment, not a whole lake; a cascade in waves is not built.
+What tonight's input is read once by the first step (with `--since-last`, what the cascade's
+last completed run did not read: the cascade's own report records it, its steps' reports do
+not); its ids, texts and task requests are held in the driver (a night's increment, not a
+whole lake; a cascade in waves is not built). A repeated doc id gets one decision (its last
+row's text), and a pair is decided again when its text changed.
 """
 
 from __future__ import annotations
@@ -40,7 +43,14 @@ import pyarrow.parquet as pq
 from emoray import table
 from emoray.config import AnnotateConfig, CascadeStep, ConfigError
 from emoray.lock import TableLock
-from emoray.pipeline import Scoring, build_annotator, new_run_id, resolve_scoring
+from emoray.calibration import calibrate_rows
+from emoray.pipeline import (
+    IncompleteRunError,
+    Scoring,
+    build_annotator,
+    new_run_id,
+    resolve_scoring,
+)
 from emoray.statuses import NOT_HELD, TEXT_PROBLEMS
 from emoray.tasks import request_key
 
@@ -133,46 +143,54 @@ def step_config(config: AnnotateConfig, step: Step, run_id: str, k: int,
     return config.model_copy(update=update)
 
 
-def tonight(annotator) -> pa.Table:
-    """The first step's input rows after Normalize: doc_id, text, text_status and the row's own
-    task request (null: every request)."""
+def tonight(annotator) -> dict[str, dict]:
+    """The first step's input rows after Normalize, by doc_id (the last row of a repeated id:
+    one decision per pair): text, text hash and the row's own task request (None: every
+    request)."""
     import ray
 
-    ds = annotator.texts().select_columns(["doc_id", "text", "text_status", "request"])
-    parts = [ray.get(r) for r in ds.to_arrow_refs()]
-    return (pa.concat_tables(parts) if parts else pa.table(
-        {"doc_id": [], "text": [], "text_status": [], "request": []},
-        schema=pa.schema([(c, pa.string()) for c in ("doc_id", "text", "text_status",
-                                                        "request")])))
+    ds = annotator.texts().select_columns(["doc_id", "text", "text_sha256", "request"])
+    rows = [r for ref in ds.to_arrow_refs() for r in ray.get(ref).to_pylist()]
+    return {r["doc_id"]: r for r in rows}
 
 
-def pairs(rows: pa.Table, requests) -> list[tuple[str, str, str | None]]:
+def pairs(rows: dict[str, dict], requests) -> list[tuple[str, str, str | None]]:
     """Every (doc_id, task, target) `rows` ask for."""
-    out = []
-    for doc_id, asked in zip(rows["doc_id"].to_pylist(), rows["request"].to_pylist()):
-        out += [(doc_id, r.task.name, r.target) for r in requests if asked in (None, r.key)]
-    return out
+    return [(doc_id, r.task.name, r.target) for doc_id, row in rows.items() for r in requests
+            if row["request"] in (None, r.key)]
 
 
-def latest(tbl: table.AnnotationTable, model: pads.Expression, doc_ids: list[str],
+def latest(tbl: table.AnnotationTable, model: pads.Expression, rows: dict[str, dict],
            versions: dict[str, str] | None = None) -> dict[tuple, dict]:
-    """The newest row per (doc_id, task, target) of `doc_ids` where `model` holds (under
-    `versions`, when given)."""
-    where = model & pads.field("doc_id").isin(doc_ids)
-    if versions:
-        where = table.held_filter(model, versions) & pads.field("doc_id").isin(doc_ids)
-    rows = tbl.read(filter=where).to_pylist() if tbl.exists() else []
+    """The newest row per (doc_id, task, target) of tonight's `rows` where `model` holds (under
+    `versions`, when given) and the text is tonight's (a changed text is a new question)."""
+    if not rows or not tbl.exists():
+        return {}
+    where = table.held_filter(model, versions) if versions else model
+    found = tbl.read(filter=where & pads.field("doc_id").isin(list(rows))).to_pylist()
     out: dict[tuple, dict] = {}
-    for r in sorted(rows, key=lambda r: r["annotated_at"]):
-        out[r["doc_id"], r["task"], r["target"]] = r
+    for r in sorted(found, key=lambda r: r["annotated_at"]):
+        if r["text_sha256"] == rows[r["doc_id"]]["text_sha256"]:
+            out[r["doc_id"], r["task"], r["target"]] = r
     return out
+
+
+def recalibrated(step: Step, answers: dict[tuple, dict]) -> dict[tuple, dict]:
+    """`answers` with `confidence` and `calibration` from their model's own confidence under
+    the step's calibration: a stored answer may have been calibrated otherwise, or not."""
+    rows = list(answers.values())
+    confidence, tags = calibrate_rows(step.scoring.calibration, [r["task"] for r in rows],
+                                      [r["prompt_version"] for r in rows],
+                                      [r["raw_confidence"] for r in rows])
+    return {k: {**r, "confidence": c, "calibration": t}
+            for (k, r), c, t in zip(answers.items(), confidence, tags)}
 
 
 def decide(step: Step, answers: dict[tuple, dict], pending: list[tuple], last: bool
            ) -> tuple[list[dict], list[tuple]]:
     """(final rows, pairs for the next step) of `pending` from this step's `answers`: final
-    where the answer is ok and its confidence reaches the task's threshold, or its text is
-    unusable (no model answers it better), or this is the last step."""
+    where the answer is ok and its calibrated confidence reaches the task's threshold, or its
+    text is unusable (no model answers it better), or this is the last step."""
     final, onward = [], []
     for key in pending:
         row = answers.get(key)
@@ -187,12 +205,12 @@ def decide(step: Step, answers: dict[tuple, dict], pending: list[tuple], last: b
     return final, onward
 
 
-def stage(rows: pa.Table, pending: list[tuple], tbl: table.AnnotationTable, run_id: str,
+def stage(rows: dict[str, dict], pending: list[tuple], tbl: table.AnnotationTable, run_id: str,
           k: int) -> str:
     """The input of step `k`: one row (id, text, task request) per pending pair, written beside
     the table; returns its location."""
-    text = dict(zip(rows["doc_id"].to_pylist(), rows["text"].to_pylist()))
-    staged = pa.table({"id": [d for d, _, _ in pending], "text": [text[d] for d, _, _ in pending],
+    staged = pa.table({"id": [d for d, _, _ in pending],
+                       "text": [rows[d]["text"] for d, _, _ in pending],
                        "task": [request_key(t, g) for _, t, g in pending]})
     fs, root = tbl._fs()
     folder = posixpath.join(STAGING, run_id, f"step-{k}")
@@ -202,27 +220,32 @@ def stage(rows: pa.Table, pending: list[tuple], tbl: table.AnnotationTable, run_
     return posixpath.join(tbl.uri.rstrip("/"), folder)
 
 
-def final_rows(decided: list[tuple[Step, list[dict]]], ident: str, run_id: str) -> pa.Table:
+def final_rows(chosen: list[dict], ident: str, run_id: str) -> pa.Table:
     """The cascade's rows: each final answer's row under the cascade's identity, naming the
     model that gave it."""
     now = datetime.now(timezone.utc)
-    rows = [{**r, "model": ident, "decided_by": r["model"], "run_id": run_id,
-             "annotated_at": now} for _, chosen in decided for r in chosen]
-    return pa.Table.from_pylist(rows, schema=table.SCHEMA)
+    return pa.Table.from_pylist([{**r, "model": ident, "decided_by": r["model"],
+                                  "run_id": run_id, "annotated_at": now} for r in chosen],
+                                schema=table.SCHEMA)
 
 
 def run_cascade(config: AnnotateConfig) -> dict:
-    """Run the cascade of `config` over its input; returns its summary (steps, escalation per
-    task, rows committed)."""
+    """Run the cascade of `config` over its input, committing each step's decisions before the
+    next step starts; returns its summary (steps, escalation per task, rows committed), also
+    written as its run report. Pairs left undecided (the last model failed them) end it with
+    `IncompleteRunError` once what was decided is committed (a failed answer is a row, and
+    final at the last step: the next run retries it, as it retries any failed row)."""
     steps, ident = prepare(config)
     run_id, started, t0 = config.run_id or new_run_id(), datetime.now(timezone.utc), time.time()
     tbl = table.AnnotationTable(config.output, config.s3)
-    first = build_annotator(step_config(config, steps[0], run_id, 1))
+    if tbl.exists():
+        tbl.create()  # a table older than a column (`decided_by`) gains it before it is read
+    first = build_annotator(step_config(config, steps[0], run_id, 1), reads_for=ident)
     rows = tonight(first)
     asked = pairs(rows, first.requests)
-    held = latest(tbl, pads.field("model") == ident, sorted({d for d, _, _ in asked}))
+    held = latest(tbl, pads.field("model") == ident, rows)
     pending = [p for p in asked if p not in held or held[p]["status"] in NOT_HELD]
-    summaries, decided, reached = [], [], {}
+    summaries, decided, reached, written = [], {}, {}, 0
     try:
         for k, step in enumerate(steps, 1):
             if not pending:
@@ -231,30 +254,33 @@ def run_cascade(config: AnnotateConfig) -> dict:
             annotator = first if k == 1 else build_annotator(step_config(
                 config, step, run_id, k, stage(rows, pending, tbl, run_id, k)))
             summaries.append(annotator.run().as_dict())
-            answers = latest(tbl, step.scoring.model.same_model(pads.field("model")),
-                             sorted({d for d, _, _ in pending}), step.scoring.versions)
+            answers = recalibrated(step, latest(
+                tbl, step.scoring.model.same_model(pads.field("model")), rows,
+                step.scoring.versions))
             final, pending = decide(step, answers, pending, last=k == len(steps))
-            decided.append((step, final))
-        written = commit(config, tbl, final_rows(decided, ident, run_id), run_id, ident)
+            decided[step.scoring.model.identity] = len(final)
+            written += commit(config, tbl, final_rows(final, ident, run_id), run_id, ident)
     finally:
         _unstage(tbl, run_id)
     report = {
         "run_id": run_id, "status": "ok" if not pending else "incomplete",
         "started_at": started.isoformat(), "wall_s": round(time.time() - t0, 2),
         "input": config.input, "output": config.output, "model": ident, "rows_out": written,
+        "prompt_versions": steps[0].scoring.versions, "input_read": first.night.read,
         "tasks": [r.key for r in first.requests], "pairs": len(asked),
-        "already_held": len(asked) - len(reached.get(1, [])), "undecided": len(pending),
+        "already_held": len(asked) - len(reached.get(1, [])), "missing_pairs": len(pending),
         "prompts_sent": sum(s["prompts_sent"] for s in summaries),
         "cascade": [{"model": s.scoring.model.identity, "accept": s.accept,
                      "calibration": s.scoring.calibration.tag if s.scoring.calibration
                      else None} for s in steps],
-        "decided_by": {s.scoring.model.identity: len(f) for s, f in decided},
+        "decided_by": decided,
         "escalation": escalation(reached.get(1, []), reached.get(2, [])),
         "steps": summaries}
     table.write_report(tbl, report)
     if pending:
-        print(f"emoray: {len(pending)} pairs got no answer from the cascade's last model; "
-              "a re-run retries them", file=sys.stderr)
+        raise IncompleteRunError(
+            f"cascade run {run_id} committed {written} rows; {len(pending)} pairs got no row "
+            "from its last model: a re-run decides them")
     return report
 
 
@@ -272,8 +298,11 @@ def escalation(first: list[tuple], second: list[tuple]) -> dict[str, dict]:
 
 def commit(config: AnnotateConfig, tbl: table.AnnotationTable, rows: pa.Table, run_id: str,
            ident: str) -> int:
-    """Commit the cascade's rows under the table's lease, chunk by chunk (a resumed run with the
-    same id continues after its last chunk); returns the rows committed."""
+    """Commit one step's decisions under the table's lease (taken for the commit only: the
+    steps take it for their own runs), chunk by chunk after the run's last committed chunk;
+    returns the rows committed."""
+    if not rows.num_rows:
+        return 0
     with TableLock(config.output, config.s3, run_id, config.lock_ttl_s):
         writer = table.ChunkWriter(tbl, run_id, config.commit_rows, lineage={
             "model": ident, "tasks": ",".join(sorted(set(rows["task"].to_pylist()))),

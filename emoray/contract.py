@@ -1,8 +1,8 @@
 """The row contract between the pipeline's stages: each stage declares what it runs on, the
 columns it needs, adds and drops, the stored-table columns it reads, its Ray resources and its
 table-in/table-out function (`Stage`); `check` proves, before Ray starts, that every stage's
-needs are met by the stages before it, and `render` prints the list for
-docs/annotate.md.
+needs are met by the stages before it, `check_bindings` that every argument a stage's function
+takes is one the run provides, and `render` prints the list for docs/annotate.md.
 
 Following Ray's `ray.data.llm` (stages return the input keys they need) and NeMo Curator
 (stages declare inputs, outputs and resources), so a new stage is one declaration plus its
@@ -11,7 +11,8 @@ place in the pipeline's list (`emoray.pipeline.STAGES`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -64,6 +65,9 @@ class Stage:
     """Columns of the stored table this stage reads from the stored rows of its partition."""
     resources: dict | Callable = field(default_factory=lambda: dict(CPU_TASK))
     args: dict = field(default_factory=dict)
+    options: tuple[str, ...] = ()
+    """Parameters of `fn` not taken from the run's context: left at their defaults, or bound
+    by a caller that plans otherwise (`check_bindings` allows exactly these)."""
 
     def __call__(self, batch: pa.Table, *args, **kwargs) -> pa.Table:
         """Run a function stage on `batch`, checking its needs on entry and its adds on exit."""
@@ -125,6 +129,22 @@ def check(stages: tuple[Stage, ...], table_columns: list[str]) -> None:
             raise ContractError(f"stage {s.name} reads stored columns {unknown} that the "
                                 "annotation table does not have")
         have = s.after(have)
+
+
+def check_bindings(stages: tuple[Stage, ...], context: Iterable[str]) -> None:
+    """Before Ray starts: every parameter of a function stage after its batch names a field of
+    the run's context (`context`, what `pipeline.Annotator` passes by name) or one of the
+    stage's declared `options`, so a renamed parameter is an error here rather than a stage
+    silently running on its default."""
+    given = set(context)
+    for s in (s for s in stages if s.runs != ACTORS):
+        wanted = list(inspect.signature(s.fn).parameters)[1:]
+        unknown = [p for p in wanted if p not in given and p not in s.options]
+        if unknown:
+            raise ContractError(
+                f"stage {s.name}'s function {s.fn.__name__} takes {unknown}, which the run "
+                f"context does not provide (it provides: {', '.join(sorted(given))}): rename "
+                "the parameter to one of those, or add the field to the run context")
 
 
 def _resources(r: dict | Callable) -> str:

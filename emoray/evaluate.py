@@ -26,7 +26,7 @@ import yaml
 
 from emoray import aeb, calibration, charts, locations, table
 from emoray.answers import Parsed
-from emoray.config import AnnotateConfig, ConfigError, GateConfig
+from emoray.config import AnnotateConfig, BudgetConfig, ConfigError, GateConfig
 from emoray.metrics import score
 from emoray.statuses import USABLE
 from emoray.tasks import TASKS, request_key, request_order, resolve, split_key
@@ -56,7 +56,7 @@ def annotate_gold(config: AnnotateConfig, gold: pa.Table, out: str) -> tuple[pa.
         "input": _join(out, "gold") + "/", "output": _join(out, "annotations") + "/",
         "format": "parquet", "id_column": "id", "text_column": "text", "task_column": "request",
         "tasks": requests, "incremental": False, "run_id": None, "gate": GateConfig(),
-        "calibration": None})
+        "calibration": None, "budget": BudgetConfig(), "cascade": []})  # the night's own
     summary = build_annotator(run).run()
     rows = table.AnnotationTable(_join(out, "annotations"), config.s3).read(
         filter=pads.field("run_id") == summary.run_id)

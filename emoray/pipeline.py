@@ -330,9 +330,12 @@ class Annotator:
     """A validated annotation job. Construction fails fast on bad input; `run()` does the work."""
 
     def __init__(self, config: AnnotateConfig, engine: Stage | None = None,
-                 local_engine: bool = True):
+                 local_engine: bool = True, reads_for: str | None = None):
         """`engine`: a stage declared with the engine's contract in place of `ENGINE` (the
-        benchmark's no-op engine)."""
+        benchmark's no-op engine). `reads_for`: the identity whose completed nights say what
+        input `since_last` skips, when the run is a step of it (a cascade, which then records
+        what it read in its own report, so this run's report marks nothing read)."""
+        self.reads_for = reads_for
         self.stages = tuple(engine if s is ENGINE and engine else s for s in STAGES)
         contract.check(self.stages, table.SCHEMA.names)
         config.require("input", "output")
@@ -373,6 +376,7 @@ class Annotator:
         self.stored_read = key_index.Read()
         """What the night's held check read of the table (`key_index.scan`)."""
         self.run_id = config.run_id or new_run_id()
+        contract.check_bindings(self.stages, self._arguments())
         for reason in self.bad_files.values():
             print(f"emoray: skipping bad input file: {reason}", file=sys.stderr)
 
@@ -384,8 +388,8 @@ class Annotator:
         annotations = table.AnnotationTable(cfg.output, cfg.s3)
         if not (cfg.since_last and cfg.incremental) or not annotations.exists():
             return None
-        return lake_input.last_read(table.run_reports(annotations), cfg, self.model.identity,
-                                    self.versions)
+        return lake_input.last_read(table.run_reports(annotations), cfg,
+                                    self.reads_for or self.model.identity, self.versions)
 
     def _warn_uncalibrated(self) -> None:
         """Name each class task the calibration file holds no temperature for (under this
@@ -854,7 +858,8 @@ class Annotator:
             **summary.as_dict(), "model": self.model.identity, "model_source": self.model.source,
             "tasks": [r.key for r in self.requests], "input": self.config.input,
             **self._source_record, "calibration": self._calibration_tag(),
-            "prompt_versions": self.versions, "input_read": self.night.read,
+            "prompt_versions": self.versions,
+            **({"input_read": self.night.read} if self.reads_for is None else {}),
             "input_files_read": len(self.inputs), "input_files_skipped": self.night.skipped, "chunks": writer.chunks - writer.first_chunk,
             "bad_files": self.bad_files,
             "engine_starts": counts.get("engine_starts", 0), "gate": gate,
@@ -874,7 +879,9 @@ class Annotator:
         return summary
 
 
-def build_annotator(config: AnnotateConfig, local_engine: bool = True) -> Annotator:
+def build_annotator(config: AnnotateConfig, local_engine: bool = True,
+                    reads_for: str | None = None) -> Annotator:
     """Validate `config` against its input and return the job, before any engine starts;
-    `local_engine`: the engines run on this machine (its memory is checked for CPU engines)."""
-    return Annotator(config, local_engine=local_engine)
+    `local_engine`: the engines run on this machine (its memory is checked for CPU engines);
+    `reads_for`: see `Annotator`."""
+    return Annotator(config, local_engine=local_engine, reads_for=reads_for)

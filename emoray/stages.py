@@ -231,7 +231,8 @@ EXPAND_REQUESTS = Stage(
 SKIP_HELD = Stage(
     "SkipHeld", PARTITION, skip_held,
     needs=("side", "doc_id", "text_sha256", "task", "target", "prompt_version"),
-    stored=("doc_id", "text_sha256", "task", "target", "prompt_version", "status"))
+    stored=("doc_id", "text_sha256", "task", "target", "prompt_version", "status"),
+    options=("not_held",))  # the missing-pairs count holds every stored row (`not_held=()`)
 ATTACH_REUSE = Stage(
     "AttachReuse", PARTITION, attach_reuse, needs=("side", *WANTED), adds=REUSED,
     drops=("side",),

@@ -108,9 +108,11 @@ def test_a_cascade_decides_each_pair_once_and_escalates_what_is_under_its_thresh
     decided = rows_of(out, second["model"])
     by_t5 = decided.filter(pc.equal(decided["decided_by"], t5_id))
     assert min(by_t5["confidence"].to_pylist()) >= threshold
-    assert cli.main(["runs", "--output", str(out), "--limit", "1"]) == 0
-    assert (f"    escalated: v_oc {under}/12 ({under / 12:.1%}), v_reg 12/12 (100.0%)"
-            in capsys.readouterr().out.splitlines())
+    assert cli.main(["runs", "--output", str(out)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(listing) if line.startswith("night-3  ok  "))
+    assert listing[at + 1] == (f"    escalated: v_oc {under}/12 ({under / 12:.1%}), v_reg 12/12 "
+                               "(100.0%)")
 
     from emoray.enrich import EnrichConfig, enrich
 
@@ -154,3 +156,26 @@ def test_a_model_without_a_calibration_for_a_task_cannot_accept_it(tiny_model, t
         update={"accept": {"v_oc": 0.5}}), config.cascade[0]]})
     with pytest.raises(ConfigError, match="the cascade's last model answers whatever reaches"):
         prepare(last)
+
+
+def test_a_decision_holds_only_for_the_text_it_was_made_on(tmp_path):
+    """The cascade's held check (`cascade.latest`) matches the text hash too: a doc whose text
+    changed is a new question, as it is for one model's held check."""
+    from datetime import datetime, timezone
+
+    import pyarrow.dataset as pads
+
+    from emoray.cascade import latest
+
+    tbl = table.AnnotationTable(str(tmp_path / "affect"))
+    writer = table.ChunkWriter(tbl, "night-1", 100)
+    writer.write(pa.Table.from_pylist([
+        {"doc_id": d, "text_sha256": sha, "task": "v_oc", "score": 1.0, "status": "ok",
+         "model": "cascade-abc", "prompt_version": "p", "run_id": "night-1",
+         "annotated_at": datetime.now(timezone.utc), "decided_by": "small"}
+        for d, sha in (("d1", "aaa"), ("d2", "bbb"))], schema=table.SCHEMA))
+    writer.flush()
+    tonight = {"d1": {"text_sha256": "aaa"}, "d2": {"text_sha256": "changed"},
+               "d3": {"text_sha256": "ccc"}}
+    held = latest(tbl, pads.field("model") == "cascade-abc", tonight)
+    assert list(held) == [("d1", "v_oc", None)] and held["d1", "v_oc", None]["decided_by"] == "small"

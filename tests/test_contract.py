@@ -10,7 +10,7 @@ import pytest
 
 from emoray import contract, stages
 from emoray.config import AnnotateConfig
-from emoray.contract import ContractError, Stage
+from emoray.contract import INPUT, ContractError, Stage
 from emoray.engine_stage import ENGINE
 from emoray.pipeline import STAGES, Annotator
 from emoray.table import SCHEMA
@@ -76,3 +76,20 @@ def test_a_stage_that_breaks_its_promise_fails_naming_it():
 def test_the_stage_table_in_the_docs_is_generated_from_the_declarations():
     """`emoray stages` prints it; paste its output into docs/annotate.md when a stage changes."""
     assert contract.render(STAGES) in STAGE_DOC.read_text()
+
+
+def test_a_stage_parameter_the_run_does_not_provide_is_refused_before_ray():
+    """Stage functions take the run's values by parameter name: a renamed parameter (`wave`
+    spelt `waves`) would silently run on its default, so it is an error naming it."""
+    import pyarrow as pa
+
+    def normalize(batch: pa.Table, id_column: str = "id", waves=(0, 1)) -> pa.Table:
+        return batch
+
+    renamed = Stage("Normalize", INPUT, normalize, adds=("doc_id",))
+    context = ("id_column", "text_column", "wave")
+    contract.check_bindings((renamed,), ("id_column", "waves"))  # provided: fine
+    with pytest.raises(ContractError, match=r"stage Normalize's function normalize takes "
+                       r"\['waves'\], which the run context does not provide \(it provides: "
+                       r"id_column, text_column, wave\)"):
+        contract.check_bindings((renamed,), context)

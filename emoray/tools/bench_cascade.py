@@ -73,15 +73,15 @@ def cascade_bench(engine: EngineConfig, small: str, big: str, rows: int, task: s
     out = {"rows": rows, "task": task, "big_alone": _figures(alone, wall, rows)}
     probe, wall = _timed(lambda: build_annotator(config("small-alone", small)).run().as_dict())
     out["small_alone"] = _figures(probe, wall, rows)
-    confidences = sorted(AnnotationTable(f"{root}/small-alone").read(
-        ["confidence"])["confidence"].to_pylist())
+    confidences = sorted(c for c in AnnotationTable(f"{root}/small-alone").read(
+        ["confidence"])["confidence"].to_pylist() if c is not None)
     scoring = resolve_scoring(config("small-alone", small))
     cal = str(Path(root) / "small-calibration.json")
     save(Calibration(scoring.model.identity, {task: {
         "prompt_version": scoring.versions[task], "temperature": 1.0, "n": 0}}), cal, S3Config())
     out["cascades"] = []
     for share in shares:
-        threshold = confidences[min(int(share * rows), rows - 1)]
+        threshold = confidences[min(int(share * len(confidences)), len(confidences) - 1)]
         steps = [CascadeStep(model=small, calibration=cal, accept={task: threshold}),
                  CascadeStep(model=big)]
         report, wall = _timed(lambda: run_cascade(config(f"cascade-{share}", big,
