@@ -134,6 +134,9 @@ def _job_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="plan only: rows, already held, prompts and prompt tokens per task, "
                    "estimated GPU-hours and cost; no engine starts, nothing is written")
+    p.add_argument("--cascade", help="models cheapest first, SMALL@CALIBRATION,...,BIG: each "
+                   "but the last accepts its answers at its calibration file's thresholds "
+                   "(profile key cascade; see docs/confidence.md)")
     p.add_argument("--allow-partial", action="store_const", const=True,
                    help="over budget: run anyway, stop when the budget is spent (exit 9) and "
                    "keep what was answered (profile key budget.allow_partial)")
@@ -151,8 +154,29 @@ def job_config(args: argparse.Namespace, flags: dict[str, str] = OVERRIDES,
     overrides["engine.expected_score"] = (None if expected is None else [] if expected == "none"
                                           else expected.split(","))
     overrides["incremental"] = False if getattr(args, "full", False) else None
+    overrides["cascade"] = cascade_steps(getattr(args, "cascade", None))
     overrides.update(fixed)
     return load_config(args.config, overrides)
+
+
+def cascade_steps(flag: str | None) -> list[dict] | None:
+    """`--cascade SMALL@CALIBRATION,...,BIG` as the profile's `cascade:` list: every model but
+    the last takes its thresholds from its calibration file (`accept: calibration`, written by
+    `emoray calibrate --max-loss`)."""
+    if flag is None:
+        return None
+    models = [m.strip() for m in flag.split(",") if m.strip()]
+    steps = []
+    for i, item in enumerate(models):
+        model, _, cal = item.partition("@")
+        last = i == len(models) - 1
+        if not last and not cal:
+            raise ConfigError(f"--cascade: {model} is not the last model, so it needs its "
+                              "calibration file with thresholds: MODEL@CALIBRATION (`emoray "
+                              "calibrate --max-loss X` writes one)")
+        steps.append({"model": model, **({"calibration": cal} if cal else {}),
+                      **({} if last else {"accept": "calibration"})})
+    return steps
 
 
 def _local(args) -> bool:
@@ -491,6 +515,8 @@ EXAMPLES = {
     "annotate": ["emoray annotate --input ./texts --output ./affect --tasks v_reg,e_c "
                  "--model .emoray/tiny-model --device cpu",
                  "emoray annotate --input ./texts --output ./affect --dry-run",
+                 "emoray annotate --input ./texts --output ./affect --tasks v_oc --cascade "
+                 "Emot5-large@./cal/calibration.json,Emollama-chat-13b",
                  "emoray annotate --input ./texts --output ./affect --calibration "
                  "./calibration/calibration.json",
                  "emoray annotate --config conf/cluster.yaml --input s3://lake/texts/ "

@@ -56,3 +56,17 @@ def test_missing_required_settings_are_named(tmp_path, capsys):
         in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"downstream: Field required"):
         load_config(None, {"output": "x"}, model=EnrichConfig)
+
+
+def test_the_cascade_flag_is_the_profile_list_with_thresholds_from_calibration():
+    from emoray.cli import cascade_steps
+
+    steps = cascade_steps("Emot5-large@s3://lake/cal/t5.json, Emollama-chat-13b")
+    assert steps == [{"model": "Emot5-large", "calibration": "s3://lake/cal/t5.json",
+                      "accept": "calibration"}, {"model": "Emollama-chat-13b"}]
+    config = AnnotateConfig(cascade=steps)
+    assert config.cascade[0].accept == "calibration" and config.cascade[1].accept == {}
+    assert cascade_steps(None) is None
+    with pytest.raises(ConfigError, match=r"--cascade: Emot5-large is not the last model, so "
+                       r"it needs its calibration file with thresholds: MODEL@CALIBRATION"):
+        cascade_steps("Emot5-large,Emollama-chat-13b")
