@@ -275,6 +275,7 @@ def run_cascade(config: AnnotateConfig) -> dict:
                      else None} for s in steps],
         "decided_by": decided,
         "escalation": escalation(reached.get(1, []), reached.get(2, [])),
+        "reached": {str(k): len(v) for k, v in reached.items()},
         "steps": summaries}
     table.write_report(tbl, report)
     if pending:

@@ -231,6 +231,15 @@ def cmd_evaluate(args) -> int:
 
     config = job_config(args, EVALUATE_OVERRIDES)
     config.require("evaluate.output")
+    if config.cascade:
+        from emoray.cascade import prepare
+        from emoray.evaluate_cascade import evaluate_cascade, render
+
+        prepare(config)  # refused before Ray starts
+        start_ray(args.ray_address, args.verbose)
+        result = evaluate_cascade(config)
+        print(json.dumps(result, default=str) if args.json else render(result))
+        return EXIT_OK
     start_ray(args.ray_address, args.verbose)
     result = evaluate(config)
     print(json.dumps(result, default=str) if args.json else render_summary(result))
@@ -569,6 +578,8 @@ def parser() -> argparse.ArgumentParser:
     _gold_flags(v, "folder for metrics.json, report.md, chart.png")
     v.add_argument("--previous", help="metrics.json of an earlier evaluation to compare with")
     v.add_argument("--references", help="YAML of reference scores (default conf/references.yaml)")
+    v.add_argument("--cascade", help="SMALL@CALIBRATION,...,BIG: the cascade's metrics beside "
+                   "each model alone, the escalation share and the cost per 1 M rows")
     _ray_flag(v)
     v.set_defaults(fn=cmd_evaluate)
     k = _command(sub, "calibrate", help="fit per-task temperatures on the AEB dev sample so "

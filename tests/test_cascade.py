@@ -27,16 +27,17 @@ def tiny_t5(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("t5") / "tiny-t5", arch="t5")
 
 
-def calibration_for(model, path):
+def calibration_for(model, path, thresholds=None):
     """A calibration file for `model` holding v_oc (temperature 1: confidences unchanged), as
-    `emoray calibrate` writes it; v_reg, a regression task, has none."""
+    `emoray calibrate` writes it (with `thresholds`, as `--max-loss` does); v_reg, a
+    regression task, has none."""
     from emoray.pipeline import resolve_scoring
 
     scoring = resolve_scoring(AnnotateConfig(tasks=["v_oc", "v_reg"],
                                              engine={"model": str(model), "device": "cpu"}))
     save(Calibration(scoring.model.identity, {"v_oc": {
-        "prompt_version": scoring.versions["v_oc"], "temperature": 1.0, "n": 40}}),
-        str(path), AnnotateConfig().s3)
+        "prompt_version": scoring.versions["v_oc"], "temperature": 1.0, "n": 40}},
+        thresholds=thresholds or {}), str(path), AnnotateConfig().s3)
     return path
 
 
@@ -179,3 +180,28 @@ def test_a_decision_holds_only_for_the_text_it_was_made_on(tmp_path):
                "d3": {"text_sha256": "ccc"}}
     held = latest(tbl, pads.field("model") == "cascade-abc", tonight)
     assert list(held) == [("d1", "v_oc", None)] and held["d1", "v_oc", None]["decided_by"] == "small"
+
+
+def test_evaluate_a_cascade_beside_each_model_alone(tmp_path, ray_local, tiny_model, tiny_t5,
+                                                     capsys):
+    """`emoray evaluate --cascade`: each model answers the gold rows alone, then the cascade
+    decides from those answers (no prompt of its own); its escalation, who decided and its cost
+    per 1 M rows (each model's answering rate times the share reaching it) add up."""
+    cal = calibration_for(tiny_t5, tmp_path / "cal.json", thresholds={"v_oc": {
+        "threshold": 0.5, "max_loss": 0.1, "n": 40, "accepted_share": 0.5, "accuracy": 0.9}})
+    out = tmp_path / "eval"
+    assert cli.main(["evaluate", "--output", str(out), "--tasks", "v_oc", "--limit", "8",
+                     "--cascade", f"{tiny_t5}@{cal},{tiny_model}", "--json",
+                     *ENGINE_FLAGS]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    t5_id, llama_id = result["models"]
+    assert result["prompts_sent"] == 0 and result["escalation"]["v_oc"]["pairs"] == 8
+    escalated = result["escalation"]["v_oc"]["escalated"]
+    assert result["decided_by"] == {t5_id: 8 - escalated, llama_id: escalated}
+    assert result["reached_share"] == {t5_id: 1.0, llama_id: round(escalated / 8, 4)}
+    assert set(result["tasks"]["v_oc"]) == set(result["alone"][t5_id]["tasks"]["v_oc"]) \
+        == set(result["alone"][llama_id]["tasks"]["v_oc"])
+    hours = {m: a["device_hours_per_1m_rows"] for m, a in result["alone"].items()}
+    assert result["device_hours_per_1m_rows"] == pytest.approx(
+        hours[t5_id] + escalated / 8 * hours[llama_id], abs=1e-3)
+    assert json.loads((out / "cascade.json").read_text())["cascade"] == result["cascade"]
