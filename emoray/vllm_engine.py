@@ -92,6 +92,13 @@ def llm_arguments(config: EngineConfig) -> dict:
     )
 
 
+def _flat(steps) -> bool:
+    """Whether vLLM returned `steps` flat (`vllm.logprobs.FlatLogprobs`, asked for with
+    `flat_logprobs`) rather than one dict per step; told by shape, so that importing this
+    module does not import vLLM."""
+    return hasattr(steps, "start_indices")
+
+
 class Engine:
     """One vLLM engine plus the per-task decoding settings."""
 
@@ -104,6 +111,7 @@ class Engine:
         self.model = resolve_model(config.model)
         self.llm = LLM(model=self.model.source, **llm_arguments(config))
         self.tokenizer = self.llm.get_tokenizer()
+        self._texts: dict[int, str] = {}
         self._reset_decoding()
 
     def _reset_decoding(self) -> None:
@@ -134,7 +142,7 @@ class Engine:
                 self._scoring_params(candidates.next_tokens(())) if candidates else
                 SamplingParams(temperature=0.0, max_tokens=task.max_tokens,
                                logprobs=0 if self.config.confidence and not digits else None,
-                               logprob_token_ids=digits or None,
+                               logprob_token_ids=digits or None, flat_logprobs=bool(digits),
                                detokenize=not (digits and self.config.constrained),
                                structured_outputs=self._structured(task)))
         return self._params[task.name]
@@ -278,36 +286,60 @@ class Engine:
             len(output.prompt_token_ids or ()), len(completion.token_ids))
 
     def _text(self, completion) -> str:
-        """The answer's text: vLLM's, or decoded here from its tokens when the request asked
+        """The answer's text: vLLM's, or its tokens' texts (`_decoded`) when the request asked
         vLLM not to detokenize (constrained answers asking for the number tokens'
         log-probabilities: vLLM would decode every one of them at every step, half of a tiny
-        model's time; their grammar admits no leading space, which decoding alone would drop)."""
+        model's time; their grammar admits no leading space, so each token reads as it does
+        mid-answer)."""
         if completion.text or not completion.token_ids:
             return completion.text
-        return self.tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+        return "".join(self._decoded(t) for t in completion.token_ids)
 
     def _branches(self, answer: Regression, output) -> dict[str, dict[str, float]]:
         """The model's probability of each next number character after each of the answer
         starts `answer.heads()` that the generated answer went through (the steps whose token
-        starts at such a point)."""
+        starts at such a point). Only those steps' log-probabilities are read: vLLM returns
+        them flat (`flat_logprobs`), and a step read is a step's worth of Python objects."""
         completion = output.outputs[0]
         heads, branches, text = set(answer.heads()), {}, ""
-        for token, step in zip(completion.token_ids, completion.logprobs or []):
+        steps = completion.logprobs or []
+        for position, token in enumerate(completion.token_ids[:len(steps)]):
             if text in heads:
-                branches[text] = self._first_chars(step)
-            picked = step[token].decoded_token  # set when vLLM decoded (free text)
-            text += picked if picked is not None else (
-                self.number_texts.get(token) or self.tokenizer.decode([token]))
+                branches[text] = self._first_chars(steps, position)
+            text += self._token_text(token, steps, position)
         return branches
 
-    def _first_chars(self, step) -> dict[str, float]:
-        """One step's log-probabilities of the number tokens (those asked for, and the one
-        picked), as probability per first character."""
+    def _token_text(self, token: int, steps, position: int) -> str:
+        """The text the answer's token at `position` adds: vLLM's decoding where it decoded
+        (free text keeps its spaces), else the number token's own, else the tokenizer's."""
+        if _flat(steps):  # the sampled token comes first at each step
+            picked = steps.decoded_tokens[steps.start_indices[position]]
+        else:
+            picked = steps[position][token].decoded_token
+        return picked if picked is not None else self._decoded(token)
+
+    def _decoded(self, token: int) -> str:
+        """A token's text mid-answer: the number token's own, else the tokenizer's (`.`),
+        decoded once per token id."""
+        if token not in self._texts:
+            self._texts[token] = (self.number_texts.get(token) or self.tokenizer.decode(
+                [token], skip_special_tokens=True))
+        return self._texts[token]
+
+    def _first_chars(self, steps, position: int) -> dict[str, float]:
+        """The log-probabilities of the number tokens (those asked for, and the one picked) at
+        step `position` of `steps` (vLLM's flat or per-step log-probabilities), as probability
+        per first character."""
+        if _flat(steps):
+            lo, hi = steps.start_indices[position], steps.end_indices[position]
+            pairs = zip(steps.token_ids[lo:hi], steps.logprobs[lo:hi])
+        else:
+            pairs = ((i, lp.logprob) for i, lp in steps[position].items())
         probs: dict[str, float] = {}
-        for i, lp in step.items():
+        for i, logprob in pairs:
             text = self.number_texts.get(i)
             if text:
-                probs[text[0]] = probs.get(text[0], 0.0) + math.exp(lp.logprob)
+                probs[text[0]] = probs.get(text[0], 0.0) + math.exp(logprob)
         return probs
 
     def _head_tokens(self, task: Task, target: str | None, head: str) -> list[int] | None:
@@ -347,7 +379,7 @@ class Engine:
             outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for _, _, ids in extra],
                                      [params] * len(extra), use_tqdm=False)
             for (i, head, _), o in zip(extra, outs):
-                branches[i][head] = self._first_chars(o.outputs[0].logprobs[0])
+                branches[i][head] = self._first_chars(o.outputs[0].logprobs, 0)
         for i in rows:
             try:
                 spread = tasks[i].answer.spread(results[i].raw_output, branches[i])
