@@ -245,7 +245,8 @@ def run_cascade(config: AnnotateConfig) -> dict:
     asked = pairs(rows, first.requests)
     held = latest(tbl, pads.field("model") == ident, rows)
     pending = [p for p in asked if p not in held or held[p]["status"] in NOT_HELD]
-    summaries, decided, reached, written = [], {}, {}, 0
+    summaries, reached, written = [], {}, 0
+    decided = {s.scoring.model.identity: 0 for s in steps}
     try:
         for k, step in enumerate(steps, 1):
             if not pending:

@@ -188,7 +188,7 @@ def test_evaluate_a_cascade_beside_each_model_alone(tmp_path, ray_local, tiny_mo
     decides from those answers (no prompt of its own); its escalation, who decided and its cost
     per 1 M rows (each model's answering rate times the share reaching it) add up."""
     cal = calibration_for(tiny_t5, tmp_path / "cal.json", thresholds={"v_oc": {
-        "threshold": 0.5, "max_loss": 0.1, "n": 40, "accepted_share": 0.5, "accuracy": 0.9}})
+        "threshold": 0.999, "max_loss": 0.1, "n": 40, "accepted_share": 0.5, "accuracy": 0.9}})
     out = tmp_path / "eval"
     assert cli.main(["evaluate", "--output", str(out), "--tasks", "v_oc", "--limit", "8",
                      "--cascade", f"{tiny_t5}@{cal},{tiny_model}", "--json",
@@ -197,6 +197,7 @@ def test_evaluate_a_cascade_beside_each_model_alone(tmp_path, ray_local, tiny_mo
     t5_id, llama_id = result["models"]
     assert result["prompts_sent"] == 0 and result["escalation"]["v_oc"]["pairs"] == 8
     escalated = result["escalation"]["v_oc"]["escalated"]
+    assert escalated == 8  # the tiny T5's confidence among 7 classes never reaches 0.999
     assert result["decided_by"] == {t5_id: 8 - escalated, llama_id: escalated}
     assert result["reached_share"] == {t5_id: 1.0, llama_id: round(escalated / 8, 4)}
     assert set(result["tasks"]["v_oc"]) == set(result["alone"][t5_id]["tasks"]["v_oc"]) \
