@@ -36,7 +36,7 @@ def evaluate_cascade(config: AnnotateConfig) -> dict:
     from emoray.cascade import prepare, run_cascade
 
     config.require("evaluate.output")
-    steps, ident = prepare(config)
+    steps, _ = prepare(config)
     ev, out = config.evaluate, config.evaluate.output
     requests = gold_requests(ev.tasks or config.tasks)
     if not requests:
@@ -56,20 +56,26 @@ def evaluate_cascade(config: AnnotateConfig) -> dict:
         "format": "parquet", "id_column": "id", "text_column": "text", "task_column": "request",
         "tasks": requests, "run_id": None, "gate": GateConfig(), "budget": BudgetConfig(),
         "since_last": False, "incremental": True, "where": None, "input_version": None}))
+    if report["already_held"]:
+        raise ConfigError(f"{_join(out, 'annotations')} already holds decisions of cascade "
+                          f"{report['model']} for {report['already_held']} gold pairs, which "
+                          "would leave its shares and cost unmeasured: use a fresh --output")
     final = table.AnnotationTable(_join(out, "annotations"), config.s3).read(
-        filter=(pads.field("model") == ident))
+        filter=(pads.field("model") == report["model"])
+        & (pads.field("run_id") == report["run_id"]))
     shares = {m: report["reached"].get(str(k), 0) / report["pairs"]
               for k, m in enumerate(alone, 1)} if report["pairs"] else {}
     hours = [alone[m]["device_hours_per_1m_rows"] for m in alone]
     cost = (round(sum(h * shares[m] for h, m in zip(hours, alone)), 4)
             if report["pairs"] and None not in hours else None)
     result = {
-        "cascade": ident, "models": list(alone), "data": ev.data, "limit": ev.limit,
+        "cascade": report["model"], "models": list(alone), "data": ev.data, "limit": ev.limit,
         "seed": ev.seed, "tasks": {k: v["metrics"] for k, v in score_rows(gold, final).items()},
         "alone": alone, "escalation": report["escalation"], "decided_by": report["decided_by"],
         "reached_share": {m: round(s, 4) for m, s in shares.items()},
         "prompts_sent": report["prompts_sent"], "device_hours_per_1m_rows": cost,
-        "usd_per_1m_rows": round(cost * price, 2) if cost is not None and price else None}
+        "usd_per_1m_rows": round(cost * price, 2) if cost is not None and price is not None
+        else None}
     fs, root = locations.filesystem_for(out, config.s3)
     with fs.open_output_stream(_join(root, "cascade.json")) as f:
         f.write(json.dumps(result, indent=2).encode())
@@ -89,7 +95,11 @@ def render(result: dict) -> str:
                      if value is not None else f"  {key:14} (no metric)")
     for key, e in sorted(result["escalation"].items()):
         lines.append(f"  {key:14} escalated {e['escalated']} of {e['pairs']} ({e['share']:.1%})")
+    lines.append("  decided by: " + ", ".join(f"{m} {n}" for m, n in result["decided_by"].items()))
     lines.append("  device-hours per 1 M rows (answering time): cascade "
                  f"{result['device_hours_per_1m_rows']}, alone: " + ", ".join(
                      f"{m} {a['device_hours_per_1m_rows']}" for m, a in result["alone"].items()))
+    if result["usd_per_1m_rows"] is not None:
+        lines.append(f"  USD per 1 M rows: cascade {result['usd_per_1m_rows']}, alone: " + ", ".join(
+            f"{m} {a['usd_per_1m_rows']}" for m, a in result["alone"].items()))
     return "\n".join(lines)

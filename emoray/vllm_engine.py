@@ -330,9 +330,9 @@ class Engine:
         """The log-probabilities of the number tokens (those asked for, and the one picked) at
         step `position` of `steps` (vLLM's flat or per-step log-probabilities), as probability
         per first character."""
-        if _flat(steps):
+        if _flat(steps):  # the sampled token comes first, and again among those asked for
             lo, hi = steps.start_indices[position], steps.end_indices[position]
-            pairs = zip(steps.token_ids[lo:hi], steps.logprobs[lo:hi])
+            pairs = dict(zip(steps.token_ids[lo:hi], steps.logprobs[lo:hi])).items()
         else:
             pairs = ((i, lp.logprob) for i, lp in steps[position].items())
         probs: dict[str, float] = {}

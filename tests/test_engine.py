@@ -4,6 +4,7 @@ same answers and confidences (they constrain the same answers, greedily)."""
 from __future__ import annotations
 
 import copy
+import math
 import os
 
 import pytest
@@ -94,6 +95,20 @@ def test_regression_confidence_takes_no_step_beyond_the_greedy_decode(engine, mo
     assert [g.confidence for g in scored] == pytest.approx([g.confidence for g in greedy])
     assert all(g.expected is None for g in greedy)
     assert all(task.answer.low <= g.expected <= task.answer.high for g in scored)
+
+
+def test_flat_and_per_step_log_probabilities_read_the_same(engine):
+    """vLLM's flat log-probabilities list the sampled token first and again among the number
+    tokens asked for; read per first character, they count it once, as the per-step dicts do."""
+    from vllm.logprobs import FlatLogprobs, Logprob
+
+    one, two = sorted(engine.number_texts)[:2]
+    flat = FlatLogprobs()
+    flat.append_fast([one, one, two], [-0.5, -0.5, -1.5], iter([1, 1, 2]), [None] * 3)
+    steps = [{one: Logprob(-0.5, 1), two: Logprob(-1.5, 2)}]
+    assert engine._first_chars(flat, 0) == engine._first_chars(steps, 0)
+    assert sum(engine._first_chars(flat, 0).values()) == pytest.approx(
+        math.exp(-0.5) + math.exp(-1.5))
 
 
 def test_unconstrained_answers_are_free_text(engine):
