@@ -72,14 +72,19 @@ def check(plan: dict, budget: BudgetConfig, cost: CostConfig) -> str | None:
     return None
 
 
+def hold(plan: dict, config) -> None:
+    """`check` of `plan` against `config`'s budget (an `AnnotateConfig`): refused, or with
+    `allow_partial` the reason printed on stderr."""
+    note = check(plan, config.budget, config.cost)
+    if note:
+        print(note, file=sys.stderr)
+
+
 def check_before_run(annotator) -> None:
     """The check before an engine starts (`annotate`, `nightly`), when `annotator` (a
-    `pipeline.Annotator`) has a budget: refused, or with `allow_partial` the reason printed."""
-    config = annotator.config
-    if config.budget.is_set():
-        note = check(annotator.dry_run(), config.budget, config.cost)
-        if note:
-            print(note, file=sys.stderr)
+    `pipeline.Annotator`) has a budget: its dry run held to it (`hold`)."""
+    if annotator.config.budget.is_set():
+        hold(annotator.dry_run(), annotator.config)
 
 
 @dataclass(frozen=True)

@@ -138,8 +138,7 @@ def step_config(config: AnnotateConfig, step: Step, run_id: str, k: int,
     update = {"engine": step.scoring.config.engine, "calibration": step.spec.calibration,
               "cascade": [], "run_id": f"{run_id}-{k}"}
     if staged is not None:
-        update.update(input=staged, format="parquet", id_column="id", text_column="text",
-                      task_column="task", since_last=False, where=None, input_version=None)
+        return config.reading_staged(staged, "task", **update)
     return config.model_copy(update=update)
 
 

@@ -203,9 +203,7 @@ def cmd_annotate(args) -> int:
 
         plan = annotator.dry_run()
         print(json.dumps(plan) if args.json else render_dry_run(plan))
-        note = budget.check(plan, annotator.config.budget, annotator.config.cost)
-        if note:
-            print(note, file=sys.stderr)
+        budget.hold(plan, annotator.config)
         return EXIT_OK
     budget.check_before_run(annotator)
     summary = gated_run(annotator)

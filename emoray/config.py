@@ -235,14 +235,15 @@ class CostConfig(_Strict):
 
 class BudgetConfig(_Strict):
     max_usd: float | None = Field(
-        None, ge=0, description="Most dollars a run may cost (the dry run's estimate, from "
-        "`cost.gpu_hour_usd`); unset: no cap.")
+        None, ge=0, description="Most dollars a run may cost (device-hours at "
+        "`cost.gpu_hour_usd`, which it needs): held against the dry run's estimate, then "
+        "against what the run spent; unset: no cap.")
     max_device_hours: float | None = Field(
-        None, ge=0, description="Most engine device-hours a run may take (the dry run's "
-        "estimate); unset: no cap.")
+        None, ge=0, description="Most engine device-hours a run may take: held against the dry "
+        "run's estimate, then against the hours the engine actors held; unset: no cap.")
     max_prompt_tokens: int | None = Field(
-        None, ge=0, description="Most prompt tokens a run may send (counted by the dry run with "
-        "the checkpoint's tokenizer); unset: no cap.")
+        None, ge=0, description="Most prompt tokens a run may send: held against the dry run's "
+        "count (the checkpoint's tokenizer), then against the tokens sent; unset: no cap.")
     allow_partial: bool = Field(
         False, description="Start a run whose estimate is over the budget anyway (flag "
         "`--allow-partial`): it answers until the budget is spent, commits what it answered and "
@@ -380,7 +381,7 @@ class AnnotateConfig(_Strict):
         "(`engine.model`).")
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Caps on what a run "
                                  "may cost, checked against the dry run's estimate before any "
-                                 "engine starts.")
+                                 "engine starts and against what it spent while it runs.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Quality gate run before "
                              "annotating.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig,
@@ -388,6 +389,15 @@ class AnnotateConfig(_Strict):
     enrich: EnrichConfig | None = Field(
         None, description="Spark enrichment run by `emoray nightly` after annotating; unset: "
         "the nightly run stops after annotating.")
+
+    def reading_staged(self, uri: str, task_column: str, **update) -> AnnotateConfig:
+        """These settings reading a Parquet input emoray staged itself (`id`, `text` and the
+        task-request column `task_column`: the gold rows of evaluate and calibrate, a cascade
+        step's pairs) whole: none of the profile's input selection applies to it."""
+        return self.model_copy(update={
+            "input": uri, "format": "parquet", "id_column": "id", "text_column": "text",
+            "task_column": task_column, "since_last": False, "where": None,
+            "input_version": None, **update})
 
 
 class BenchConfig(BaseModel):

@@ -41,6 +41,15 @@ def gold_requests(names: list[str]) -> list[str]:
     return [r.key for r in resolve(names) if r.task.source]
 
 
+def gold_config(config: AnnotateConfig, out: str, requests: list[str],
+                **update) -> AnnotateConfig:
+    """`config` reading the gold rows staged in `<out>/gold/` into `<out>/annotations/`, for
+    `requests`, with none of the night's own run id, quality gate or budget."""
+    return config.reading_staged(
+        _join(out, "gold") + "/", "request", output=_join(out, "annotations") + "/",
+        tasks=requests, run_id=None, gate=GateConfig(), budget=BudgetConfig(), **update)
+
+
 def annotate_gold(config: AnnotateConfig, gold: pa.Table, out: str) -> tuple[pa.Table, dict]:
     """Annotate gold rows with the production pipeline into `<out>/annotations` (confidences
     left uncalibrated: the callers compare them with a calibration's); returns the run's
@@ -52,11 +61,7 @@ def annotate_gold(config: AnnotateConfig, gold: pa.Table, out: str) -> tuple[pa.
     with fs.open_output_stream(_join(root, "gold", "gold.parquet")) as f:
         pq.write_table(gold.select(["id", "text", "request"]), f)
     requests = list(dict.fromkeys(gold["request"].to_pylist()))
-    run = config.model_copy(update={
-        "input": _join(out, "gold") + "/", "output": _join(out, "annotations") + "/",
-        "format": "parquet", "id_column": "id", "text_column": "text", "task_column": "request",
-        "tasks": requests, "incremental": False, "run_id": None, "gate": GateConfig(),
-        "calibration": None, "budget": BudgetConfig(), "cascade": []})  # the night's own
+    run = gold_config(config, out, requests, incremental=False, calibration=None, cascade=[])
     summary = build_annotator(run).run()
     rows = table.AnnotationTable(_join(out, "annotations"), config.s3).read(
         filter=pads.field("run_id") == summary.run_id)

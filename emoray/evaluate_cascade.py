@@ -15,8 +15,8 @@ import json
 import pyarrow.dataset as pads
 
 from emoray import aeb, locations, table
-from emoray.config import AnnotateConfig, BudgetConfig, ConfigError, GateConfig
-from emoray.evaluate import _join, annotate_gold, gold_requests, score_rows
+from emoray.config import AnnotateConfig, ConfigError
+from emoray.evaluate import _join, annotate_gold, gold_config, gold_requests, score_rows
 from emoray.tasks import TASKS
 
 
@@ -51,11 +51,7 @@ def evaluate_cascade(config: AnnotateConfig) -> dict:
         alone[step.scoring.model.identity] = {
             "tasks": {k: v["metrics"] for k, v in score_rows(gold, rows).items()},
             "rows": summary["rows_out"], **_per_million(summary, price)}
-    report = run_cascade(config.model_copy(update={
-        "input": _join(out, "gold") + "/", "output": _join(out, "annotations") + "/",
-        "format": "parquet", "id_column": "id", "text_column": "text", "task_column": "request",
-        "tasks": requests, "run_id": None, "gate": GateConfig(), "budget": BudgetConfig(),
-        "since_last": False, "incremental": True, "where": None, "input_version": None}))
+    report = run_cascade(gold_config(config, out, requests, incremental=True))
     if report["already_held"]:
         raise ConfigError(f"{_join(out, 'annotations')} already holds decisions of cascade "
                           f"{report['model']} for {report['already_held']} gold pairs, which "
