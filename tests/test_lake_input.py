@@ -10,7 +10,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from emoray import cli, locations, s3clients, table
 from emoray.config import AnnotateConfig, ConfigError, EngineConfig, S3Config
-from emoray.pipeline import build_annotator
+from emoray.pipeline import build_annotator, prepare
 from emoray.sample import sample_texts
 from tests.conftest import ENGINE_FLAGS, ENGINE_SETTINGS
 from tests.readers import kernel_read
@@ -49,14 +49,14 @@ def test_a_delta_input_is_its_snapshot_not_its_files(history, tiny_model):
     stored = [e.path for e in fs.get_file_info(locations.pafs.FileSelector(path, recursive=True))
               if e.type == locations.pafs.FileType.File]
     assert len([p for p in stored if "/_delta_log/" not in p]) > len(live)  # removed files lie there
-    annotator = build_annotator(config(tiny_model, history))
-    assert [f.path for f in annotator.inputs] == live
-    assert annotator.source.version == 2 and annotator._source_record == {
+    job = prepare(config(tiny_model, history))
+    assert [f.path for f in job.night.files] == live
+    assert job.night.table.version == 2 and job.source_record == {
         "input_format": "delta", "input_table_id": dt.metadata().id, "input_version": "2"}
-    assert locations.estimate_rows(annotator.in_fs, annotator.inputs) == 15
-    pinned = build_annotator(config(tiny_model, history, input_version="0"))
-    assert pinned.source.version == 0
-    assert locations.estimate_rows(pinned.in_fs, pinned.inputs) == 40
+    assert locations.estimate_rows(job.night.fs, job.night.files) == 15
+    pinned = prepare(config(tiny_model, history, input_version="0")).night
+    assert pinned.table.version == 0
+    assert locations.estimate_rows(pinned.fs, pinned.files) == 40
 
 
 def test_a_delta_input_says_what_is_wrong_before_any_work(history, tiny_model, capsys):
@@ -199,11 +199,11 @@ def test_nights_over_a_growing_iceberg_input_send_only_new_texts(s3_endpoint, ra
 
     src, out = "iceberg://news.texts", "s3://emoray-test/lake-in/iceberg-out"
     three_nights(tiny_model, src, out, grow, iceberg_catalog=catalog)
-    pinned = build_annotator(config(tiny_model, src, out, iceberg_catalog=catalog,
-                                    input_version=str(first_snapshot)))
-    assert locations.estimate_rows(pinned.in_fs, pinned.inputs) == 12
-    assert pinned._source_record == {"input_format": "iceberg",
+    pinned = prepare(config(tiny_model, src, out, iceberg_catalog=catalog,
+                            input_version=str(first_snapshot)))
+    assert locations.estimate_rows(pinned.night.fs, pinned.night.files) == 12
+    assert pinned.source_record == {"input_format": "iceberg",
                                      "input_table_id": str(texts.metadata.table_uuid),
                                      "input_version": str(first_snapshot)}
     assert all(f.path.startswith("emoray-test/lake-in/warehouse/news/texts/data/")
-               for f in pinned.inputs)
+               for f in pinned.night.files)
