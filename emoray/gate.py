@@ -87,8 +87,8 @@ def verdict(result: dict, gate: GateConfig) -> list[str]:
 def gated_run(annotator):
     """Run an annotation job (`pipeline.Annotator`) with the quality gate as its first step
     under the table's lease, when the job's config enables it; the canary's engine stays warm
-    for the night (`engine_pool.keep_warm`: one model load for both)."""
-    from emoray.engine_pool import keep_warm
+    for the night (`engines.pool.keep_warm`: one model load for both)."""
+    from emoray.engines.pool import keep_warm
 
     with keep_warm():
         return annotator.run(gate=run_gate)

@@ -2,7 +2,7 @@
 serves them, read from the checkpoint's own config.json (its architecture), never its name.
 
 vLLM serves the decoder-only models (LLaMA-2, OPT, BLOOM); it dropped encoder-decoder models
-(PR #24907), so T5 and BART run on the Transformers engine (`emoray.seq2seq`).
+(PR #24907), so T5 and BART run on the Transformers engine (`emoray.engines.seq2seq`).
 """
 
 from __future__ import annotations

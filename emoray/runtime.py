@@ -18,7 +18,7 @@ notes of issue 32), and a night reads its input twice (survey, plan); at 1 M row
 two read alike (2.4-6.0 s against 3.2-3.7 s, noisy). docs/performance.md has the figures.
 
 One line stays: Ray core's "Actor ... has constructor arguments in the object store and
-max_restarts > 0", once per engine actor (`engine_pool.EnginePool`), since its constructor
+max_restarts > 0", once per engine actor (`engines.pool.EnginePool`), since its constructor
 arguments travel as object references (ray-project/ray#53727). The references live as long as
 the actors (the pool holds its handles for the night), so a restarted actor finds them. emoray
 relies on those restarts (a killed engine actor loses nothing, tests/test_incremental.py), so

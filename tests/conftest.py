@@ -67,10 +67,10 @@ def text_folder(tmp_path) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def warm_engines():
     """Every night of the suite that asks for the engine the night before it used runs on that
-    engine's actors (`engine_pool.keep_warm`, as a gated night's canary and night do): a model
+    engine's actors (`engines.pool.keep_warm`, as a gated night's canary and night do): a model
     load is a fixed ~15 s each test would pay, and only the tests about engine starts need a
     cold one (`cold_engine`). Ends after Ray has (the actors are gone with it)."""
-    from emoray.engine_pool import keep_warm
+    from emoray.engines.pool import keep_warm
 
     with keep_warm():
         yield
@@ -78,8 +78,8 @@ def warm_engines():
 
 @pytest.fixture
 def cold_engine():
-    """The test's first night loads its model (`engine_pool.release`): the starts are its point."""
-    from emoray.engine_pool import release
+    """The test's first night loads its model (`engines.pool.release`): the starts are its point."""
+    from emoray.engines.pool import release
 
     release()
 

@@ -11,7 +11,7 @@ import pytest
 from emoray import contract, stages
 from emoray.config import AnnotateConfig
 from emoray.contract import INPUT, ContractError, Stage
-from emoray.engine_stage import ENGINE
+from emoray.engines.stage import ENGINE
 from emoray.pipeline import STAGES, Annotator
 from emoray.table import SCHEMA
 

@@ -16,7 +16,7 @@ from emoray.tasks import TASKS
 
 @pytest.fixture(scope="module")
 def engine(tiny_model):
-    from emoray.vllm_engine import Engine
+    from emoray.engines.vllm_engine import VllmEngine as Engine
 
     engine = Engine(EngineConfig(model=str(tiny_model), device="cpu",
                                  gpu_memory_utilization=0.1, max_model_len=1024))
@@ -120,7 +120,7 @@ def test_unconstrained_answers_are_free_text(engine):
 @pytest.fixture(scope="module")
 def seq2seq(tmp_path_factory):
     """The Transformers engine on a tiny T5 (built here: 2 s)."""
-    from emoray.seq2seq import Seq2SeqEngine
+    from emoray.engines.seq2seq import Seq2SeqEngine
     from emoray.tools.tiny_model import build_tiny_model
 
     model = build_tiny_model(tmp_path_factory.mktemp("t5") / "tiny-t5", arch="t5")
@@ -178,7 +178,7 @@ def test_in_process_runs_the_engine_core_in_the_callers_process(tiny_model, in_p
     import sys
 
     code = ("import multiprocessing; from emoray.config import EngineConfig; "
-            "from emoray.vllm_engine import Engine; "
+            "from emoray.engines.vllm_engine import VllmEngine as Engine; "
             f"e = Engine(EngineConfig(model={str(tiny_model)!r}, device='cpu', "
             f"max_model_len=512, kv_cache_gib=0.25, enforce_eager=True, in_process={in_process})); "
             "print('client', type(e.llm.llm_engine.engine_core).__name__, "

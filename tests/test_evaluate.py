@@ -136,7 +136,7 @@ def test_gate_blocks_below_threshold_and_passes_above(tmp_path, ray_local, tiny_
     report = json.loads((tmp_path / "table" / "_reports" / "night-ok.json").read_text())
     assert report["gate"]["passed"] is True and report["gate"]["failures"] == []
     # the first canary loaded the model; the second canary and the night ran on its warm engine
-    # (engine_pool.keep_warm: a gated night keeps it from canary to night, the suite from night
+    # (engines.pool.keep_warm: a gated night keeps it from canary to night, the suite from night
     # to night, as a driver running several nights in one block does)
     starts = [r["engine_starts"] for night in ("night-blocked", "night-ok")
               for r in table.run_reports(table.AnnotationTable(

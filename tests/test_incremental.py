@@ -20,7 +20,7 @@ import ray
 from deltalake import DeltaTable
 
 from emoray import cli, locations, table
-from emoray.engine_pool import release
+from emoray.engines.pool import release
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.pipeline import build_annotator
 from emoray.sample import sample_texts

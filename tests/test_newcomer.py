@@ -157,7 +157,7 @@ def test_weights_are_the_checkpoints_own_files(tmp_path):
     import json
 
     from emoray.config import EngineConfig
-    from emoray.engine_stage import check_fits
+    from emoray.engines.stage import check_fits
     from emoray.models import weight_files
 
     (tmp_path / "model.safetensors").write_bytes(b"x" * 10)

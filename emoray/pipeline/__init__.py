@@ -16,12 +16,12 @@ callers hold: `build_annotator(config).run()`.
 
 from emoray.pipeline.annotator import Annotator, build_annotator
 from emoray.pipeline.dry_run import render_dry_run
-from emoray.pipeline.job import ENGINES, STAGES, Job, Scoring, new_run_id, prepare, resolve_scoring
+from emoray.pipeline.job import STAGES, Job, Scoring, new_run_id, prepare, resolve_scoring
 from emoray.pipeline.report import RunSummary
 from emoray.pipeline.run import IncompleteRunError
 from emoray.pipeline.stats import RunStats
 from emoray.pipeline.watchdog import NoEngineNodeError
 
-__all__ = ["ENGINES", "STAGES", "Annotator", "IncompleteRunError", "Job", "NoEngineNodeError",
+__all__ = ["STAGES", "Annotator", "IncompleteRunError", "Job", "NoEngineNodeError",
            "RunStats", "RunSummary", "Scoring", "build_annotator", "new_run_id", "prepare",
            "render_dry_run", "resolve_scoring"]

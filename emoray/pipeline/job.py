@@ -18,14 +18,10 @@ import pyarrow.fs as pafs
 from emoray import calibration, contract, lake_input, locations, routing, stages, table
 from emoray.config import AnnotateConfig, ConfigError
 from emoray.contract import ACTORS, Stage
-from emoray.engine_stage import ENGINE, check_fits
+from emoray.engines.stage import ENGINE, check_fits
 from emoray.models import ModelSpec, resolve_model
-from emoray.seq2seq import Seq2SeqEngine
 from emoray.tasks import TASKS, TaskRequest, resolve
-from emoray.vllm_engine import Engine
 
-ENGINES = {"vllm": Engine, "transformers": Seq2SeqEngine}
-"""The engine class per `ModelSpec.engine`, chosen from the checkpoint's architecture."""
 STAGES = (stages.NORMALIZE, stages.READ_STORED, *stages.PLAN, ENGINE, stages.PARSE)
 """The pipeline, in order; `prepare` checks the chain (`contract.check`) and the stored read
 takes the columns the stages declare (`contract.stored_columns`)."""

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from emoray import key_index, locations, routing, stages
 from emoray.contract import ACTORS, INPUT, PARTITION, STORED, Stage
-from emoray.engine_pool import EnginePool, call_engines
+from emoray.engines.pool import EnginePool, call_engines
 from emoray.pipeline.held import HeldCheck, routed, union
 from emoray.pipeline.job import Job, bound
 

@@ -25,7 +25,7 @@ class RunSummary:
     """Device-seconds the engine actors held, and their cost (`emoray.cost.usage`)."""
     engine_actors: list[dict] | None = None
     """Per engine actor that answered: seconds to model loaded and to first prompt, busy,
-    idle, idle share (`engine_stage.EngineClock.report`)."""
+    idle, idle share (`engines.stage.EngineClock.report`)."""
     engine_idle_share: float | None = None
     retries: dict[str, int] | None = None
     """Retries the driver made, by what was retried (`s3clients.RETRIES`); engine actors

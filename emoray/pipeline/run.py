@@ -17,11 +17,11 @@ from datetime import datetime, timezone
 from emoray import budget, cost, labels, locations, s3clients, table
 from emoray.config import AnnotateConfig, ConfigError
 from emoray.cost import device_of, devices_per_engine
-from emoray.engine_pool import night_engines
-from emoray.engine_stage import EngineClock, EngineStartError, idle_share
+from emoray.engines import ENGINES
+from emoray.engines.pool import night_engines
+from emoray.engines.stage import EngineClock, EngineStartError, idle_share
 from emoray.errors import EXIT_PARTIAL, EmorayError
 from emoray.lock import TableLock
-from emoray.pipeline.job import ENGINES
 from emoray.pipeline.plan import Plan
 from emoray.pipeline.report import RunSummary
 from emoray.pipeline.stats import RunStats
@@ -109,7 +109,7 @@ class _Run:
                 ray.get_runtime_context().get_node_id(), soft=False)).remote(meter)
 
     def _engines(self, stats):
-        """The night's engine actors (`engine_pool.night_engines`: kept warm ones, or new
+        """The night's engine actors (`engines.pool.night_engines`: kept warm ones, or new
         ones), loading the model as the night starts when some wave has prompts to send
         (`HeldCheck.engine_wanted`), so the load overlaps planning."""
         job, plan = self.job, self.plan

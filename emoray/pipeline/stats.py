@@ -41,7 +41,7 @@ class RunStats:
         return list(self.starts)
 
     def engine_clock(self, actor: str, clock: dict) -> None:
-        """An engine actor's latest time line (`engine_stage.EngineClock`), replacing its last."""
+        """An engine actor's latest time line (`engines.stage.EngineClock`), replacing its last."""
         self.clocks[actor] = clock
 
     def engine_clocks(self) -> dict[str, dict]:

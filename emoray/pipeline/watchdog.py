@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from emoray.engine_stage import can_host
+from emoray.engines.stage import can_host
 
 
 class NoEngineNodeError(RuntimeError):

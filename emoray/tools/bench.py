@@ -4,7 +4,7 @@ Sides (each at two sizes; a rate is the slope between them, so the fixed start-u
 engine is excluded: rate = (rows_large - rows_small) / (time_large - time_small)):
 
 - bare: one `vllm.LLM.generate` call over prebuilt prompts with the engine's sampling params;
-- engine: `emoray.vllm_engine.Engine.generate` (prompt building, constraint, scoring, results) in
+- engine: `emoray.engines.vllm_engine.VllmEngine.generate` (prompt building, constraint, scoring, results) in
   batches of `batch_size`;
 - unconstrained: the same engine with `constrained=False` (the cost of the constraint);
 - no_confidence: the same engine with `confidence=False` (the cost of confidences: for
@@ -18,7 +18,7 @@ engine is excluded: rate = (rows_large - rows_small) / (time_large - time_small)
   other row skip the hash shuffle), to compare the two plans;
 - noop: the whole job with the engine stage answered by `NoopEngine` (`NOOP_ENGINE`: prompts
   built, no model): the per-row cost of everything around the model;
-- transformers (opt-in): `emoray.seq2seq.Seq2SeqEngine.generate` on each encoder-decoder
+- transformers (opt-in): `emoray.engines.seq2seq.Seq2SeqEngine.generate` on each encoder-decoder
   checkpoint of `seq2seq_models` (default: a tiny T5 and a tiny BART), batched as the engine
   side, one side `transformers:<folder>` per checkpoint, each in its own Ray actor.
 
@@ -40,22 +40,21 @@ import json
 import time
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from emoray import locations
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.contract import Stage
 from emoray.cost import device_of
-from emoray.engine_pool import release
-from emoray.engine_stage import ENGINE, engine_resources
+from emoray.engines.pool import release
+from emoray.engines.stage import ENGINE, engine_resources
 from emoray.models import resolve_model
 from emoray.pipeline import Annotator, build_annotator
 from emoray.prompting import PromptFitter
 from emoray.sample import sample_texts
-from emoray.scoring import Generation
-from emoray.seq2seq import Seq2SeqEngine
+from emoray.engines.scoring import Generation
+from emoray.engines.seq2seq import Seq2SeqEngine
 from emoray.tasks import Task, resolve
-from emoray.vllm_engine import Engine
+from emoray.engines.vllm_engine import VllmEngine
 
 SIDES = ("bare", "engine", "unconstrained", "no_confidence", "ray_data_llm", "pipeline",
          "one_batch", "streamed", "noop", "transformers")
@@ -103,7 +102,7 @@ class EngineSides:
     """Ray actor holding one engine; times the bare (vLLM only), engine, unconstrained and
     no_confidence sides."""
 
-    def __init__(self, engine: EngineConfig, engine_class: type = Engine):
+    def __init__(self, engine: EngineConfig, engine_class: type = VllmEngine):
         self.engine = engine_class(engine)
 
     def bare(self, n: int, task_names: list[str]) -> dict:
@@ -168,7 +167,7 @@ def _ray_data_llm(engine: EngineConfig, sizes: tuple[int, ...], tasks: list[str]
     import ray.data
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    from emoray.vllm_engine import llm_arguments
+    from emoray.engines.vllm_engine import llm_arguments
 
     model = resolve_model(engine.model)
     fitter = PromptFitter.for_model(engine, model)

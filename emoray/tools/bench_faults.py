@@ -216,7 +216,7 @@ def main_campaign(engine: EngineConfig, rows: int, tasks: list[str], noop: bool,
     import json
 
     from emoray.tools.bench import NOOP_ENGINE
-    from emoray.engine_stage import ENGINE
+    from emoray.engines.stage import ENGINE
     from emoray.tools.local_s3 import local_s3
 
     with local_s3("emoray-bench"):

@@ -22,7 +22,7 @@ import pyarrow as pa
 from emoray import locations, s3clients
 from emoray.tools.bench import bench_texts, fill_table, stored_texts
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
-from emoray.engine_pool import keep_warm
+from emoray.engines.pool import keep_warm
 from emoray.models import resolve_model
 from emoray.pipeline import build_annotator
 from emoray.tasks import resolve

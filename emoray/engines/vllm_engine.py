@@ -14,7 +14,7 @@ of its leading-digit bucket and the two beside it along its own leading characte
 answer took. An expected score (`expected_score` tasks) also needs the branches it did not take
 (the `0.` of an answer `1.000` on [0, 1]): one prefix-cached step each.
 
-`Engine` is plain Python (usable in a script or a test); `engine_stage.EngineStage` runs it as
+`VllmEngine` is plain Python (usable in a script or a test); `engines.stage.EngineStage` runs it as
 the pipeline's engine actor. vLLM's `LLM.generate` is used directly rather than a
 `ray.data.llm` processor: on the same prompts the processor ran at 0.73x bare generate here
 (docs/performance.md), and direct use keeps per-task structured outputs, log-probabilities and our
@@ -23,19 +23,15 @@ truncation rule in one place.
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import os
 import sys
-from dataclasses import replace
 
-from emoray.answers import ParseError, Regression
+from emoray.answers import Regression
 from emoray.config import EngineConfig
-from emoray.models import resolve_model
-from emoray.prompting import PromptFitter
-from emoray.scoring import (
-    Candidates,
+from emoray.engines.base import Engine
+from emoray.engines.scoring import (
     Generation,
     logsumexp,
     number_vocabulary,
@@ -99,36 +95,24 @@ def _flat(steps) -> bool:
     return hasattr(steps, "start_indices")
 
 
-class Engine:
+class VllmEngine(Engine):
     """One vLLM engine plus the per-task decoding settings."""
 
-    def __init__(self, config: EngineConfig):
-        if config.in_process:  # read by vLLM as the engine is built
+    def _load(self) -> None:
+        if self.config.in_process:  # read by vLLM as the engine is built
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM
 
-        self.config = config
-        self.model = resolve_model(config.model)
-        self.llm = LLM(model=self.model.source, **llm_arguments(config))
+        self.llm = LLM(model=self.model.source, **llm_arguments(self.config))
         self.tokenizer = self.llm.get_tokenizer()
         self._texts: dict[int, str] = {}
-        self._reset_decoding()
 
     def _reset_decoding(self) -> None:
-        """Empty the caches derived from the decoding settings (sampling params by task or
-        scoring step, candidate token paths by task, the prompt fitter's overheads)."""
+        """Also the sampling params by task or scoring step and the regression heads' token
+        ids."""
+        super()._reset_decoding()
         self._params: dict[object, object] = {}
-        self._candidates: dict[str, Candidates | None] = {}
         self._heads: dict[tuple, list[int] | None] = {}
-        self.fitter = PromptFitter.for_model(self.config, self.model, self.tokenizer)
-
-    def variant(self, **settings) -> Engine:
-        """This engine (the same vLLM instance) with other decoding settings, e.g.
-        `constrained=False`; the benchmark compares them side by side."""
-        other = copy.copy(self)
-        other.config = self.config.model_copy(update=settings)
-        other._reset_decoding()
-        return other
 
     def sampling_params(self, task: Task):
         """Greedy decoding of one answer; for a scored class task, its first scoring step."""
@@ -184,31 +168,21 @@ class Engine:
             return StructuredOutputsParams(choice=list(task.answer.candidates()))
         return StructuredOutputsParams(grammar=_grammar(task.answer.regex()))
 
-    def candidates(self, task: Task) -> Candidates | None:
-        """The task's classes as token paths when they are scored (`constraint: logprobs`);
-        None for other tasks, or when a class does not tokenize the same after a prompt."""
-        if task.name not in self._candidates:
-            self._candidates[task.name] = None
-            if (self.config.constrained and self.config.constraint == "logprobs"
-                    and task.answer.candidates()):
-                target = task.targets[0] if task.targets else None
-                head = self.fitter.prompt(task, "x", target)
-                head_ids = self.fitter.token_ids(head)
-                paths = {}
-                for c in task.answer.candidates():
-                    ids = self.fitter.token_ids(head + c)
-                    if ids[:len(head_ids)] != head_ids:
-                        print(f"emoray: class {c!r} of task {task.name} merges with the prompt's "
-                              "last token; constraining that task by grammar instead",
-                              file=sys.stderr)
-                        return None
-                    paths[tuple(ids[len(head_ids):])] = c
-                if any(a != b and b[:len(a)] == a for a in paths for b in paths):
-                    print(f"emoray: a class of task {task.name} is a token prefix of another; "
-                          "constraining that task by grammar instead", file=sys.stderr)
-                    return None
-                self._candidates[task.name] = Candidates(paths)
-        return self._candidates[task.name]
+    def _class_paths(self, task: Task) -> dict[tuple[int, ...], str] | None:
+        """Each class's token ids after the prompt, or None when a class merges with the
+        prompt's last token (it would not tokenize the same after a prompt)."""
+        target = task.targets[0] if task.targets else None
+        head = self.fitter.prompt(task, "x", target)
+        head_ids = self.fitter.token_ids(head)
+        paths = {}
+        for c in task.answer.candidates():
+            ids = self.fitter.token_ids(head + c)
+            if ids[:len(head_ids)] != head_ids:
+                print(f"emoray: class {c!r} of task {task.name} merges with the prompt's last "
+                      "token; constraining that task by grammar instead", file=sys.stderr)
+                return None
+            paths[tuple(ids[len(head_ids):])] = c
+        return paths
 
     def generate(self, tasks: list[Task], texts: list[str], targets: list[str | None]
                  ) -> list[Generation]:
@@ -381,11 +355,4 @@ class Engine:
             for (i, head, _), o in zip(extra, outs):
                 branches[i][head] = self._first_chars(o.outputs[0].logprobs, 0)
         for i in rows:
-            try:
-                spread = tasks[i].answer.spread(results[i].raw_output, branches[i])
-            except ParseError:
-                spread = None
-            expected = spread[0] if spread and tasks[i].name in self.config.expected_score \
-                else None
-            results[i] = replace(results[i], confidence=spread[1] if spread else None,
-                                 expected=expected)
+            results[i] = self.with_spread(tasks[i], results[i], branches[i])

@@ -1,7 +1,7 @@
 """Engines in the pipeline: the checks before one starts (context length, memory), the message
 when one fails to start, the Ray resources of one engine actor, and `EngineStage`, the Ray
-actor that answers prompt rows with either engine (`vllm_engine.Engine` or
-`seq2seq.Seq2SeqEngine`, chosen by the pipeline from the checkpoint)."""
+actor that answers prompt rows with either engine (`vllm_engine.VllmEngine` or
+`seq2seq.Seq2SeqEngine`, chosen by the pipeline from the checkpoint; `base.Engine` says what both do)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from emoray.config import EngineConfig
 from emoray.contract import ACTORS, Stage, require
 from emoray.errors import EXIT_ENGINE, EmorayError
 from emoray.models import resolve_model, weight_files
-from emoray.scoring import Generation
+from emoray.engines.scoring import Generation
 from emoray.stages import count, sends_prompt, settle
 from emoray.tasks import TASKS
-from emoray.vllm_engine import GIB, Engine, cpu_kv_cache_bytes
+from emoray.engines.base import Engine
+from emoray.engines.vllm_engine import GIB, VllmEngine, cpu_kv_cache_bytes
 
 
 class EngineStartError(EmorayError, RuntimeError):
@@ -149,13 +150,13 @@ def _node_id() -> str | None:
 
 
 class EngineStage:
-    """The engine actor (declared as `ENGINE`; `engine_pool` starts it, Ray Data's
+    """The engine actor (declared as `ENGINE`; `engines.pool` starts it, Ray Data's
     `call_engines` tasks hand it batches): adds the model's answer to each prompt
-    row, from `engine_class` (`Engine`, vLLM; or `seq2seq.Seq2SeqEngine`, Transformers; any
-    class with their `generate`). Rows whose `text_status` is not ok or that carry a
+    row, from `engine_class` (an `engines.base.Engine`: `VllmEngine` or `Seq2SeqEngine`;
+    any class with their `generate`). Rows whose `text_status` is not ok or that carry a
     `cached_output` (an answer stored for the same text) send no prompt."""
 
-    def __init__(self, config: EngineConfig, stats=None, engine_class: type[Engine] = Engine,
+    def __init__(self, config: EngineConfig, stats=None, engine_class: type[Engine] = VllmEngine,
                  eager: bool = False):
         self.config = config
         self.stats = stats
@@ -175,7 +176,7 @@ class EngineStage:
             self.load()
 
     def begin_night(self, stats) -> None:
-        """A kept engine's next night (`engine_pool.keep_warm`): report to its `stats`, on a
+        """A kept engine's next night (`engines.pool.keep_warm`): report to its `stats`, on a
         new time line (up, and loaded if it is, from now)."""
         now = time.time()
         self.stats = stats
@@ -216,7 +217,7 @@ class EngineStage:
             return self._engine
 
     def __call__(self, batch: pa.Table, stats=None) -> pa.Table:
-        """Answer `batch`, counting into `stats` (the night's, from `engine_pool.call_engines`;
+        """Answer `batch`, counting into `stats` (the night's, from `engines.pool.call_engines`;
         default the actor's own)."""
         require(batch, ENGINE)
         if stats is not None and stats != self.stats:  # restarted by Ray with an older night's

@@ -28,7 +28,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from emoray.contract import Stage
-from emoray.engine_stage import with_answers
+from emoray.engines.stage import with_answers
 
 _kept: dict[str, EnginePool] | None = None
 """The warm engines of the open `keep_warm` block (at most one pool), or None outside one."""

@@ -19,14 +19,11 @@ and semantics, so the pipeline, plan, table and evaluation need not know which e
 
 from __future__ import annotations
 
-import copy
 import math
 
-from emoray.answers import ParseError, Regression
-from emoray.config import EngineConfig
-from emoray.models import resolve_model
-from emoray.prompting import PromptFitter
-from emoray.scoring import Candidates, Generation, number_vocabulary, walk
+from emoray.answers import Regression
+from emoray.engines.base import Engine
+from emoray.engines.scoring import Candidates, Generation, number_vocabulary, walk
 from emoray.tasks import Task
 
 BATCH_TOKENS, BATCH_ROWS = 16384, 256
@@ -34,17 +31,16 @@ BATCH_TOKENS, BATCH_ROWS = 16384, 256
 decoder pass holds rows x prefixes x vocabulary log-probabilities)."""
 
 
-class Seq2SeqEngine:
+class Seq2SeqEngine(Engine):
     """One Transformers encoder-decoder model plus the per-task decoding settings."""
 
-    def __init__(self, config: EngineConfig):
+    def _load(self) -> None:
         import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bar in each actor's log
-        self.config = config
-        self.model = resolve_model(config.model)
+        config = self.config
         gpu = config.device != "cpu" and torch.cuda.is_available()
         self.device = torch.device("cuda" if gpu else "cpu")
         dtype = (getattr(torch, config.dtype) if config.dtype != "auto"
@@ -61,33 +57,17 @@ class Seq2SeqEngine:
         self.eos = eos[0] if isinstance(eos, list) else eos
         self.pad = (self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
                     else checkpoint.pad_token_id)
-        self._reset_decoding()
 
     def _reset_decoding(self) -> None:
-        self._candidates: dict[str, Candidates | None] = {}
+        """Also the compiled grammars and the digit indexes."""
+        super()._reset_decoding()
         self._grammars: dict[str, object] = {}
         self._digits: dict[bool, dict[str, object]] = {}
-        self.fitter = PromptFitter.for_model(self.config, self.model, self.tokenizer)
 
-    def variant(self, **settings) -> Seq2SeqEngine:
-        """This engine (the same weights) with other decoding settings."""
-        other = copy.copy(self)
-        other.config = self.config.model_copy(update=settings)
-        other._reset_decoding()
-        return other
-
-    def candidates(self, task: Task) -> Candidates | None:
-        """The task's classes as decoder token paths when they are scored (`constraint:
-        logprobs`); None otherwise, or when one class's path is a prefix of another's."""
-        if task.name not in self._candidates:
-            self._candidates[task.name] = None
-            if (self.config.constrained and self.config.constraint == "logprobs"
-                    and task.answer.candidates()):
-                paths = {tuple(self.tokenizer(c, add_special_tokens=False)["input_ids"]): c
-                         for c in task.answer.candidates()}
-                if not any(a != b and b[:len(a)] == a for a in paths for b in paths):
-                    self._candidates[task.name] = Candidates(paths)
-        return self._candidates[task.name]
+    def _class_paths(self, task: Task) -> dict[tuple[int, ...], str]:
+        """Each class's decoder token ids."""
+        return {tuple(self.tokenizer(c, add_special_tokens=False)["input_ids"]): c
+                for c in task.answer.candidates()}
 
     def _grammar(self, task: Task):
         if task.name not in self._grammars:
@@ -241,8 +221,6 @@ class Seq2SeqEngine:
         """Regression answers' confidence (and expected score, for `expected_score` tasks):
         the model's probability of each next number character after each answer start, read in
         one decoder pass."""
-        from dataclasses import replace
-
         answer: Regression = task.answer
         heads = answer.heads()
         prefixes = [tuple(self.tokenizer(h, add_special_tokens=False)["input_ids"])
@@ -254,12 +232,7 @@ class Seq2SeqEngine:
             for j, head in enumerate(heads):
                 index = self._digit_index(inside=bool(head))
                 branches[head] = {c: float(probs[row, j, ix].sum()) for c, ix in index.items()}
-            try:
-                spread = answer.spread(g.raw_output, branches) if g.raw_output else None
-            except ParseError:
-                spread = None
-            expected = spread[0] if spread and task.name in self.config.expected_score else None
-            out.append(replace(g, confidence=spread[1] if spread else None, expected=expected))
+            out.append(self.with_spread(task, g, branches))
         return out
 
 
