@@ -2,7 +2,8 @@
 columns it needs, adds and drops, the stored-table columns it reads, its Ray resources and its
 table-in/table-out function (`Stage`); `check` proves, before Ray starts, that every stage's
 needs are met by the stages before it, `check_bindings` that every argument a stage's function
-takes is one the run provides, and `render` prints the list for docs/annotate.md.
+takes is one the run provides, and `render` prints the list for docs/annotate.md. Every column
+a stage names is registered, with its type and meaning, in `emoray.columns`.
 
 Following Ray's `ray.data.llm` (stages return the input keys they need) and NeMo Curator
 (stages declare inputs, outputs and resources), so a new stage is one declaration plus its
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from emoray import columns
+from emoray.columns import COLUMNS
 from emoray.config import ConfigError
 
 INPUT = "input files"
@@ -119,6 +122,11 @@ def check(stages: tuple[Stage, ...], table_columns: list[str]) -> None:
             raise ContractError(f"stage {s.name} runs on {s.runs} and cannot come after stage "
                                 f"{before.name}, which runs on {before.runs}")
     for s in stages:
+        unregistered = [c for c in (*s.needs, *s.adds) if c not in COLUMNS]
+        if unregistered:
+            raise ContractError(f"stage {s.name} names columns {unregistered} that "
+                                "emoray.columns does not register: add each with its type and "
+                                "what it means, or use a registered name")
         missing = [c for c in s.needs if c not in have]
         if missing:
             given = ", ".join(sorted(have)) or "nothing"
@@ -148,13 +156,14 @@ def check_bindings(stages: tuple[Stage, ...], context: Iterable[str]) -> None:
 
 
 def _resources(r: dict | Callable) -> str:
-    if callable(r):
-        return (r.__doc__ or r.__name__).strip().splitlines()[0]
+    if callable(r):  # its docstring's first sentence, whole
+        return " ".join((r.__doc__ or r.__name__).split()).split(". ")[0].rstrip(".")
     return ", ".join(f"{k} {v}" for k, v in r.items())
 
 
 def render(stages: tuple[Stage, ...]) -> str:
-    """The stage list as a Markdown table (docs/annotate.md holds it)."""
+    """The stage list as a Markdown table, then the columns the stages name (docs/annotate.md
+    holds both; `emoray stages` prints them)."""
     lines = ["| # | stage | runs on | needs | adds | drops | resources |",
              "|---|---|---|---|---|---|---|"]
     for i, s in enumerate(stages, 1):
@@ -164,4 +173,4 @@ def render(stages: tuple[Stage, ...]) -> str:
         drops = "all but its adds" if s.drops == ALL else ", ".join(s.drops) or "-"
         lines.append(f"| {i} | {s.name} | {s.runs} | {needs} | {', '.join(s.adds) or '-'} | "
                      f"{drops} | {_resources(s.resources)} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\nThe columns (`emoray.columns`):\n\n" + columns.render()

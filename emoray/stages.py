@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from emoray.answers import ParseError
 from emoray.calibration import Calibration, calibrate_rows
+from emoray.columns import COLUMNS
 from emoray.contract import (
     ALL,
     BATCHES,
@@ -247,9 +248,9 @@ PLAN = (EXPAND_REQUESTS, SKIP_HELD, ATTACH_REUSE, GROUP_BY_TEXT)
 def plan_input(stored: list[str]) -> pa.Schema:
     """The common schema of input and stored rows in a partition: the normalized input row's
     columns, then the `stored` columns the stages read (the table's types)."""
-    fields = [pa.field(c, pa.string()) for c in NEW_ROW]
-    return pa.schema(fields + [pa.field(c, SCHEMA.field(c).type) for c in stored
-                               if c not in NEW_ROW and c != "model"])
+    return pa.schema([pa.field(c, COLUMNS[c].type) for c in NEW_ROW]
+                     + [pa.field(c, COLUMNS[c].type) for c in stored
+                        if c not in NEW_ROW and c != "model"])
 
 
 PLAN_INPUT = plan_input(stored_columns(PLAN))

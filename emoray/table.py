@@ -31,37 +31,13 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from emoray import key_index, s3clients
+from emoray import columns, key_index, s3clients
 from emoray.config import S3Config
 from emoray.errors import EXIT_INPUT, EmorayError
 from emoray.locations import filesystem_for
 
-SCHEMA = pa.schema([
-    pa.field("doc_id", pa.string(), nullable=False),
-    pa.field("text_sha256", pa.string()),
-    pa.field("task", pa.string(), nullable=False),
-    pa.field("target", pa.string()),
-    pa.field("score", pa.float64()),
-    pa.field("label", pa.string()),
-    pa.field("labels", pa.list_(pa.string())),
-    pa.field("confidence", pa.float64()),
-    pa.field("raw_confidence", pa.float64()),
-    pa.field("calibration", pa.string()),
-    pa.field("raw_output", pa.string()),
-    pa.field("status", pa.string(), nullable=False),
-    pa.field("error", pa.string()),
-    pa.field("model", pa.string(), nullable=False),
-    pa.field("prompt_version", pa.string(), nullable=False),
-    pa.field("run_id", pa.string(), nullable=False),
-    pa.field("annotated_at", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("decided_by", pa.string()),
-])
-"""Columns of the long annotation table, plus `error`: why a row is not ok. `raw_confidence` is
-the model's own probability of its answer, `confidence` that probability after the calibration
-named in `calibration` (`emoray.calibration`; `uncalibrated`: the two are equal). `decided_by` is
-null on a model's own answers; a cascade's final rows (`model` the cascade's identity) name the
-model whose answer was final (`emoray.cascade`). A table made before a column existed gains it
-on the next write (`AnnotationTable.create`)."""
+SCHEMA = columns.SCHEMA
+"""Columns of the long annotation table, each described in `emoray.columns.TABLE`."""
 
 PARTITION_BY = ["task"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from emoray import contract, stages
+from emoray import columns, contract, stages
 from emoray.config import AnnotateConfig
 from emoray.contract import INPUT, ContractError, Stage
 from emoray.engines.stage import ENGINE
@@ -51,6 +51,18 @@ def test_a_stored_column_the_table_lacks_is_refused():
     with pytest.raises(ContractError, match=r"stage SkipHeld reads stored columns "
                        r"\['sentiment'\] that the annotation table does not have"):
         contract.check((*STAGES[:3], reads, *STAGES[4:]), SCHEMA.names)
+
+
+def test_a_column_the_registry_lacks_is_refused():
+    """Every column a stage needs or adds has one home, with its type and meaning."""
+    adds = dataclasses.replace(stages.GROUP_BY_TEXT, adds=("doc_ids", "doc_count"))
+    with pytest.raises(ContractError, match=r"stage GroupByText names columns \['doc_count'\] "
+                       "that emoray.columns does not register"):
+        contract.check((*STAGES[:5], adds, *STAGES[6:]), SCHEMA.names)
+    assert SCHEMA == pa.schema([pa.field(n, c.type, nullable=c.nullable)
+                                for n, c in columns.TABLE.items()])
+    named = {c for s in STAGES for c in (*s.needs, *s.adds)}
+    assert sorted(set(columns.COLUMNS) - named) == []  # and none registered that no stage names
 
 
 def test_the_stored_read_takes_the_declared_columns():
