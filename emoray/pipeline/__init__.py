@@ -1,5 +1,8 @@
-"""The annotate job as a Ray Data pipeline, built from one ordered list of declared stages
-(`job.STAGES`, each an `emoray.contract.Stage`):
+"""The annotate job as a Ray Data pipeline, one module per phase: prepare the job, the held
+check, the plan, the run and its watchdog, the dry run and the summary.
+
+The pipeline is one ordered list of declared stages (`job.STAGES`, each an
+`emoray.contract.Stage`):
 
     read (Parquet/JSONL/CSV) → Normalize (id, text, hash) ──┐
     ReadStored: this model's rows (one Delta snapshot) ─────┴→ hash shuffle on text hash
