@@ -3,6 +3,7 @@ is hidden coupling: the gate, for one, is a step the job runs, not something the
 calls into)."""
 
 import ast
+import re
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
@@ -72,11 +73,19 @@ def test_a_function_level_import_cycle_is_found(tmp_path):
     assert sorted(cycle(graph)[:2]) == ["a", "b"]
 
 
-def test_the_readme_code_map_lists_every_module():
-    """The README's layout tables name each module once, and only modules that exist."""
-    import re
+def test_the_readme_code_map_is_generated_from_the_code(tmp_path):
+    """The README's code map is `code_map.render()` of the code as it is: every package and
+    module, each package's own summary."""
+    from emoray.tools import code_map
 
-    listed = re.findall(r"^\| `(emoray/[\w/]+\.py)` \|", (REPO / "README.md").read_text(), re.M)
-    modules = sorted(str(p.relative_to(REPO)) for p in (REPO / "emoray").rglob("*.py")
-                     if p.name != "__init__.py")
-    assert sorted(listed) == modules
+    assert code_map.render() in (REPO / "README.md").read_text()
+    modules = {p.stem for p in (REPO / "emoray").rglob("*.py") if p.name != "__init__.py"}
+    assert modules <= set(re.findall(r"`(\w+)`", code_map.render()))
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text('"""The core. More."""\n')
+    (package / "a.py").write_text("")
+    (package / "sub" / "__init__.py").write_text('"""A part: what it holds. Details."""\n')
+    (package / "sub" / "b.py").write_text("")
+    assert code_map.render(package).splitlines()[2:] == [
+        "| `pkg/` | The core | `a` |", "| `pkg/sub/` | A part: what it holds | `b` |"]
