@@ -68,9 +68,9 @@ def test_regression_answers_read_without_vllm_decoding_match_its_text(engine):
     steps = [step for o in reference for step in o.outputs[0].logprobs]
     assert len(steps) >= 16 * 2
     for step in steps:
-        numbers = {i: lp.decoded_token for i, lp in step.items() if i in engine.number_texts}
+        numbers = {i: lp.decoded_token for i, lp in step.items() if i in engine.numbers.texts}
         assert len(numbers) >= 37
-        assert numbers == {i: engine.number_texts[i] for i in numbers}
+        assert numbers == {i: engine.numbers.texts[i] for i in numbers}
     assert all(0 < g.confidence <= 1 for g in ours)
 
 
@@ -102,12 +102,12 @@ def test_flat_and_per_step_log_probabilities_read_the_same(engine):
     tokens asked for; read per first character, they count it once, as the per-step dicts do."""
     from vllm.logprobs import FlatLogprobs, Logprob
 
-    one, two = sorted(engine.number_texts)[:2]
+    one, two = sorted(engine.numbers.texts)[:2]
     flat = FlatLogprobs()
     flat.append_fast([one, one, two], [-0.5, -0.5, -1.5], iter([1, 1, 2]), [None] * 3)
     steps = [{one: Logprob(-0.5, 1), two: Logprob(-1.5, 2)}]
-    assert engine._first_chars(flat, 0) == engine._first_chars(steps, 0)
-    assert sum(engine._first_chars(flat, 0).values()) == pytest.approx(
+    assert engine.numbers.first_chars(flat, 0) == engine.numbers.first_chars(steps, 0)
+    assert sum(engine.numbers.first_chars(flat, 0).values()) == pytest.approx(
         math.exp(-0.5) + math.exp(-1.5))
 
 

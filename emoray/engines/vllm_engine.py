@@ -31,11 +31,8 @@ import sys
 from emoray.answers import Regression
 from emoray.config import EngineConfig
 from emoray.engines.base import Engine
-from emoray.engines.scoring import (
-    Generation,
-    logsumexp,
-    number_vocabulary,
-)
+from emoray.engines.vllm_numbers import NumberTokens
+from emoray.engines.scoring import Generation, logsumexp
 from emoray.tasks import Task
 
 
@@ -88,13 +85,6 @@ def llm_arguments(config: EngineConfig) -> dict:
     )
 
 
-def _flat(steps) -> bool:
-    """Whether vLLM returned `steps` flat (`vllm.logprobs.FlatLogprobs`, asked for with
-    `flat_logprobs`) rather than one dict per step; told by shape, so that importing this
-    module does not import vLLM."""
-    return hasattr(steps, "start_indices")
-
-
 class VllmEngine(Engine):
     """One vLLM engine plus the per-task decoding settings."""
 
@@ -105,7 +95,7 @@ class VllmEngine(Engine):
 
         self.llm = LLM(model=self.model.source, **llm_arguments(self.config))
         self.tokenizer = self.llm.get_tokenizer()
-        self._texts: dict[int, str] = {}
+        self.numbers = NumberTokens(self.tokenizer)
 
     def _reset_decoding(self) -> None:
         """Also the sampling params by task or scoring step and the regression heads' token
@@ -120,7 +110,7 @@ class VllmEngine(Engine):
             from vllm import SamplingParams
 
             candidates = self.candidates(task)
-            digits = (self.number_tokens if self.config.confidence
+            digits = (self.numbers.ids if self.config.confidence
                       and isinstance(task.answer, Regression) else [])
             self._params[task.name] = (
                 self._scoring_params(candidates.next_tokens(())) if candidates else
@@ -130,23 +120,6 @@ class VllmEngine(Engine):
                                detokenize=not (digits and self.config.constrained),
                                structured_outputs=self._structured(task)))
         return self._params[task.name]
-
-    @functools.cached_property
-    def number_tokens(self) -> list[int]:
-        """The number tokens (`number_texts`) vLLM returns log-probabilities of: all, or when
-        there are more than it takes in one request (byte-level BPE vocabularies hold hundreds
-        of `25`-like tokens), the shortest ones; a longer token the model picked still counts
-        (`_first_chars`)."""
-        from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
-
-        found = self.number_texts
-        return sorted(sorted(found, key=lambda i: (len(found[i]), i))[:MAX_LOGPROB_TOKEN_IDS])
-
-    @functools.cached_property
-    def number_texts(self) -> dict[int, str]:
-        """Every number token's text mid-answer (`number_vocabulary`): how an answer and its
-        steps read without asking vLLM to decode the tokens it returns."""
-        return number_vocabulary(self.tokenizer)
 
     def _scoring_params(self, tokens: list[int]):
         from vllm import SamplingParams
@@ -256,65 +229,8 @@ class VllmEngine(Engine):
         if self.config.confidence and completion.cumulative_logprob is not None:
             confidence = math.exp(completion.cumulative_logprob)
         return Generation(
-            self._text(completion), confidence, cut, None, completion.finish_reason,
+            self.numbers.text(completion), confidence, cut, None, completion.finish_reason,
             len(output.prompt_token_ids or ()), len(completion.token_ids))
-
-    def _text(self, completion) -> str:
-        """The answer's text: vLLM's, or its tokens' texts (`_decoded`) when the request asked
-        vLLM not to detokenize (constrained answers asking for the number tokens'
-        log-probabilities: vLLM would decode every one of them at every step, half of a tiny
-        model's time; their grammar admits no leading space, so each token reads as it does
-        mid-answer)."""
-        if completion.text or not completion.token_ids:
-            return completion.text
-        return "".join(self._decoded(t) for t in completion.token_ids)
-
-    def _branches(self, answer: Regression, output) -> dict[str, dict[str, float]]:
-        """The model's probability of each next number character after each of the answer
-        starts `answer.heads()` that the generated answer went through (the steps whose token
-        starts at such a point). Only those steps' log-probabilities are read: vLLM returns
-        them flat (`flat_logprobs`), and a step read is a step's worth of Python objects."""
-        completion = output.outputs[0]
-        heads, branches, text = set(answer.heads()), {}, ""
-        steps = completion.logprobs or []
-        for position, token in enumerate(completion.token_ids[:len(steps)]):
-            if text in heads:
-                branches[text] = self._first_chars(steps, position)
-            text += self._token_text(token, steps, position)
-        return branches
-
-    def _token_text(self, token: int, steps, position: int) -> str:
-        """The text the answer's token at `position` adds: vLLM's decoding where it decoded
-        (free text keeps its spaces), else the number token's own, else the tokenizer's."""
-        if _flat(steps):  # the sampled token comes first at each step
-            picked = steps.decoded_tokens[steps.start_indices[position]]
-        else:
-            picked = steps[position][token].decoded_token
-        return picked if picked is not None else self._decoded(token)
-
-    def _decoded(self, token: int) -> str:
-        """A token's text mid-answer: the number token's own, else the tokenizer's (`.`),
-        decoded once per token id."""
-        if token not in self._texts:
-            self._texts[token] = (self.number_texts.get(token) or self.tokenizer.decode(
-                [token], skip_special_tokens=True))
-        return self._texts[token]
-
-    def _first_chars(self, steps, position: int) -> dict[str, float]:
-        """The log-probabilities of the number tokens (those asked for, and the one picked) at
-        step `position` of `steps` (vLLM's flat or per-step log-probabilities), as probability
-        per first character."""
-        if _flat(steps):  # the sampled token comes first, and again among those asked for
-            lo, hi = steps.start_indices[position], steps.end_indices[position]
-            pairs = dict(zip(steps.token_ids[lo:hi], steps.logprobs[lo:hi])).items()
-        else:
-            pairs = ((i, lp.logprob) for i, lp in steps[position].items())
-        probs: dict[str, float] = {}
-        for i, logprob in pairs:
-            text = self.number_texts.get(i)
-            if text:
-                probs[text[0]] = probs.get(text[0], 0.0) + math.exp(logprob)
-        return probs
 
     def _head_tokens(self, task: Task, target: str | None, head: str) -> list[int] | None:
         """The tokens an answer start `head` adds after the task's prompt (the same for every
@@ -339,7 +255,7 @@ class VllmEngine(Engine):
 
         rows = [i for i, t in enumerate(tasks) if isinstance(t.answer, Regression)
                 and results[i].error is None and results[i].raw_output is not None]
-        branches = {i: self._branches(tasks[i].answer, outputs[i]) for i in rows}
+        branches = {i: self.numbers.branches(tasks[i].answer, outputs[i]) for i in rows}
         extra = []
         for i in rows:
             answer, expected = tasks[i].answer, tasks[i].name in self.config.expected_score
@@ -349,10 +265,10 @@ class VllmEngine(Engine):
                 if ids is not None:
                     extra.append((i, head, list(outputs[i].prompt_token_ids) + ids))
         if extra:
-            params = self._scoring_params(self.number_tokens)
+            params = self._scoring_params(self.numbers.ids)
             outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for _, _, ids in extra],
                                      [params] * len(extra), use_tqdm=False)
             for (i, head, _), o in zip(extra, outs):
-                branches[i][head] = self._first_chars(o.outputs[0].logprobs, 0)
+                branches[i][head] = self.numbers.first_chars(o.outputs[0].logprobs, 0)
         for i in rows:
             results[i] = self.with_spread(tasks[i], results[i], branches[i])

@@ -1,8 +1,8 @@
 """The README's code map, generated from the code: one row per package of `emoray/`, with the
 first sentence of the package's docstring and its modules. `tests/test_imports.py` checks the
-README holds exactly this; after moving code, print it and paste it in:
+README holds exactly this; after moving code, write it into the README:
 
-    .venv/bin/python -m emoray.tools.code_map
+    .venv/bin/python -m emoray.tools.code_map --write README.md
 """
 
 from __future__ import annotations
@@ -34,5 +34,19 @@ def render(root: Path = ROOT) -> str:
     return "\n".join(lines)
 
 
+def write(readme: Path) -> None:
+    """Replace the code map table in `readme` (from its header row to the blank line after it)
+    with the current one."""
+    text = readme.read_text()
+    start = text.index("| package | what it holds | modules |")
+    end = text.index("\n\n", start)
+    readme.write_text(text[:start] + render() + text[end:])
+
+
 if __name__ == "__main__":
-    print(render())
+    import sys
+
+    if sys.argv[1:2] == ["--write"]:
+        write(Path(sys.argv[2]))
+    else:
+        print(render())
