@@ -517,10 +517,10 @@ def render_plan(p: dict) -> str:
              f"cascade, {p['rows_to_write']} to decide)"]
     if p["first_step"] is None:
         return "\n".join(lines + ["  every pair is decided: no step runs"])
-    lines.append(f"  step 1          {p['first_step']['model']}: exact (its own dry run)")
+    lines.append(f"  {'step 1':<17}{p['first_step']['model']}: exact (its own dry run)")
     lines += ["  " + line for line in render_dry_run(p["first_step"]).splitlines()[1:]]
     for k, s in enumerate(p["later_steps"], 2):
-        lines.append(f"  step {k}          {s['model']}: at most {s['prompts']} prompts, "
+        lines.append(f"  {f'step {k}':<17}{s['model']}: at most {s['prompts']} prompts, "
                      f"{'-' if s['prompt_tokens'] is None else s['prompt_tokens']} prompt "
                      f"tokens (all {s['pairs']} undecided pairs escalated to it, "
                      f"{s['already_held']} of them already answered by it)"
