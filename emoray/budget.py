@@ -38,7 +38,8 @@ def check(plan: dict, budget: BudgetConfig, cost: CostConfig) -> str | None:
     """Refuse `plan` (a dry run's) when its estimate exceeds any cap of `budget`; a cap whose
     figure the estimate cannot give is a configuration error naming the setting it needs. With
     `budget.allow_partial` neither refuses: the line saying why is returned for the run to print
-    (it will stop at the budget)."""
+    (it will stop at the budget). `plan["estimated"]`, when given, says what kind of estimate it
+    is (a cascade's: a worst case)."""
     if budget.max_usd is not None and cost.gpu_hour_usd is None:
         raise ConfigError("budget.max_usd needs cost.gpu_hour_usd to count dollars: set it, or "
                           "drop budget.max_usd")
@@ -60,7 +61,8 @@ def check(plan: dict, budget: BudgetConfig, cost: CostConfig) -> str | None:
             raise ConfigError(f"budget.{field} needs an estimate in {unit}, which this run "
                               f"cannot make: set {needs}, or drop budget.{field}")
         elif value > cap:
-            over.append(f"{value} {unit} estimated > budget.{field} {cap}")
+            over.append(f"{value} {unit} {plan.get('estimated', 'estimated')} > "
+                        f"budget.{field} {cap}")
     if over and budget.allow_partial:
         return (f"emoray: {'; '.join(over)} ({plan['prompts']} prompts for "
                 f"{plan['rows_to_write']} rows); --allow-partial: the run stops at the budget")
@@ -102,12 +104,33 @@ class Meter:
         """Which cap the spending reached (one line), or None while within all of them."""
         now = time.time() if now is None else now
         device_hours = (sum(now - t for t in actor_starts) * self.devices_per_engine / 3600)
-        usd = device_hours * self.gpu_hour_usd if self.gpu_hour_usd is not None else None
-        b = self.budget
-        for field, spent, unit in (("max_prompt_tokens", prompt_tokens, "prompt tokens"),
-                                   ("max_device_hours", device_hours, "device-hours"),
-                                   ("max_usd", usd, "USD")):
-            cap = getattr(b, field)
-            if cap is not None and spent is not None and spent >= cap:
-                return f"{round(spent, 4)} {unit} spent >= budget.{field} {cap}"
-        return None
+        return cap_reached(self.budget, prompt_tokens, device_hours, self.gpu_hour_usd)
+
+
+def _spent(prompt_tokens: int, device_hours: float, gpu_hour_usd: float | None):
+    """(cap field, amount spent, unit) of each cap."""
+    usd = device_hours * gpu_hour_usd if gpu_hour_usd is not None else None
+    return (("max_prompt_tokens", prompt_tokens, "prompt tokens"),
+            ("max_device_hours", device_hours, "device-hours"), ("max_usd", usd, "USD"))
+
+
+def cap_reached(budget: BudgetConfig, prompt_tokens: int, device_hours: float,
+                gpu_hour_usd: float | None) -> str | None:
+    """Which cap of `budget` this spending reached (one line), or None while within all."""
+    for field, spent, unit in _spent(prompt_tokens, device_hours, gpu_hour_usd):
+        cap = getattr(budget, field)
+        if cap is not None and spent is not None and spent >= cap:
+            return f"{round(spent, 4)} {unit} spent >= budget.{field} {cap}"
+    return None
+
+
+def left(budget: BudgetConfig, prompt_tokens: int, device_hours: float,
+         gpu_hour_usd: float | None) -> BudgetConfig:
+    """What `budget` leaves after this spending (no cap below 0): a run made of runs (a
+    cascade's steps) holds each to what the ones before it left."""
+    update = {}
+    for field, spent, _ in _spent(prompt_tokens, device_hours, gpu_hour_usd):
+        cap = getattr(budget, field)
+        if cap is not None and spent is not None:
+            update[field] = max(cap - spent, 0)
+    return budget.model_copy(update=update)

@@ -8,6 +8,8 @@ the table under its own identity, with its own held check and reuse, so a re-run
 and a changed threshold re-decides from the answers already stored, prompting the next model
 only for pairs it has not answered. The steps after the first read a staged input holding only
 the escalated pairs (`_cascade/<run>/step-<k>/` beside the table, removed when the run ends).
+A step whose model already holds an answer to every pair reaching it is not run at all: it
+would send nothing, and starting its night would end the next step's warm engine.
 
 Then the decisions are committed as rows of their own: the final answer's row with `model` set
 to the cascade's identity (a hash over the models, their prompt versions, calibrations and
@@ -23,6 +25,12 @@ last completed run did not read: the cascade's own report records it, its steps'
 not); its ids, texts and task requests are held in the driver (a night's increment, not a
 whole lake; a cascade in waves is not built). A repeated doc id gets one decision (its last
 row's text), and a pair is decided again when its text changed.
+
+A dry run (`plan`) knows the first step's pairs exactly (its own dry run); a later step's
+only as a bound: every pair the cascade has not decided reaching it. A budget is held to that
+worst case before any engine starts, and while the run runs each step is held to what the steps
+before it left; a step that spends it ends the cascade once what can be decided is committed
+(`budget.BudgetSpent`), and the next run continues from the table.
 """
 
 from __future__ import annotations
@@ -40,8 +48,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from emoray import table
-from emoray.config import AnnotateConfig, CascadeStep, ConfigError
+from emoray import budget, cost, table
+from emoray.config import AnnotateConfig, BudgetConfig, CascadeStep, ConfigError
+from emoray.engine_stage import engine_resources
 from emoray.lock import TableLock
 from emoray.calibration import calibrate_rows
 from emoray.pipeline import (
@@ -49,10 +58,11 @@ from emoray.pipeline import (
     Scoring,
     build_annotator,
     new_run_id,
+    render_dry_run,
     resolve_scoring,
 )
 from emoray.statuses import NOT_HELD, TEXT_PROBLEMS
-from emoray.tasks import request_key
+from emoray.tasks import TASKS, request_key
 
 STAGING = "_cascade"
 """Folder beside the table's data holding each running cascade's staged inputs."""
@@ -132,11 +142,13 @@ def identity(steps: list[Step]) -> str:
 
 
 def step_config(config: AnnotateConfig, step: Step, run_id: str, k: int,
-                staged: str | None = None) -> AnnotateConfig:
+                staged: str | None = None, caps: BudgetConfig | None = None) -> AnnotateConfig:
     """The annotate run of step `k` (1-based): the step's model and calibration, run id
-    `<run>-<k>`; after the first, the staged input of the pairs that reached it."""
+    `<run>-<k>`; after the first, the staged input of the pairs that reached it; held to `caps`
+    (what the steps before it left of the budget) when given."""
     update = {"engine": step.scoring.config.engine, "calibration": step.spec.calibration,
-              "cascade": [], "run_id": f"{run_id}-{k}"}
+              "cascade": [], "run_id": f"{run_id}-{k}",
+              **({"budget": caps} if caps is not None else {})}
     if staged is not None:
         return config.reading_staged(staged, "task", **update)
     return config.model_copy(update=update)
@@ -228,61 +240,161 @@ def final_rows(chosen: list[dict], ident: str, run_id: str) -> pa.Table:
                                 schema=table.SCHEMA)
 
 
+@dataclass(frozen=True)
+class Night:
+    """What tonight asks of the cascade: the first step's run (`pipeline.Annotator`), its input
+    rows by doc_id (`tonight`), every pair they ask for, and those the cascade has not decided."""
+
+    first: object
+    rows: dict[str, dict]
+    asked: list[tuple]
+    pending: list[tuple]
+
+
+def read_night(config: AnnotateConfig, steps: list[Step], ident: str, run_id: str,
+               tbl: table.AnnotationTable) -> Night:
+    """Tonight's input through the first step's Normalize, and the cascade's held check: a
+    pair is decided when the cascade holds a row for it, on tonight's text, that is not
+    failed."""
+    first = build_annotator(step_config(config, steps[0], run_id, 1), reads_for=ident)
+    rows = tonight(first)
+    asked = pairs(rows, first.requests)
+    held = latest(tbl, pads.field("model") == ident, rows)
+    return Night(first, rows, asked,
+                 [p for p in asked if p not in held or held[p]["status"] in NOT_HELD])
+
+
 def run_cascade(config: AnnotateConfig) -> dict:
     """Run the cascade of `config` over its input, committing each step's decisions before the
     next step starts; returns its summary (steps, escalation per task, rows committed), also
-    written as its run report. Pairs left undecided (the last model failed them) end it with
-    `IncompleteRunError` once what was decided is committed (a failed answer is a row, and
-    final at the last step: the next run retries it, as it retries any failed row)."""
+    written as its run report. With a budget, the worst case (`worst_case`) is held to it before
+    any engine starts (`budget.hold`) and each step to what the ones before it left; a spent
+    budget ends the run with `budget.BudgetSpent` once what was decided is committed. Pairs
+    left undecided otherwise (the last model failed them) end it with `IncompleteRunError` (a
+    failed answer is a row, and final at the last step: the next run retries it, as it retries
+    any failed row)."""
     steps, ident = prepare(config)
     run_id, started, t0 = config.run_id or new_run_id(), datetime.now(timezone.utc), time.time()
     tbl = table.AnnotationTable(config.output, config.s3)
     if tbl.exists():
         tbl.create()  # a table older than a column (`decided_by`) gains it before it is read
-    first = build_annotator(step_config(config, steps[0], run_id, 1), reads_for=ident)
-    rows = tonight(first)
-    asked = pairs(rows, first.requests)
-    held = latest(tbl, pads.field("model") == ident, rows)
-    pending = [p for p in asked if p not in held or held[p]["status"] in NOT_HELD]
-    summaries, reached, written = [], {}, 0
-    decided = {s.scoring.model.identity: 0 for s in steps}
+    night = read_night(config, steps, ident, run_id, tbl)
+    if config.budget.is_set():
+        budget.hold(worst_case(config, steps, ident, night, tbl), config)
     try:
-        for k, step in enumerate(steps, 1):
-            if not pending:
-                break
-            reached[k] = pending
-            annotator = first if k == 1 else build_annotator(step_config(
-                config, step, run_id, k, stage(rows, pending, tbl, run_id, k)))
-            summaries.append(annotator.run().as_dict())
-            answers = recalibrated(step, latest(
-                tbl, step.scoring.model.same_model(pads.field("model")), rows,
-                step.scoring.versions))
-            final, pending = decide(step, answers, pending, last=k == len(steps))
-            decided[step.scoring.model.identity] = len(final)
-            written += commit(config, tbl, final_rows(final, ident, run_id), run_id, ident)
+        done = run_steps(config, steps, ident, run_id, tbl, night)
     finally:
         _unstage(tbl, run_id)
-    report = {
-        "run_id": run_id, "status": "ok" if not pending else "incomplete",
+    report = _report(config, steps, ident, run_id, night, done, started, t0)
+    table.write_report(tbl, report)
+    if done.stopped:
+        k, line = done.stopped
+        raise budget.BudgetSpent(
+            f"budget spent ({line}) at step {k} of cascade {ident} "
+            f"({steps[k - 1].scoring.model.identity}): run {run_id} committed {done.written} "
+            f"rows and left {len(done.pending)} pairs undecided; the next run of this cascade "
+            "continues with them (raise the budget to finish sooner)")
+    if done.pending:
+        raise IncompleteRunError(
+            f"cascade run {run_id} committed {done.written} rows; {len(done.pending)} pairs got "
+            "no row from its last model: a re-run decides them")
+    return report
+
+
+@dataclass
+class Done:
+    """What the steps of a run did: each one's run summary, the pairs that reached each, the
+    count each model decided, rows committed, the pairs left, and where the budget stopped it
+    ((step, the cap's line), or None)."""
+
+    summaries: list[dict]
+    reached: dict[int, list[tuple]]
+    decided: dict[str, int]
+    pending: list[tuple]
+    written: int = 0
+    stopped: tuple[int, str] | None = None
+
+
+def run_steps(config: AnnotateConfig, steps: list[Step], ident: str, run_id: str,
+              tbl: table.AnnotationTable, night: Night) -> Done:
+    """Each step over the pairs the steps before it left undecided, held to what they left of
+    the budget, its decisions committed before the next starts; ends at the step that spends
+    the budget, or before a step when nothing of it is left."""
+    done = Done([], {}, {s.scoring.model.identity: 0 for s in steps}, night.pending)
+    tokens, hours, usd = 0, 0.0, config.cost.gpu_hour_usd
+    for k, step in enumerate(steps, 1):
+        if not done.pending:
+            break
+        if line := budget.cap_reached(config.budget, tokens, hours, usd):
+            done.stopped = (k, line)
+            break
+        done.reached[k] = done.pending
+        answers, line = stored(step, tbl, night), None
+        if any(p not in answers or answers[p]["status"] in NOT_HELD for p in done.pending):
+            annotator = night.first if k == 1 else build_annotator(step_config(
+                config, step, run_id, k, stage(night.rows, done.pending, tbl, run_id, k),
+                budget.left(config.budget, tokens, hours, usd)))
+            summary, line = answer(annotator, tbl)
+            tokens += summary["prompt_tokens"]
+            hours += (summary.get("usage") or {}).get("engine_s", 0) / 3600
+            answers = stored(step, tbl, night)
+        else:  # its model holds every pair: a run would send nothing (and end a warm engine)
+            summary = {"run_id": f"{run_id}-{k}", "status": "held", "rows_out": 0,
+                       "prompts_sent": 0, "prompt_tokens": 0}
+        done.summaries.append(summary)
+        final, done.pending = decide(step, answers, done.pending, last=k == len(steps))
+        done.decided[step.scoring.model.identity] = len(final)
+        done.written += commit(config, tbl, final_rows(final, ident, run_id), run_id, ident)
+        if line:  # named against the cascade's caps (the step's were what was left of them)
+            done.stopped = (k, budget.cap_reached(config.budget, tokens, hours, usd) or line)
+            break
+    return done
+
+
+def stored(step: Step, tbl: table.AnnotationTable, night: Night) -> dict[tuple, dict]:
+    """The step model's newest answers to tonight's pairs (its prompt versions, tonight's
+    texts), confidences under the step's calibration."""
+    return recalibrated(step, latest(tbl, step.scoring.model.same_model(pads.field("model")),
+                                     night.rows, step.scoring.versions))
+
+
+def answer(annotator, tbl: table.AnnotationTable) -> tuple[dict, str | None]:
+    """Run one step: its summary, and the cap it spent (None: it answered every pair it was
+    sent). A step that spends its budget commits what it answered and raises; its report,
+    written before it raised, is its summary."""
+    try:
+        return annotator.run().as_dict(), None
+    except budget.BudgetSpent:
+        fs, root = tbl._fs()
+        with fs.open_input_stream(posixpath.join(root, table.REPORTS,
+                                                 f"{annotator.run_id}.json")) as f:
+            report = json.loads(f.read())
+        return report, report["budget_spent"]
+
+
+def _report(config: AnnotateConfig, steps: list[Step], ident: str, run_id: str, night: Night,
+            done: Done, started: datetime, t0: float) -> dict:
+    """The cascade run's report (`emoray runs` reads it; `--since-last` reads `input_read` of
+    an `ok` one only)."""
+    return {
+        "run_id": run_id, "status": ("budget_spent" if done.stopped else
+                                     "incomplete" if done.pending else "ok"),
         "started_at": started.isoformat(), "wall_s": round(time.time() - t0, 2),
-        "input": config.input, "output": config.output, "model": ident, "rows_out": written,
-        "prompt_versions": steps[0].scoring.versions, "input_read": first.night.read,
-        "tasks": [r.key for r in first.requests], "pairs": len(asked),
-        "already_held": len(asked) - len(reached.get(1, [])), "missing_pairs": len(pending),
-        "prompts_sent": sum(s["prompts_sent"] for s in summaries),
+        "input": config.input, "output": config.output, "model": ident,
+        "rows_out": done.written, "prompt_versions": steps[0].scoring.versions,
+        "input_read": night.first.night.read, "tasks": [r.key for r in night.first.requests],
+        "pairs": len(night.asked), "already_held": len(night.asked) - len(night.pending),
+        "missing_pairs": len(done.pending),
+        "prompts_sent": sum(s["prompts_sent"] for s in done.summaries),
+        "prompt_tokens": sum(s["prompt_tokens"] for s in done.summaries),
+        "budget_spent": done.stopped[1] if done.stopped else None,
         "cascade": [{"model": s.scoring.model.identity, "accept": s.accept,
                      "calibration": s.scoring.calibration.tag if s.scoring.calibration
                      else None} for s in steps],
-        "decided_by": decided,
-        "escalation": escalation(reached.get(1, []), reached.get(2, [])),
-        "reached": {str(k): len(v) for k, v in reached.items()},
-        "steps": summaries}
-    table.write_report(tbl, report)
-    if pending:
-        raise IncompleteRunError(
-            f"cascade run {run_id} committed {written} rows; {len(pending)} pairs got no row "
-            "from its last model: a re-run decides them")
-    return report
+        "decided_by": done.decided,
+        "escalation": escalation(done.reached.get(1, []), done.reached.get(2, [])),
+        "reached": {str(k): len(v) for k, v in done.reached.items()},
+        "steps": done.summaries}
 
 
 def escalation(first: list[tuple], second: list[tuple]) -> dict[str, dict]:
@@ -330,4 +442,94 @@ def render(report: dict) -> str:
         lines.append(f"  decided by {model}: {n}")
     for key, e in sorted(report["escalation"].items()):
         lines.append(f"  {key}: {e['escalated']} of {e['pairs']} escalated ({e['share']:.1%})")
+    return "\n".join(lines)
+
+
+WORST_CASE = "estimated at worst (every undecided pair reaching every model)"
+"""How a cascade's budget line names its estimate: later steps are bounds, not counts."""
+
+
+def plan(config: AnnotateConfig) -> dict:
+    """The cascade's dry run: no engine started, nothing written (`worst_case`)."""
+    steps, ident = prepare(config)
+    tbl = table.AnnotationTable(config.output, config.s3)
+    night = read_night(config, steps, ident, config.run_id or new_run_id(), tbl)
+    return worst_case(config, steps, ident, night, tbl)
+
+
+def worst_case(config: AnnotateConfig, steps: list[Step], ident: str, night: Night,
+               tbl: table.AnnotationTable) -> dict:
+    """What the run would send: the first step exactly (its own dry run), each later step at
+    most (`bound`), and their sum, the worst case a budget is held to (`budget.check` reads
+    `prompts`, `prompt_tokens`, `estimate` and `rows_to_write`: the cascade's own rows)."""
+    head = night.first.dry_run() if night.pending else None  # nothing pending: no step runs
+    later = [bound(config, step, tbl, night) for step in steps[1:]]
+    each = ([head] if head else []) + later
+    estimates = [s["estimate"] or {} for s in each]
+
+    def total(values: list) -> float | None:
+        return None if any(v is None for v in values) else round(sum(values), 4)
+
+    return {"model": ident, "input": config.input, "output": config.output,
+            "pairs": len(night.asked), "already_decided": len(night.asked) - len(night.pending),
+            "rows_to_write": len(night.pending), "prompts": sum(s["prompts"] for s in each),
+            "prompt_tokens": total([s["prompt_tokens"] for s in each]),
+            "estimate": {"device_hours": total([e.get("device_hours") for e in estimates]),
+                         "cost_usd": total([e.get("cost_usd") for e in estimates])},
+            "estimated": WORST_CASE, "first_step": head, "later_steps": later}
+
+
+def bound(config: AnnotateConfig, step: Step, tbl: table.AnnotationTable, night: Night
+          ) -> dict:
+    """The most a later step can be sent: every pair the cascade has not decided, less those
+    its model already holds for tonight's text (its held check skips them), one prompt each
+    (identical texts are sent once, blank ones not at all: fewer), counted with its own
+    tokenizer and priced as `pipeline.Annotator.dry_run` prices."""
+    from emoray.prompting import PromptFitter
+
+    scoring = step.scoring
+    held = latest(tbl, scoring.model.same_model(pads.field("model")), night.rows,
+                  scoring.versions)
+    send = [p for p in night.pending if p not in held or held[p]["status"] in NOT_HELD]
+    try:
+        fitter, note = PromptFitter.for_model(scoring.config.engine, scoring.model), None
+    except Exception as e:  # a hub id without hub access: counts still, tokens not
+        fitter, note = None, f"prompt tokens not counted: no tokenizer for {e}"
+    tokens = sum(fitter.prompt_tokens([TASKS[t] for _, t, _ in send],
+                                      [night.rows[d]["text"] or "" for d, _, _ in send],
+                                      [g for _, _, g in send])) if fitter else None
+    resources = engine_resources(scoring.config.engine)
+    device = cost.device_of(resources)
+    devices = cost.devices_per_engine(resources) * config.concurrency
+    return {"model": scoring.model.identity, "pairs": len(night.pending),
+            "already_held": len(night.pending) - len(send), "prompts": len(send),
+            "prompt_tokens": tokens, "device": device, "devices": devices,
+            "estimate": cost.estimate(tokens, config.cost, scoring.model, device == "gpu",
+                                      devices) if fitter else None, "note": note}
+
+
+def render_plan(p: dict) -> str:
+    """A cascade's dry run as text: the first step's plan, each later step's bound, and the
+    worst case the budget is held to."""
+    lines = [f"dry run of cascade {p['model']} over {p['input']} -> {p['output']}: no engine "
+             "started, nothing written",
+             f"  pairs            {p['pairs']} ({p['already_decided']} already decided by this "
+             f"cascade, {p['rows_to_write']} to decide)"]
+    if p["first_step"] is None:
+        return "\n".join(lines + ["  every pair is decided: no step runs"])
+    lines.append(f"  {'step 1':<17}{p['first_step']['model']}: exact (its own dry run)")
+    lines += ["  " + line for line in render_dry_run(p["first_step"]).splitlines()[1:]]
+    for k, s in enumerate(p["later_steps"], 2):
+        lines.append(f"  {f'step {k}':<17}{s['model']}: at most {s['prompts']} prompts, "
+                     f"{'-' if s['prompt_tokens'] is None else s['prompt_tokens']} prompt "
+                     f"tokens (all {s['pairs']} undecided pairs escalated to it, "
+                     f"{s['already_held']} of them already answered by it)"
+                     + (f" ({s['note']})" if s["note"] else ""))
+    e = p["estimate"]
+    lines.append(f"  worst case       {p['prompts']} prompts, "
+                 f"{'-' if p['prompt_tokens'] is None else p['prompt_tokens']} prompt tokens"
+                 + (f", {e['device_hours']:.4f} device-hours" if e["device_hours"] is not None
+                    else "") + (f", ${e['cost_usd']:.2f}" if e["cost_usd"] is not None else ""))
+    lines.append("  (steps after the first are upper bounds: the run sends each only the pairs "
+                 "the step before it escalates)")
     return "\n".join(lines)

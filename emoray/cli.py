@@ -212,13 +212,22 @@ def cmd_annotate(args) -> int:
 
 
 def _annotate_cascade(args, config) -> int:
-    from emoray.cascade import prepare, render, run_cascade
+    """A cascade run (`emoray.cascade`), or its dry run (the first step exactly, the later ones
+    bounded) held to the budget as a one-model dry run is; a run holds its budget itself."""
+    from emoray import budget
+    from emoray.cascade import plan, prepare, render, render_plan, run_cascade
 
-    if args.dry_run or config.budget.is_set() or config.gate.enabled:
-        raise ConfigError("a cascade run has no dry run, budget or quality gate yet: run "
-                          "them per model (annotate --model M), or leave cascade empty")
+    if config.gate.enabled:
+        raise ConfigError("the quality gate does not run over a cascade: gate each of its "
+                          "models alone (emoray annotate --model M --gate), then run the "
+                          "cascade with gate.enabled false (--no-gate)")
     prepare(config)  # refused before Ray starts
     start_ray(args.ray_address, args.verbose)
+    if args.dry_run:
+        p = plan(config)
+        print(json.dumps(p, default=str) if args.json else render_plan(p))
+        budget.hold(p, config)
+        return EXIT_OK
     report = run_cascade(config)
     print(json.dumps(report, default=str) if args.json else render(report))
     return EXIT_OK

@@ -48,10 +48,14 @@ def profile(path, t5, llama, calibration, threshold):
     return path
 
 
+def annotate(conf, texts, out, run_id, *flags):
+    """`emoray annotate` of the cascade profile `conf`: its exit code."""
+    return cli.main(["annotate", "--config", str(conf), "--input", str(texts), "--output",
+                     str(out), "--run-id", run_id, "--json", *ENGINE_FLAGS, *flags])
+
+
 def run(capsys, conf, texts, out, run_id):
-    argv = ["annotate", "--config", str(conf), "--input", str(texts), "--output", str(out),
-            "--run-id", run_id, "--json", *ENGINE_FLAGS]
-    assert cli.main(argv) == 0
+    assert annotate(conf, texts, out, run_id) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
@@ -61,23 +65,82 @@ def rows_of(out, model):
 
 
 def test_a_cascade_decides_each_pair_once_and_escalates_what_is_under_its_threshold(
-        tmp_path, ray_local, tiny_model, tiny_t5, spark, capsys):
+        tmp_path, ray_local, tiny_model, tiny_t5, spark, capsys, monkeypatch, cold_engine):
+    """Also its dry run and budget: the dry run counts the first step exactly and bounds the
+    second (every pair escalated), starting no engine and writing nothing; a prompt-token cap
+    under that worst case is refused; with --allow-partial a cap the first step leaves one
+    token of stops the second step (exit 9) with the first step's decisions committed, and the
+    next run decides exactly the pairs left."""
+    from emoray import engine_pool
+    from emoray.cascade import render_plan
+
     texts = tmp_path / "texts"
     texts.mkdir()
     pq.write_table(pa.table({"id": [f"d{i:02d}" for i in range(12)], "text": TEXTS}),
                    texts / "night.parquet")
     out, cal = tmp_path / "affect", calibration_for(tiny_t5, tmp_path / "t5-calibration.json")
+    conf = profile(tmp_path / "a.json", tiny_t5, tiny_model, cal, 0.0)
 
-    first = run(capsys, profile(tmp_path / "a.json", tiny_t5, tiny_model, cal, 0.0), texts, out,
-                "night-1")
-    ident = first["model"]
-    assert ident.startswith("cascade-") and first["pairs"] == 24 == first["rows_out"]
+    assert annotate(conf, texts, out, "night-0", "--dry-run") == 0
+    plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not table.AnnotationTable(str(out)).exists()
+    assert engine_pool._kept == {}  # no engine ran (a night's engines stay warm in the suite)
+    head, (bound,) = plan["first_step"], plan["later_steps"]
+    assert (plan["pairs"], plan["already_decided"], plan["rows_to_write"]) == (24, 0, 24)
+    assert (head["rows_in"], head["pairs"], head["rows_to_write"], head["prompts"]) == (
+        12, 24, 24, 24)
+    assert (bound["pairs"], bound["already_held"], bound["prompts"]) == (24, 0, 24)
+    assert head["prompt_tokens"] > 0 and bound["prompt_tokens"] > 0
+    assert plan["prompts"] == 48
+    assert plan["prompt_tokens"] == head["prompt_tokens"] + bound["prompt_tokens"]
+    said = render_plan(plan).splitlines()
+    assert said[0].startswith(f"dry run of cascade {plan['model']} over {texts} -> {out}: no "
+                              "engine started, nothing written")
+    assert f"  worst case       48 prompts, {plan['prompt_tokens']} prompt tokens" in said
+    assert said[-1] == ("  (steps after the first are upper bounds: the run sends each only "
+                        "the pairs the step before it escalates)")
+
+    worst = (f"{plan['prompt_tokens']} prompt tokens estimated at worst (every undecided pair "
+             "reaching every model) > budget.max_prompt_tokens")
+    monkeypatch.setenv("EMORAY_BUDGET__MAX_PROMPT_TOKENS", str(plan["prompt_tokens"] - 1))
+    assert annotate(conf, texts, out, "night-0") == cli.EXIT_BUDGET == 8
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"emoray: over budget, nothing started: {worst} {plan['prompt_tokens'] - 1} (48 "
+        "prompts for 24 rows); raise the budget, annotate a smaller input, or pass "
+        "--allow-partial to answer what the budget pays for")
+    assert not table.AnnotationTable(str(out)).exists()
+
+    cap = head["prompt_tokens"] + 1  # the T5 answers all; the LLaMA gets one token's worth
+    monkeypatch.setenv("EMORAY_BUDGET__MAX_PROMPT_TOKENS", str(cap))
+    assert annotate(conf, texts, out, "night-0", "--allow-partial", "--batch-size",
+                    "2") == cli.EXIT_BUDGET_SPENT == 9
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"emoray: {worst} {cap} (48 prompts for 24 rows); --allow-partial: the run stops " \
+           "at the budget" in err
+    stopped = next(r for r in table.run_reports(table.AnnotationTable(str(out)))
+                   if r["run_id"] == "night-0")
+    ident, llama_id = stopped["model"], stopped["cascade"][1]["model"]
+    answered = rows_of(out, llama_id).num_rows  # the batches admitted before the cap
+    assert 0 < answered < 12 and stopped["missing_pairs"] == 12 - answered
+    assert err[-1] == (
+        f"emoray: budget spent ({stopped['prompt_tokens']} prompt tokens spent >= "
+        f"budget.max_prompt_tokens {cap}) at step 2 of cascade {ident} ({llama_id}): run "
+        f"night-0 committed {12 + answered} rows and left {12 - answered} pairs undecided; "
+        "the next run of this cascade continues with them (raise the budget to finish sooner)")
+    assert (stopped["status"], stopped["rows_out"]) == ("budget_spent", 12 + answered)
+    assert [s["prompt_tokens"] for s in stopped["steps"]][0] == head["prompt_tokens"]
+    assert [s["prompts_sent"] for s in stopped["steps"]] == [24, answered]
     # threshold 0: the T5 decides every v_oc pair; v_reg (no temperature) always goes on
-    assert first["escalation"] == {"v_oc": {"pairs": 12, "escalated": 0, "share": 0.0},
-                                   "v_reg": {"pairs": 12, "escalated": 12, "share": 1.0}}
-    t5_id, llama_id = (s["model"] for s in first["cascade"])
-    assert first["decided_by"] == {t5_id: 12, llama_id: 12}
-    assert [s["prompts_sent"] for s in first["steps"]] == [24, 12]
+    assert stopped["escalation"] == {"v_oc": {"pairs": 12, "escalated": 0, "share": 0.0},
+                                     "v_reg": {"pairs": 12, "escalated": 12, "share": 1.0}}
+    monkeypatch.delenv("EMORAY_BUDGET__MAX_PROMPT_TOKENS")
+
+    first = run(capsys, conf, texts, out, "night-1")
+    assert first["model"] == ident and first["pairs"] == 24
+    assert (first["already_held"], first["rows_out"]) == (12 + answered, 12 - answered)
+    t5_id = first["cascade"][0]["model"]
+    assert first["decided_by"] == {t5_id: 0, llama_id: 12 - answered}
+    assert [s["prompts_sent"] for s in first["steps"]] == [0, 12 - answered]
     final = rows_of(out, ident)
     assert final.num_rows == 24
     assert len({(d, t) for d, t in zip(final["doc_id"].to_pylist(),
@@ -157,6 +220,17 @@ def test_a_model_without_a_calibration_for_a_task_cannot_accept_it(tiny_model, t
         update={"accept": {"v_oc": 0.5}}), config.cascade[0]]})
     with pytest.raises(ConfigError, match="the cascade's last model answers whatever reaches"):
         prepare(last)
+
+
+def test_a_cascade_refuses_the_quality_gate_and_says_to_gate_each_model(tmp_path, tiny_model,
+                                                                        tiny_t5, capsys):
+    cal = calibration_for(tiny_t5, tmp_path / "cal.json")
+    conf = profile(tmp_path / "a.json", tiny_t5, tiny_model, cal, 0.5)
+    assert annotate(conf, tmp_path / "texts", tmp_path / "affect", "g", "--gate") == 2
+    assert capsys.readouterr().err.strip() == (
+        "emoray: the quality gate does not run over a cascade: gate each of its models alone "
+        "(emoray annotate --model M --gate), then run the cascade with gate.enabled false "
+        "(--no-gate)")
 
 
 def test_a_decision_holds_only_for_the_text_it_was_made_on(tmp_path):
