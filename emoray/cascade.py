@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 
 from emoray import budget, cost, table
 from emoray.config import AnnotateConfig, BudgetConfig, CascadeStep, ConfigError
-from emoray.engine_stage import engine_resources
+from emoray.engines.stage import engine_resources
 from emoray.lock import TableLock
 from emoray.calibration import calibrate_rows
 from emoray.pipeline import (

@@ -71,7 +71,7 @@ def test_a_cascade_decides_each_pair_once_and_escalates_what_is_under_its_thresh
     under that worst case is refused; with --allow-partial a cap the first step leaves one
     token of stops the second step (exit 9) with the first step's decisions committed, and the
     next run decides exactly the pairs left."""
-    from emoray import engine_pool
+    from emoray.engines import pool as engine_pool
     from emoray.cascade import render_plan
 
     texts = tmp_path / "texts"
