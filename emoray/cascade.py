@@ -38,21 +38,20 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from emoray import budget, cost, table
+from emoray import budget, cost
+from emoray.lake import table
 from emoray.config import AnnotateConfig, BudgetConfig, CascadeStep, ConfigError
 from emoray.engines.stage import engine_resources
-from emoray.lock import TableLock
-from emoray.calibration import calibrate_rows
+from emoray.lake.lock import TableLock
+from emoray.quality.calibration import calibrate_rows
 from emoray.pipeline import (
     IncompleteRunError,
     Scoring,

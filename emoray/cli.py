@@ -188,7 +188,7 @@ def _local(args) -> bool:
 
 
 def cmd_annotate(args) -> int:
-    from emoray.gate import gated_run
+    from emoray.quality.gate import gated_run
     from emoray.pipeline import build_annotator
 
     from emoray import budget
@@ -234,13 +234,13 @@ def _annotate_cascade(args, config) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from emoray.evaluate import evaluate, render_summary
+    from emoray.quality.evaluate import evaluate, render_summary
 
     config = job_config(args, EVALUATE_OVERRIDES)
     config.require("evaluate.output")
     if config.cascade:
         from emoray.cascade import prepare
-        from emoray.evaluate_cascade import evaluate_cascade, render
+        from emoray.quality.evaluate_cascade import evaluate_cascade, render
 
         prepare(config)  # refused before Ray starts
         start_ray(args.ray_address, args.verbose)
@@ -254,7 +254,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from emoray.calibrate import calibrate, render
+    from emoray.quality.calibrate import calibrate, render
 
     config = job_config(args, CALIBRATE_OVERRIDES)
     config.require("evaluate.output")
@@ -265,8 +265,8 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_canary(args) -> int:
-    from emoray.evaluate import gold_requests
-    from emoray.gate import write_canary
+    from emoray.quality.evaluate import gold_requests
+    from emoray.quality.gate import write_canary
     from emoray.tasks import TASKS
 
     config = load_config(args.config, {})
@@ -379,7 +379,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_enrich(args) -> int:
-    from emoray.enrich import EnrichConfig, enrich, render, spark_session
+    from emoray.enrich.spark_join import EnrichConfig, enrich, render, spark_session
 
     overrides = {"annotations": args.annotations, "downstream": args.downstream,
                  "output": args.output, "key": args.key, "model": args.model,
@@ -396,7 +396,7 @@ def cmd_enrich(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from emoray import table
+    from emoray.lake import table
 
     config = load_config(args.config, {"output": args.output,
                                        "s3.endpoint_url": args.s3_endpoint_url}, model=RunsConfig)
@@ -422,12 +422,12 @@ def cmd_runs(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from emoray import table
+    from emoray.lake import table
 
     config = load_config(args.config, {"output": args.table,
                                        "s3.endpoint_url": args.s3_endpoint_url}, model=RunsConfig)
     if args.action == "migrate":
-        from emoray.migrate import migrate
+        from emoray.lake.migrate import migrate
 
         if not (args.table and args.new):
             raise ConfigError("migrate takes OLD NEW: the old marker-layout table and where the "
@@ -473,7 +473,7 @@ def cmd_table(args) -> int:
               f"theirs); {result['pruned']} sidecars of removed files deleted")
         return EXIT_OK
     if args.action == "register":
-        from emoray.glue import register
+        from emoray.lake.glue import register
 
         if not (args.glue_database and args.name):
             raise ConfigError("register takes --glue-database DB --name NAME")

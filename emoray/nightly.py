@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from emoray import table
+from emoray.lake import table
 from emoray.config import AnnotateConfig
 from emoray.errors import EXIT_PARTIAL, EmorayError
 
@@ -48,7 +48,7 @@ def for_date(config: AnnotateConfig, date: str | None) -> AnnotateConfig:
 
 def run_nightly(config: AnnotateConfig, date: str | None = None) -> dict:
     """Run the night; returns the summaries of the steps that ran."""
-    from emoray.gate import gated_run
+    from emoray.quality.gate import gated_run
     from emoray.pipeline import build_annotator
 
     from emoray import budget
@@ -62,7 +62,7 @@ def run_nightly(config: AnnotateConfig, date: str | None = None) -> dict:
                                             config.compact_min_files,
                                             config.vacuum_retain_hours)}
     if config.enrich is not None:
-        from emoray.enrich import enrich, spark_session
+        from emoray.enrich.spark_join import enrich, spark_session
 
         try:
             result["enrich"] = enrich(spark_session(config.enrich), config.enrich)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from emoray.answers import ParseError
-from emoray.calibration import Calibration, calibrate_rows
+from emoray.quality.calibration import Calibration, calibrate_rows
 from emoray.columns import COLUMNS
 from emoray.contract import (
     ALL,
@@ -33,7 +33,7 @@ from emoray.contract import (
 from emoray.models import ModelSpec
 from emoray.routing import ONE_WAVE, in_wave
 from emoray.statuses import LATEST, NOT_HELD, REUSABLE, TEXT_PROBLEMS
-from emoray.table import SCHEMA
+from emoray.lake.table import SCHEMA
 from emoray.tasks import TASKS, TaskRequest
 
 NEW_ROW = ("side", "doc_id", "text_sha256", "text", "text_status", "request")

@@ -32,7 +32,7 @@ class Task:
     templates: tuple[str, ...]
     answer: AnswerSchema
     metrics: tuple[str, ...]
-    """Names in `emoray.metrics.METRICS`; the first is the task's headline metric."""
+    """Names in `emoray.quality.metrics.METRICS`; the first is the task's headline metric."""
     targets: tuple[str, ...] = ()
     source: str | None = None
     """AEB/AAID file with gold answers for this task (relative to the data folder)."""

@@ -115,7 +115,7 @@ def ray_local(s3_endpoint):
 @pytest.fixture(scope="session")
 def spark():
     """One local Spark session for the suite."""
-    from emoray.enrich import EnrichConfig, spark_session
+    from emoray.enrich.spark_join import EnrichConfig, spark_session
 
     session = spark_session(EnrichConfig(annotations="-", downstream="-", output="-",
                                          master="local[2]",

@@ -9,7 +9,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from emoray import locations, table
+from emoray.lake import locations, table
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.models import resolve_model
 from emoray.pipeline import build_annotator

@@ -9,10 +9,10 @@ import pytest
 
 from emoray import cli, stages
 from emoray.config import AnnotateConfig, ConfigError, EngineConfig, load_config
-from emoray.locations import InputError
+from emoray.lake.locations import InputError
 from emoray.models import resolve_model
 from emoray.pipeline import build_annotator
-from emoray.table import SCHEMA
+from emoray.lake.table import SCHEMA
 
 
 def config(tiny_model, **kw):

@@ -9,7 +9,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from emoray import calibration, cli, table
+from emoray import cli
+from emoray.quality import calibration
+from emoray.lake import table
 from emoray.models import resolve_model
 from emoray.tasks import TASKS
 from tests.conftest import ENGINE_FLAGS

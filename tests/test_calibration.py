@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from emoray import stages
-from emoray.calibration import (
+from emoray.quality.calibration import (
     UNCALIBRATED,
     Calibration,
     CalibrationError,

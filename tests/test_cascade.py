@@ -10,8 +10,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from emoray import cli, table
-from emoray.calibration import Calibration, save
+from emoray import cli
+from emoray.lake import table
+from emoray.quality.calibration import Calibration, save
 from emoray.config import AnnotateConfig, CascadeStep, ConfigError
 from tests.conftest import ENGINE_FLAGS
 
@@ -178,7 +179,7 @@ def test_a_cascade_decides_each_pair_once_and_escalates_what_is_under_its_thresh
     assert listing[at + 1] == (f"    escalated: v_oc {under}/12 ({under / 12:.1%}), v_reg 12/12 "
                                "(100.0%)")
 
-    from emoray.enrich import EnrichConfig, enrich
+    from emoray.enrich.spark_join import EnrichConfig, enrich
 
     down = tmp_path / "down"
     down.mkdir()

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from emoray import cli, table
+from emoray import cli
+from emoray.lake import table
 from emoray.tasks import TASKS
 from tests.conftest import ENGINE_FLAGS
 

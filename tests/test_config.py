@@ -49,7 +49,7 @@ def test_config_errors_name_the_key(tmp_path, profile, env, message):
 
 def test_missing_required_settings_are_named(tmp_path, capsys):
     from emoray import cli
-    from emoray.enrich import EnrichConfig
+    from emoray.enrich.spark_join import EnrichConfig
 
     assert cli.main(["annotate", "--tasks", "v_reg"]) == cli.EXIT_CONFIG
     assert "missing required setting(s): input (flag --input or profile key input), output" \

@@ -13,7 +13,7 @@ from emoray.config import AnnotateConfig
 from emoray.contract import INPUT, ContractError, Stage
 from emoray.engines.stage import ENGINE
 from emoray.pipeline import STAGES, Annotator
-from emoray.table import SCHEMA
+from emoray.lake.table import SCHEMA
 
 STAGE_DOC = Path(__file__).resolve().parents[1] / "docs" / "annotate.md"
 

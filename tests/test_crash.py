@@ -14,9 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from emoray import cli, locations, table
+from emoray import cli
+from emoray.lake import locations, table
 from emoray.config import EnrichConfig, S3Config
-from emoray.enrich import committed_annotations
+from emoray.enrich.spark_join import committed_annotations
 from emoray.tools.faults import EXIT_CODE
 from emoray.sample import sample_texts
 from tests.readers import kernel_read

@@ -9,9 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from emoray import cli, table
+from emoray import cli
+from emoray.lake import table
 from emoray.config import S3Config
-from emoray.enrich import EnrichConfig, EnrichError, enrich, s3a_conf, spark_conf
+from emoray.enrich.spark_join import EnrichConfig, EnrichError, enrich, s3a_conf, spark_conf
 from tests.readers import kernel_read
 
 
@@ -155,7 +156,7 @@ def test_each_run_is_one_delta_commit_and_a_crashed_write_leaves_the_last(
 
     import polars as pl
 
-    from emoray.enriched_table import STAGED, EnrichedTableError
+    from emoray.enrich.enriched_table import STAGED, EnrichedTableError
 
     out = tmp_path / "out"
     enrich(spark, config(annotations, downstream, out, as_of="1"))
@@ -321,7 +322,7 @@ def test_spark_joins_exactly_the_rows_delta_kernel_sees(spark, annotations):
     """What enrich reads (Spark over the snapshot's file list, resolved by delta-rs) is what
     delta-kernel-rs, a second Delta implementation, resolves: the 9 committed rows, none of the
     crashed run's uncommitted file."""
-    from emoray.enrich import committed_annotations
+    from emoray.enrich.spark_join import committed_annotations
 
     rows, _ = committed_annotations(spark, EnrichConfig(annotations=str(annotations),
                                                         downstream="-", output="-"))
@@ -338,7 +339,7 @@ def test_register_gives_the_enriched_table_a_glue_entry(s3_endpoint, capsys):
     import boto3
     from deltalake import write_deltalake
 
-    from emoray.s3clients import delta_options
+    from emoray.lake.s3clients import delta_options
 
     uri = "s3://emoray-test/registered/posts_affect"
     opts = delta_options(uri, S3Config())

@@ -7,7 +7,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from emoray import cli, locations, table
+from emoray import cli
+from emoray.lake import locations, table
 from emoray.config import S3Config
 from tests.conftest import REPO, ENGINE_FLAGS
 
@@ -91,7 +92,7 @@ def run_annotate(tmp_path, tiny_model, profile_gate, run_id):
 
 def test_gate_runs_after_the_lease_so_a_refused_run_spends_no_canary(tmp_path, ray_local,
                                                                      tiny_model, capsys):
-    from emoray.lock import TableLock
+    from emoray.lake.lock import TableLock
 
     (tmp_path / "table").mkdir()
     with TableLock(str(tmp_path / "table"), S3Config(), "night-holder", ttl_s=900):
@@ -171,7 +172,7 @@ def test_evaluate_names_missing_settings(capsys):
 
 
 def test_the_aeb_ships_with_emoray_and_is_the_default():
-    from emoray import aeb
+    from emoray.quality import aeb
 
     assert Path(aeb.shipped()) == REPO / "emoray" / "data" / "aeb"
     gold = aeb.extract(None, S3Config(), ["v_reg", "sst"])

@@ -1,6 +1,6 @@
 """A flaky object store between emoray and the S3 endpoint on 127.0.0.1 (`emoray.tools.flaky_s3`: 503
 SlowDown, connection resets, stalls, lost replies on a seeded share of requests): reads, writes,
-the lease and Delta commits ride it out through the retry settings of `emoray.s3clients`;
+the lease and Delta commits ride it out through the retry settings of `emoray.lake.s3clients`;
 nothing is lost and nothing lands twice. A whole run through the proxy on a multi-node cluster:
 tests/test_bench.py (`emoray bench faults`)."""
 
@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from emoray import s3clients, table
+from emoray.lake import s3clients, table
 from emoray.config import S3Config
 from emoray.tools.flaky_s3 import Faults, _Draw, flaky_proxy
-from emoray.lock import TableLock
+from emoray.lake.lock import TableLock
 
 KEYS = ["doc_id", "task", "target", "model", "prompt_version"]
 

@@ -6,7 +6,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from emoray import locations
+from emoray.lake import locations
 from emoray.config import S3Config
 from emoray.tools.bench_memory import LONG_TEXT, write_input
 

@@ -19,7 +19,8 @@ import pytest
 import ray
 from deltalake import DeltaTable
 
-from emoray import cli, locations, table
+from emoray import cli
+from emoray.lake import locations, table
 from emoray.engines.pool import release
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.pipeline import build_annotator

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from emoray import locations, table
+from emoray.lake import locations, table
 from emoray.config import S3Config
 from tests.conftest import REPO
 

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from emoray import cli, key_index, table
+from emoray import cli
+from emoray.lake import key_index, table
 from emoray.tools.bench import _stored_rows
 from emoray.config import AnnotateConfig, EngineConfig
 from emoray.models import resolve_model

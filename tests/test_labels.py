@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from emoray import labels
+from emoray.quality import labels
 from emoray.tasks import TASKS
 
 PNG = b"\x89PNG"

@@ -8,7 +8,8 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from emoray import cli, locations, s3clients, table
+from emoray import cli
+from emoray.lake import locations, s3clients, table
 from emoray.config import AnnotateConfig, ConfigError, EngineConfig, S3Config
 from emoray.pipeline import build_annotator, prepare
 from emoray.sample import sample_texts

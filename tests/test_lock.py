@@ -12,7 +12,7 @@ import pytest
 
 from emoray import cli
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
-from emoray.lock import LOCK, LockedError, TableLock
+from emoray.lake.lock import LOCK, LockedError, TableLock
 from emoray.pipeline import build_annotator
 
 

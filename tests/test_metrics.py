@@ -5,10 +5,10 @@ from collections import Counter
 
 import pytest
 
-from emoray import aeb
+from emoray.quality import aeb
 from emoray.answers import Parsed
 from emoray.config import S3Config
-from emoray.metrics import score
+from emoray.quality.metrics import score
 from emoray.tasks import TASKS
 
 

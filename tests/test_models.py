@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from emoray import cli, table
+from emoray import cli
+from emoray.lake import table
 from emoray.models import resolve_model
 from emoray.sample import sample_texts
 from emoray.tasks import TASKS

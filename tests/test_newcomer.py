@@ -6,7 +6,8 @@ import shlex
 
 import pytest
 
-from emoray import cli, table
+from emoray import cli
+from emoray.lake import table
 
 CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                         "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN",

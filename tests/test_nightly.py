@@ -7,7 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
-from emoray import cli, table
+from emoray import cli
+from emoray.lake import table
 from tests.conftest import ENGINE_SETTINGS
 
 

@@ -3,9 +3,9 @@ evaluated over them (DuckDB SQL) before any file is opened."""
 
 import pytest
 
-from emoray import partitions
+from emoray.lake import partitions
 from emoray.config import ConfigError
-from emoray.locations import InputError, InputFile, check_values, list_inputs, pafs
+from emoray.lake.locations import InputError, InputFile, check_values, list_inputs, pafs
 
 
 def put(root, folders):

@@ -6,7 +6,8 @@ rows together."""
 import numpy as np
 import pyarrow as pa
 
-from emoray import key_index, routing, stages
+from emoray import routing, stages
+from emoray.lake import key_index
 from tests.test_stages import REQUESTS, VERSIONS, new_rows, stored
 
 DOCS = [("a", "so happy"), ("b", "so sad"), ("c", "so happy"), ("d", None), ("e", "calm"),

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 import yaml
 
-from emoray import cli, locations, table
+from emoray import cli
+from emoray.lake import locations, table
 from emoray.config import S3Config, load_config
 from emoray.tools.local_s3 import LOCAL_ENV
 from tests.conftest import REPO, ENGINE_FLAGS
@@ -111,7 +112,7 @@ def test_iam_policy_grants_the_profiles_prefixes_and_nothing_else():
         actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
         resources = [st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"]
         assert all("*" not in a for a in actions)
-        if st in glue:  # exactly what `emoray.glue.register` calls, on the profile's entry
+        if st in glue:  # exactly what `emoray.lake.glue.register` calls, on the profile's entry
             entry = load_config(REPO / "conf" / "cluster.yaml", environ={}).enrich.glue_entry
             region = "arn:aws:glue:us-east-1:111122223333"
             assert sorted(actions) == ["glue:CreateTable", "glue:GetDatabase", "glue:GetTable",

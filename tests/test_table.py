@@ -20,9 +20,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from emoray import cli, key_index, table
+from emoray import cli
+from emoray.lake import key_index, table
 from emoray.tools.flaky_s3 import Faults, flaky_proxy
-from emoray.migrate import migrate
+from emoray.lake.migrate import migrate
 from emoray.models import resolve_model
 from tests.readers import kernel_read
 

@@ -1,5 +1,5 @@
 """The held check: which of tonight's texts the table already answers, read from one table
-snapshot through its key index (`emoray.key_index`), before any engine starts. It decides what
+snapshot through its key index (`emoray.lake.key_index`), before any engine starts. It decides what
 streams and what takes the shuffle (`routing.Survey`), which stored rows the plan reads, and
 whether the engine is wanted at all."""
 
@@ -10,7 +10,8 @@ import functools
 import numpy as np
 import pyarrow.dataset as pads
 
-from emoray import contract, key_index, routing, table
+from emoray import contract, routing
+from emoray.lake import key_index, table
 from emoray.contract import STORED
 from emoray.pipeline.job import Job
 

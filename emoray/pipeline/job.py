@@ -15,7 +15,9 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from emoray import calibration, contract, lake_input, locations, routing, stages, table
+from emoray import contract, routing, stages
+from emoray.quality import calibration
+from emoray.lake import lake_input, locations, table
 from emoray.config import AnnotateConfig, ConfigError
 from emoray.contract import ACTORS, Stage
 from emoray.engines.stage import ENGINE, check_fits

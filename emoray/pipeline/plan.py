@@ -16,7 +16,8 @@ import functools
 import numpy as np
 import pyarrow.compute as pc
 
-from emoray import key_index, locations, routing, stages
+from emoray import routing, stages
+from emoray.lake import key_index, locations
 from emoray.contract import ACTORS, INPUT, PARTITION, STORED, Stage
 from emoray.engines.pool import EnginePool, call_engines
 from emoray.pipeline.held import HeldCheck, routed, union
@@ -93,7 +94,7 @@ class Plan:
         return union(branches)
 
     def dataset(self, engines: EnginePool, stats=None, wave: tuple[int, int] = routing.ONE_WAVE):
-        """The lazy Ray dataset of new annotation rows (schema `emoray.table.SCHEMA`) of `wave`
+        """The lazy Ray dataset of new annotation rows (schema `emoray.lake.table.SCHEMA`) of `wave`
         (k, n): the plan, then each stage after it in its declared order (the night's engine
         actors, `engines`, then Parse)."""
         cfg, context = self.job.config, self.job.context(stats, wave)

@@ -3,7 +3,7 @@ loop (one Delta commit per chunk, wave by wave, watched for lost engine nodes), 
 (every pair answered, or how many are missing) and the run report.
 
 Rows reach the driver, which writes them in chunks, each one Delta transaction (see
-`emoray.table`): rows are small (about 200 bytes), so the driver is no bottleneck, and a commit
+`emoray.lake.table`): rows are small (about 200 bytes), so the driver is no bottleneck, and a commit
 covers exactly the rows in its files however Ray retried the batches that made them."""
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from emoray import budget, cost, labels, locations, s3clients, table
+from emoray import budget, cost
+from emoray.quality import labels
+from emoray.lake import locations, s3clients, table
 from emoray.config import AnnotateConfig, ConfigError
 from emoray.cost import device_of, devices_per_engine
 from emoray.engines import ENGINES
 from emoray.engines.pool import night_engines
 from emoray.engines.stage import EngineClock, EngineStartError, idle_share
 from emoray.errors import EXIT_PARTIAL, EmorayError
-from emoray.lock import TableLock
+from emoray.lake.lock import TableLock
 from emoray.pipeline.plan import Plan
 from emoray.pipeline.report import RunSummary
 from emoray.pipeline.stats import RunStats
@@ -46,7 +48,7 @@ def run(plan: Plan, gate: Gate | None = None) -> RunSummary:
     cfg, run_id = plan.job.config, plan.job.run_id
     if cfg.gate.enabled and gate is None:
         raise ConfigError("gate.enabled is set but this job passed no gate step: run it "
-                          "with emoray.gate.gated_run, or set gate.enabled false")
+                          "with emoray.quality.gate.gated_run, or set gate.enabled false")
     with TableLock(cfg.output, cfg.s3, run_id, cfg.lock_ttl_s) as lease:
         report = gate(cfg, run_id) if cfg.gate.enabled else None
         return _Run(plan, lease).execute(report)

@@ -41,7 +41,7 @@ import time
 
 import pyarrow as pa
 
-from emoray import locations
+from emoray.lake import locations
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.contract import Stage
 from emoray.cost import device_of
@@ -398,7 +398,7 @@ def nightly_bench(engine: EngineConfig, rows: int, tasks: list[str], root: str,
     import subprocess
     import sys
 
-    from emoray import table
+    from emoray.lake import table
 
     src = f"{root}/nightly-in"
     locations.write_texts(src, S3Config(), [str(i) for i in range(rows)], bench_texts(rows))
@@ -454,7 +454,7 @@ def _stored_rows(n: int, task: str, model: str, prompt_version: str, seed: int,
 
     import numpy as np
 
-    from emoray import table
+    from emoray.lake import table
 
     rng = np.random.default_rng(seed)
     texts = texts if texts is not None else stored_texts(n, seed)
@@ -476,7 +476,7 @@ def fill_table(annotations, rows: int, requests: list, model: str, prompt_versio
     """Commit `rows` stored annotations (`_stored_rows`: real SHA-256 hashes of distinct texts,
     or of `texts`) in files of `file_rows` rows, one commit each, the requests taking turns:
     the shape of a compacted table. Returns the seconds it took."""
-    from emoray import table
+    from emoray.lake import table
 
     t0 = time.perf_counter()
     writer = table.ChunkWriter(annotations, "stored", file_rows)
@@ -499,7 +499,7 @@ def table_bench(engine: EngineConfig, new_rows: int, stored_sizes: list[int],
     stored texts besides new ones, with its model loads; the driver's commit rate (one commit
     per `chunk_rows`) against Ray Data's `write_delta` (workers write the files, one commit)
     on `write_rows` rows; and the files of 30 small nights before and after optimize."""
-    from emoray import table
+    from emoray.lake import table
 
     requests = resolve(tasks)
     spec = resolve_model(engine.model)
@@ -528,7 +528,7 @@ def waves_bench(engine: EngineConfig, new_rows: int, requests: list, versions: d
                 root: str) -> dict:
     """A night of 3 x `new_rows` texts the table answers plus `new_rows` new ones, in waves of
     a quarter of its input: rows reused and sent, waves, and model loads (engine starts)."""
-    from emoray import table
+    from emoray.lake import table
 
     model = resolve_model(engine.model).identity
     held, new = stored_texts(3 * new_rows, 7), bench_texts(new_rows)
@@ -553,7 +553,7 @@ def _write_paths(root: str, rows: int, chunk_rows: int, model: str) -> dict:
     (workers write the files, the driver commits once) on the same rows."""
     import ray.data
 
-    from emoray import table
+    from emoray.lake import table
 
     data = pa.concat_tables([_stored_rows(min(chunk_rows, rows - s), "v_reg", model, "pv", s)
                              for s in range(0, rows, chunk_rows)])
@@ -580,7 +580,7 @@ def _write_paths(root: str, rows: int, chunk_rows: int, model: str) -> dict:
 def _small_nights(root: str, model: str, nights: int = 30, rows: int = 1000) -> dict:
     """Files after `nights` nights of `rows` texts x four requests (one chunk each, as the
     nightly job writes them), before and after optimize."""
-    from emoray import table
+    from emoray.lake import table
 
     annotations = table.AnnotationTable(f"{root}/small-nights")
     for night in range(nights):
@@ -600,7 +600,7 @@ def _bench_annotations(docs, run: str) -> pa.Table:
 
     import numpy as np
 
-    from emoray import table
+    from emoray.lake import table
 
     n, rng = len(docs), np.random.default_rng(len(docs))
     ids = pa.array(docs.astype(str))
@@ -633,8 +633,8 @@ def enrich_bench(downstream_rows: int, annotated_docs: int, workdir: str, days: 
     import numpy as np
     from deltalake import write_deltalake
 
-    from emoray import table
-    from emoray.enrich import EnrichConfig, enrich, spark_session
+    from emoray.lake import table
+    from emoray.enrich.spark_join import EnrichConfig, enrich, spark_session
 
     def commit(docs: np.ndarray, run: str) -> None:
         writer = table.ChunkWriter(table.AnnotationTable(annotations), run, 10**9)

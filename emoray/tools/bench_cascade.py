@@ -23,12 +23,12 @@ import json
 import time
 from pathlib import Path
 
-from emoray import locations
-from emoray.calibration import Calibration, save
+from emoray.lake import locations
+from emoray.quality.calibration import Calibration, save
 from emoray.config import AnnotateConfig, CascadeStep, EngineConfig, S3Config
 from emoray.cost import H100_BF16_FLOPS, PREFILL_EFFICIENCY
 from emoray.pipeline import build_annotator, resolve_scoring
-from emoray.table import AnnotationTable
+from emoray.lake.table import AnnotationTable
 from emoray.tools.bench import bench_texts
 
 SHARES = (0.1, 0.3, 0.6)

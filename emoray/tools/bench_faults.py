@@ -21,7 +21,7 @@ import resource
 import threading
 import time
 
-from emoray import locations, table
+from emoray.lake import locations, table
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.contract import Stage
 from emoray.tools.flaky_s3 import KINDS, Faults, flaky_proxy

@@ -17,7 +17,7 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from emoray import locations
+from emoray.lake import locations
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 
 LONG_TEXT = 67_000

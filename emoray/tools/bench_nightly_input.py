@@ -19,7 +19,7 @@ import time
 
 import pyarrow as pa
 
-from emoray import locations, s3clients
+from emoray.lake import locations, s3clients
 from emoray.tools.bench import bench_texts, fill_table, stored_texts
 from emoray.config import AnnotateConfig, EngineConfig, S3Config
 from emoray.engines.pool import keep_warm
@@ -64,7 +64,7 @@ def _mark_read(engine: EngineConfig, src: str, out: str, tasks: list[str]) -> No
     read: `NightInput.read`), as `fill_table` wrote the table's rows (run id `stored`)."""
     from datetime import datetime, timezone
 
-    from emoray import table
+    from emoray.lake import table
 
     annotator = build_annotator(AnnotateConfig(input=src, output=out, tasks=tasks, engine=engine,
                                                since_last=True))
@@ -78,7 +78,7 @@ def input_bench(engine: EngineConfig, new_rows: int, old_sizes: list[int], tasks
                 root: str, file_rows: int = 500_000) -> dict:
     """The measured nights of each kind and size (see the module's docstring), and each size's
     faster night over that of the same kind with no old input (`over_empty`)."""
-    from emoray import table
+    from emoray.lake import table
 
     requests = resolve(tasks)[:1]
     spec = resolve_model(engine.model)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from emoray import locations, table
+from emoray.lake import locations, table
 from emoray.config import AnnotateConfig
-from emoray.gate import gated_run
+from emoray.quality.gate import gated_run
 from emoray.pipeline import build_annotator, render_dry_run
 from emoray.runtime import start_ray
 from emoray.sample import sample_texts

@@ -24,7 +24,8 @@ import functools
 import os
 import sys
 
-from emoray import enriched_table, table
+from emoray.enrich import enriched_table
+from emoray.lake import table
 
 EXIT_CODE = 17
 

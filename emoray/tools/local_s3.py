@@ -1,7 +1,7 @@
 """A real S3 protocol endpoint on 127.0.0.1 (moto's server mode) for the demo and the tests.
 
 It is reached through the same client code that talks to AWS: the endpoint goes into
-AWS_ENDPOINT_URL, which boto3 reads and `emoray.s3clients.filesystem` passes to pyarrow.
+AWS_ENDPOINT_URL, which boto3 reads and `emoray.lake.s3clients.filesystem` passes to pyarrow.
 
 The server runs in a child process, not a thread of this one: several deltalake calls
 (`history`, `is_deltatable`, …) block on S3 while holding Python's GIL, so a server thread in

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 
-from emoray import partitions, s3clients
+from emoray.lake import partitions, s3clients
 from emoray.config import AnnotateConfig, ConfigError, S3Config
-from emoray.locations import InputError, InputFile, filesystem_for, list_inputs, screen_files
+from emoray.lake.locations import InputError, InputFile, filesystem_for, list_inputs, screen_files
 
 DELTA_LOG = "_delta_log"
 ICEBERG = "iceberg://"
@@ -160,7 +160,7 @@ def delta_input(uri: str, s3: S3Config, columns: dict[str, str],
     None: the latest), checked to hold `columns` as data columns of plain Parquet files."""
     from deltalake import DeltaTable
 
-    from emoray.table import TableError, _as_version, _uri
+    from emoray.lake.table import TableError, _as_version, _uri
 
     location = _uri(uri)
     dt = DeltaTable(location, storage_options=s3clients.delta_options(location, s3))
@@ -209,7 +209,7 @@ def iceberg_input(uri: str, s3: S3Config, catalog: dict[str, str],
     except ImportError:
         raise ConfigError(f"input {uri} is an Iceberg table: install pyiceberg "
                           "(pip install 'emoray[iceberg]')") from None
-    from emoray.table import _as_version
+    from emoray.lake.table import _as_version
 
     name = uri[len(ICEBERG):].strip("/")
     properties = dict(catalog)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emoray import table
+from emoray.lake import table
 from emoray.config import EnrichConfig
-from emoray.locations import spark_path
+from emoray.lake.locations import spark_path
 
 
 @dataclass(frozen=True)

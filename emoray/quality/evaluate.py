@@ -1,8 +1,8 @@
 """Evaluation on the Affective Evaluation Benchmark through the production path.
 
-Gold rows (`emoray.aeb`) are written as an input dataset whose `request` column names each row's
+Gold rows (`emoray.quality.aeb`) are written as an input dataset whose `request` column names each row's
 task, and annotated by the same `build_annotator` pipeline and engine a nightly run uses; the
-committed rows are then joined back to the gold answers and scored (`emoray.metrics`). Outputs:
+committed rows are then joined back to the gold answers and scored (`emoray.quality.metrics`). Outputs:
 `metrics.json`, `report.md` and `chart.png` under the evaluation's output folder, beside the
 evaluation's own annotation table (`annotations/`).
 
@@ -24,10 +24,11 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
 
-from emoray import aeb, calibration, charts, locations, table
+from emoray.quality import aeb, calibration, charts
+from emoray.lake import locations, table
 from emoray.answers import Parsed
 from emoray.config import AnnotateConfig, BudgetConfig, ConfigError, GateConfig
-from emoray.metrics import score
+from emoray.quality.metrics import score
 from emoray.statuses import USABLE
 from emoray.tasks import TASKS, request_key, request_order, resolve, split_key
 

@@ -25,10 +25,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from emoray import locations, partitions, s3clients, table
+from emoray.lake import locations, partitions, s3clients, table
 from emoray.config import S3Config
 from emoray.errors import EXIT_INPUT, EmorayError
-from emoray.partitions import HIVE_NULL
+from emoray.lake.partitions import HIVE_NULL
 
 STAGED = "staged-"
 class EnrichedTableError(EmorayError, ValueError):

@@ -12,7 +12,7 @@ says all this is left alone.
 
 from __future__ import annotations
 
-from emoray import table
+from emoray.lake import table
 from emoray.config import S3Config
 
 PRIMITIVE = {"string": "string", "long": "bigint", "integer": "int", "short": "smallint",

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from emoray import locations
+from emoray.lake import locations
 from emoray.answers import ParseError
 from emoray.config import S3Config
 from emoray.tasks import TASKS, request_key, split_key

@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from emoray import partitions, s3clients
+from emoray.lake import partitions, s3clients
 from emoray.config import ConfigError, S3Config
 from emoray.errors import EXIT_INPUT, EmorayError
 

@@ -95,7 +95,7 @@ class _LocalStore:
 
 class _S3Store:
     def __init__(self, bucket: str, key: str, s3: S3Config):
-        from emoray import s3clients
+        from emoray.lake import s3clients
 
         self.bucket, self.key = bucket, key
         self.client = s3clients.client(s3)

@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from emoray import aeb, locations
+from emoray.quality import aeb
+from emoray.lake import locations
 from emoray.config import AnnotateConfig, GateConfig
 from emoray.errors import EXIT_GATE, EmorayError
 from emoray.tasks import resolve
@@ -96,7 +97,7 @@ def gated_run(annotator):
 
 def run_gate(config: AnnotateConfig, run_id: str) -> dict:
     """Score the canary for this run's tasks; raise GateError naming every miss."""
-    from emoray.evaluate import evaluate_gold
+    from emoray.quality.evaluate import evaluate_gold
 
     gate = config.gate
     wanted = [r.key for r in resolve(config.tasks)]

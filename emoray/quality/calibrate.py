@@ -15,10 +15,10 @@ from __future__ import annotations
 import posixpath
 from datetime import datetime, timezone
 
-from emoray import aeb, calibration
+from emoray.quality import aeb, calibration
 from emoray.config import AnnotateConfig, ConfigError
-from emoray.evaluate import annotate_gold, pair_answers, parsed_pairs
-from emoray.metrics import pearson
+from emoray.quality.evaluate import annotate_gold, pair_answers, parsed_pairs
+from emoray.quality.metrics import pearson
 from emoray.models import resolve_model
 from emoray.tasks import TASKS, resolve, split_key
 

@@ -31,10 +31,11 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from emoray import columns, key_index, s3clients
+from emoray import columns
+from emoray.lake import key_index, s3clients
 from emoray.config import S3Config
 from emoray.errors import EXIT_INPUT, EmorayError
-from emoray.locations import filesystem_for
+from emoray.lake.locations import filesystem_for
 
 SCHEMA = columns.SCHEMA
 """Columns of the long annotation table, each described in `emoray.columns.TABLE`."""
@@ -253,7 +254,7 @@ class ChunkWriter:
 
     def write_files(self, data: pa.Table, chunk: int) -> list:
         """One Parquet file per task (the partition column lives in the path, as Delta asks),
-        each with its key index sidecar (`emoray.key_index`); returns their add actions."""
+        each with its key index sidecar (`emoray.lake.key_index`); returns their add actions."""
         from deltalake.transaction import AddAction
 
         actions = []
@@ -408,7 +409,7 @@ def maintain(table: AnnotationTable, min_small_files: int, retain_hours: float,
 
 
 def index(table: AnnotationTable) -> dict:
-    """Bring the key index (`emoray.key_index`) in line with the latest snapshot: write the
+    """Bring the key index (`emoray.lake.key_index`) in line with the latest snapshot: write the
     sidecars its data files lack, delete those of files that are gone."""
     dt = table.snapshot()
     result = key_index.index(dt, *table._fs())

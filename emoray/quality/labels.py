@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from emoray import charts
+from emoray.quality import charts
 from emoray.statuses import USABLE
-from emoray.table import REPORTS
+from emoray.lake.table import REPORTS
 from emoray.tasks import TASKS, request_key, request_order, split_key
 
 

@@ -14,9 +14,10 @@ import json
 
 import pyarrow.dataset as pads
 
-from emoray import aeb, locations, table
+from emoray.quality import aeb
+from emoray.lake import locations, table
 from emoray.config import AnnotateConfig, ConfigError
-from emoray.evaluate import _join, annotate_gold, gold_config, gold_requests, score_rows
+from emoray.quality.evaluate import _join, annotate_gold, gold_config, gold_requests, score_rows
 from emoray.tasks import TASKS
 
 

@@ -14,7 +14,7 @@ import posixpath
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from emoray import locations, table
+from emoray.lake import locations, table
 from emoray.config import S3Config
 
 

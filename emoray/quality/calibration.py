@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emoray import locations
+from emoray.lake import locations
 from emoray.config import ConfigError, EngineConfig, S3Config
 
 ECE_BINS = 15

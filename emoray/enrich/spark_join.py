@@ -1,9 +1,9 @@
 """The Spark enrichment job: one snapshot of the annotation table → one wide row of typed
 affect columns per doc_id → left-joined onto a downstream dataset (files, or a Delta table read
 through one snapshot) → the enriched Delta table, committed in one transaction
-(`emoray.enriched_table`): analysts see the previous version or the new one, never a mix.
+(`emoray.enrich.enriched_table`): analysts see the previous version or the new one, never a mix.
 
-The annotation table is a Delta table (`emoray.table`). Where the cluster has delta-spark
+The annotation table is a Delta table (`emoray.lake.table`). Where the cluster has delta-spark
 (`reader: delta`), Spark reads it with `format("delta")`; otherwise (`reader: files`, the
 default, and what runs here: the jars cannot be fetched without Maven) it reads exactly the
 Parquet files of the snapshot, as listed by the Delta log, so a crashed annotate run is never
@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import time
 
-from emoray import enrich_scope, locations, table
+from emoray.enrich import scope as enrich_scope
+from emoray.lake import locations, table
 from emoray.config import EnrichConfig, S3Config
 from emoray.errors import EXIT_INPUT, EmorayError
-from emoray.locations import spark_path
+from emoray.lake.locations import spark_path
 from emoray.statuses import LATEST, USABLE
 from emoray.tasks import TASKS, request_key
 
@@ -196,7 +197,7 @@ def read_downstream(spark, config: EnrichConfig):
     """The downstream dataset, as (Spark DataFrame, its Delta version or None): a Delta table
     (a location holding `_delta_log/`) through one snapshot (`downstream_version` pins one),
     never its removed files; else Parquet, CSV or JSON files."""
-    from emoray.lake_input import is_delta
+    from emoray.lake.lake_input import is_delta
 
     fs, path = locations.filesystem_for(config.downstream.replace("s3a://", "s3://"), config.s3)
     if is_delta(fs, path):
@@ -230,7 +231,7 @@ def write_enriched(enriched, config: EnrichConfig, info: dict[str, str],
     commit took (0 from delta-spark: Spark's write commits)."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    from emoray import enriched_table
+    from emoray.enrich import enriched_table
 
     if config.writer == "delta":
         writer = enriched.write.format("delta").mode("overwrite")
@@ -330,7 +331,7 @@ def enrich(spark, config: EnrichConfig) -> dict:
     output_version, counts = filled_counts(config, output_version)
     glue = None
     if config.glue_entry:
-        from emoray.glue import register
+        from emoray.lake.glue import register
 
         glue = register(config.output, config.glue_entry.glue_database, config.glue_entry.name,
                         config.s3)
