@@ -275,32 +275,11 @@ def enrich(spark, config: EnrichConfig) -> dict:
     if config.glue_entry and not table._uri(config.output).startswith("s3://"):
         raise EnrichError(f"register: output {config.output} is not on S3, and a Glue entry "
                           "points at an s3:// table: drop `register` or write the table to S3")
-    downstream, downstream_version = read_downstream(spark, config)
-    if config.key not in downstream.columns:
-        raise EnrichError(f"downstream {config.downstream} has no key column {config.key!r} "
-                          f"(columns: {', '.join(downstream.columns)}); name it with --key")
-    for col in config.partition_by:
-        if col not in downstream.columns:
-            raise EnrichError(f"partition column {col!r} is not in downstream "
-                              f"{config.downstream} (columns: {', '.join(downstream.columns)})")
-    long, version = committed_annotations(spark, config)
-    missing = [c for c in ("doc_id", "task", "target", "score", "labels", "status", "model",
-                           "annotated_at", "run_id", "prompt_version") if c not in long.columns]
-    if missing:
-        raise EnrichError(f"annotation table {config.annotations} lacks columns {missing}: "
-                          "not an emoray annotation table")
-    if "calibration" not in long.columns:  # a table written before the column existed
-        long = long.withColumn("calibration", F.lit(None).cast("string"))
+    downstream, downstream_version = _downstream(spark, config)
+    long, version = _annotations(spark, config)
     model = pick_model(long, config)
     key_type = downstream.schema[config.key].dataType
-    ids = usable_rows(long, model).select("doc_id").distinct().withColumn(
-        "_key", F.col("doc_id").try_cast(key_type)).where(F.col("_key").isNull())
-    lost = ids.select("doc_id").limit(3).collect()
-    if lost:
-        raise EnrichError(
-            f"{ids.count()} annotation doc_ids cannot be cast to the downstream key "
-            f"{config.key!r} ({key_type.simpleString()}), e.g. {[r.doc_id for r in lost]}; "
-            "those rows would be lost: fix the key type or the ids")
+    _check_ids(long, model, key_type, config)
     pairs = answered_pairs(long, model)
     wide, stats = latest_wide(long, model, pairs, config)
     clashes = [c for c in wide.columns if c != "doc_id" and c in downstream.columns]
@@ -335,24 +314,69 @@ def enrich(spark, config: EnrichConfig) -> dict:
 
         glue = register(config.output, config.glue_entry.glue_database, config.glue_entry.name,
                         config.s3)
-    rows_in = downstream.count()
-    latest = stats["latest"]
-    superseded = stats["ranked"].where("_rank > 1").count()
-    labels = {}
-    for r in latest.groupBy("task", "target", "label").count().collect():
-        if r.label is not None:
-            labels.setdefault(request_key(r.task, r.target), {})[r.label] = r["count"]
     return {
         "model": model, "annotation_table_version": version,
         "downstream_version": downstream_version, "output_version": output_version,
-        "downstream_rows": rows_in, "rewritten": scoped.reason,
+        "downstream_rows": downstream.count(), "rewritten": scoped.reason,
         "partitions_rewritten": (None if scoped.partitions is None
                                  else len(scoped.partitions)),
-        "output_rows": counts.pop("rows"),
-        "filled": counts, "superseded_annotations": superseded, "glue": glue,
-        "label_distribution": labels, "wall_s": round(time.perf_counter() - t0, 2),
-        "commit_s": commit_s,
+        "output_rows": counts.pop("rows"), "filled": counts,
+        "superseded_annotations": stats["ranked"].where("_rank > 1").count(), "glue": glue,
+        "label_distribution": _labels(stats["latest"]),
+        "wall_s": round(time.perf_counter() - t0, 2), "commit_s": commit_s,
     }
+
+
+def _downstream(spark, config: EnrichConfig):
+    """The downstream table and its version, checked to hold the key and partition columns."""
+    downstream, downstream_version = read_downstream(spark, config)
+    if config.key not in downstream.columns:
+        raise EnrichError(f"downstream {config.downstream} has no key column {config.key!r} "
+                          f"(columns: {', '.join(downstream.columns)}); name it with --key")
+    for col in config.partition_by:
+        if col not in downstream.columns:
+            raise EnrichError(f"partition column {col!r} is not in downstream "
+                              f"{config.downstream} (columns: {', '.join(downstream.columns)})")
+    return downstream, downstream_version
+
+
+def _annotations(spark, config: EnrichConfig):
+    """The committed annotation rows and the table version read, checked to be an emoray
+    annotation table (a table older than the `calibration` column gains it, null)."""
+    from pyspark.sql import functions as F
+
+    long, version = committed_annotations(spark, config)
+    missing = [c for c in ("doc_id", "task", "target", "score", "labels", "status", "model",
+                           "annotated_at", "run_id", "prompt_version") if c not in long.columns]
+    if missing:
+        raise EnrichError(f"annotation table {config.annotations} lacks columns {missing}: "
+                          "not an emoray annotation table")
+    if "calibration" not in long.columns:
+        long = long.withColumn("calibration", F.lit(None).cast("string"))
+    return long, version
+
+
+def _check_ids(long, model: str, key_type, config: EnrichConfig) -> None:
+    """Refuse a join that would lose rows: usable doc_ids that do not cast to the key type."""
+    from pyspark.sql import functions as F
+
+    ids = usable_rows(long, model).select("doc_id").distinct().withColumn(
+        "_key", F.col("doc_id").try_cast(key_type)).where(F.col("_key").isNull())
+    lost = ids.select("doc_id").limit(3).collect()
+    if lost:
+        raise EnrichError(
+            f"{ids.count()} annotation doc_ids cannot be cast to the downstream key "
+            f"{config.key!r} ({key_type.simpleString()}), e.g. {[r.doc_id for r in lost]}; "
+            "those rows would be lost: fix the key type or the ids")
+
+
+def _labels(latest) -> dict[str, dict[str, int]]:
+    """Per task request, how many latest answers hold each label."""
+    labels: dict[str, dict[str, int]] = {}
+    for r in latest.groupBy("task", "target", "label").count().collect():
+        if r.label is not None:
+            labels.setdefault(request_key(r.task, r.target), {})[r.label] = r["count"]
+    return labels
 
 
 def render(summary: dict) -> str:
