@@ -71,6 +71,9 @@ class Stage:
     options: tuple[str, ...] = ()
     """Parameters of `fn` not taken from the run's context: left at their defaults, or bound
     by a caller that plans otherwise (`check_bindings` allows exactly these)."""
+    mapper: Callable | None = None
+    """How the pipeline puts this stage over a Ray dataset, `(ds, stage, context) -> ds`;
+    None: `map_task`. The engine stage hands batches to the night's actors instead."""
 
     def __call__(self, batch: pa.Table, *args, **kwargs) -> pa.Table:
         """Run a function stage on `batch`, checking its needs on entry and its adds on exit."""
@@ -91,10 +94,27 @@ class Stage:
         run.__name__ = run.__qualname__ = self.name
         return run
 
+    def bound(self, context: dict) -> dict:
+        """The `context` fields this stage's function takes (a stage declares its inputs by
+        its parameters' names; `check_bindings` proves each is there)."""
+        params = inspect.signature(self.fn).parameters
+        return {k: v for k, v in context.items() if k in params}
+
+    def apply(self, ds, context: dict):
+        """This stage over the lazy Ray dataset `ds`, bound to the run's `context`."""
+        return (self.mapper or map_task)(ds, self, context)
+
     def after(self, columns: set[str]) -> set[str]:
         """The columns a batch holds after this stage, given those it held before."""
         kept = set() if self.drops == ALL else columns - set(self.drops)
         return kept | set(self.adds)
+
+
+def map_task(ds, stage: Stage, context: dict):
+    """A function stage over a Ray dataset: one Ray Data task per block, with the context
+    fields its function takes and its declared Ray resources."""
+    return ds.map_batches(stage.task(), batch_format="pyarrow", batch_size=None,
+                          fn_kwargs=stage.bound(context), **stage.resources)
 
 
 def require(batch: pa.Table, stage: Stage) -> None:

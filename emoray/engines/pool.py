@@ -6,7 +6,7 @@ execution per wave, so an engine stage built as Ray Data's own actor pool loads 
 per wave (on a GPU a 13B load is a minute or more). Here the engine actors live beside Ray Data,
 as ray.data.llm's serving stage does: `EnginePool` starts `concurrency` actors of the engine
 stage's class (`EngineStage`, or the bench's no-op engine) with the stage's Ray resources as
-the night starts, and every wave's dataset hands its batches to them through `call_engines`, a
+the night starts, and every wave's dataset hands its batches to them through `stage.call_engines`, a
 Ray Data task stage that holds no resources of its own. An engine actor that dies is restarted by
 Ray and the calls it held are retried (a batch is answered, never lost: the plan's rows are
 committed only from the answers that come back).
@@ -20,15 +20,10 @@ model again.
 
 from __future__ import annotations
 
-import itertools
-import random
 from contextlib import contextmanager
 from typing import Iterator
 
-import pyarrow as pa
-
 from emoray.contract import Stage
-from emoray.engines.stage import with_answers
 
 _kept: dict[str, EnginePool] | None = None
 """The warm engines of the open `keep_warm` block (at most one pool), or None outside one."""
@@ -128,25 +123,3 @@ def night_engines(stage: Stage, kwargs: dict, resources: dict, concurrency: int,
         _kept[key] = pool
     else:
         pool.close()
-
-
-_turn = itertools.count(random.randrange(1 << 16))
-"""This worker process's turn over the engine actors (from a random one, so the processes
-running `call_engines` tasks spread their batches over the pool)."""
-
-
-def call_engines(batch: pa.Table, actors: list, stats=None, budgeted: bool = False) -> pa.Table:
-    """Ray Data task stage handing `batch` to one of the night's engine actors, with the
-    night's `stats` (an actor Ray restarted mid-night was built with the first night's). A
-    task, not an actor: Ray Data ends an actor pool with the execution that made it, so a pool
-    of these calls started a process (~1-3 s) every night and every wave; tasks run in Ray's
-    pooled workers. It holds no resources; the pipeline keeps `concurrency x
-    batches_in_flight` of them running. With a budget (`budgeted`), a batch goes to an engine
-    only while the night's `stats` admit it (`pipeline.RunStats.admit`); past the budget its rows
-    are left for the next run: none of them comes out."""
-    import ray
-
-    if budgeted and not ray.get(stats.admit.remote()):
-        return with_answers(batch.slice(0, 0), [])
-    actor = actors[next(_turn) % len(actors)]
-    return ray.get(actor.__call__.remote(batch, stats))

@@ -1,10 +1,13 @@
 """Engines in the pipeline: the checks before one starts (context length, memory), the message
-when one fails to start, the Ray resources of one engine actor, and `EngineStage`, the Ray
-actor that answers prompt rows with either engine (`vllm_engine.VllmEngine` or
-`seq2seq.Seq2SeqEngine`, chosen by the pipeline from the checkpoint; `base.Engine` says what both do)."""
+when one fails to start, the Ray resources of one engine actor, `EngineStage`, the Ray actor
+that answers prompt rows with either engine (`vllm_engine.VllmEngine` or
+`seq2seq.Seq2SeqEngine`, chosen by the pipeline from the checkpoint; `base.Engine` says what
+both do), and how the pipeline hands it batches (`ENGINE`'s mapper, `to_engines`)."""
 
 from __future__ import annotations
 
+import itertools
+import random
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -217,7 +220,7 @@ class EngineStage:
             return self._engine
 
     def __call__(self, batch: pa.Table, stats=None) -> pa.Table:
-        """Answer `batch`, counting into `stats` (the night's, from `engines.pool.call_engines`;
+        """Answer `batch`, counting into `stats` (the night's, from `call_engines`;
         default the actor's own)."""
         require(batch, ENGINE)
         if stats is not None and stats != self.stats:  # restarted by Ray with an older night's
@@ -277,11 +280,45 @@ def with_answers(batch: pa.Table, results: list[Generation]) -> pa.Table:
     return batch
 
 
+_turn = itertools.count(random.randrange(1 << 16))
+"""This worker process's turn over the engine actors (from a random one, so the processes
+running `call_engines` tasks spread their batches over the pool)."""
+
+
+def call_engines(batch: pa.Table, actors: list, stats=None, budgeted: bool = False) -> pa.Table:
+    """Ray Data task stage handing `batch` to one of the night's engine actors, with the
+    night's `stats` (an actor Ray restarted mid-night was built with the first night's). A
+    task, not an actor: Ray Data ends an actor pool with the execution that made it, so a pool
+    of these calls started a process (~1-3 s) every night and every wave; tasks run in Ray's
+    pooled workers. It holds no resources; the pipeline keeps `concurrency x
+    batches_in_flight` of them running. With a budget (`budgeted`), a batch goes to an engine
+    only while the night's `stats` admit it (`pipeline.RunStats.admit`); past the budget its rows
+    are left for the next run: none of them comes out."""
+    import ray
+
+    if budgeted and not ray.get(stats.admit.remote()):
+        return with_answers(batch.slice(0, 0), [])
+    actor = actors[next(_turn) % len(actors)]
+    return ray.get(actor.__call__.remote(batch, stats))
+
+
+def to_engines(ds, stage: Stage, context: dict):
+    """The engine stage over a Ray dataset: batches of `batch_size` handed to the night's
+    actors (`context["engines"]`) by `call_engines` tasks, `concurrency x batches_in_flight` of
+    them at once, holding no resources (the actors hold the devices)."""
+    cfg = context["config"]
+    return ds.map_batches(
+        call_engines, batch_format="pyarrow", batch_size=cfg.batch_size,
+        fn_kwargs={"actors": context["engines"].actors, "stats": context["stats"],
+                   "budgeted": cfg.budget.is_set()},
+        concurrency=cfg.concurrency * cfg.batches_in_flight, num_cpus=0)
+
+
 ENGINE = Stage(
     "Engine", ACTORS, EngineStage,
     needs=("text", "task", "target", "text_status", "cached_output", "cached_confidence",
            "cached_score", "cached_status"),
     adds=("raw_output", "confidence", "truncated", "error", "finish_reason", "prompt_tokens",
           "output_tokens", "expected_score"),
-    resources=engine_resources)
+    resources=engine_resources, mapper=to_engines)
 """The model's answer to each prompt row (or the reused stored answer)."""

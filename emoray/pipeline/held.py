@@ -107,7 +107,7 @@ class HeldCheck:
             subset, columns=columns, to_batch_kwargs={"filter": self.held}))
         context = self.job.context()
         for s in (s for s in self.job.stages if s.runs == STORED):
-            ds = self.job.apply(ds, s, context)
+            ds = s.apply(ds, context)
         if wave[1] > 1:
             ds = ds.map_batches(routing.in_wave, batch_format="pyarrow", batch_size=None,
                                 fn_args=wave)

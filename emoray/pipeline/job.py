@@ -6,7 +6,6 @@ takes from the run. The `Job` it returns is the frozen run context the later pha
 from __future__ import annotations
 
 import functools
-import inspect
 import sys
 import uuid
 from dataclasses import dataclass
@@ -130,21 +129,17 @@ class Job:
         return stages.plan_input(contract.stored_columns(self.stages))
 
     def context(self, stats=None, wave: tuple[int, int] = routing.ONE_WAVE) -> dict:
-        """The run's values a stage function may take, each by its parameter's name
-        (`contract.check_bindings` proves every stage's parameters are among them)."""
+        """The run's values a stage may take, a function stage each by its parameter's name
+        (`contract.check_bindings` proves every stage's parameters are among them); `engines`
+        is the night's engine pool once it runs (`Plan.dataset`)."""
         cfg = self.config
         return {"id_column": cfg.id_column, "text_column": cfg.text_column,
                 "task_column": cfg.task_column, "n_requests": len(self.requests),
                 "stats": stats, "schema": self.plan_input, "model": self.model,
                 "requests": self.requests, "versions": self.versions,
                 "model_identity": self.model.identity, "run_id": self.run_id,
-                "calibration": self.calibration, "wave": wave}
-
-    def apply(self, ds, stage: Stage, context: dict):
-        """`ds` through a function stage: its task, the context fields it takes, its Ray
-        resources."""
-        return ds.map_batches(stage.task(), batch_format="pyarrow", batch_size=None,
-                              fn_kwargs=bound(stage, context), **stage.resources)
+                "calibration": self.calibration, "wave": wave, "config": cfg,
+                "engines": None}
 
     def read_inputs(self, stats=None, wave: tuple[int, int] = routing.ONE_WAVE) -> list:
         """The input datasets through the stages that run on input files (Normalize), which
@@ -153,15 +148,8 @@ class Job:
         datasets = locations.read_inputs(self.night.fs, self.night.files, cfg.id_column,
                                          cfg.text_column, cfg.task_column)
         for s in (s for s in self.stages if s.runs == contract.INPUT):
-            datasets = [self.apply(ds, s, context) for ds in datasets]
+            datasets = [s.apply(ds, context) for ds in datasets]
         return datasets
-
-
-def bound(stage: Stage, context: dict) -> dict:
-    """The `context` fields the stage's function takes (a stage declares its inputs by its
-    parameters' names)."""
-    params = inspect.signature(stage.fn).parameters
-    return {k: v for k, v in context.items() if k in params}
 
 
 def prepare(config: AnnotateConfig, engine: Stage | None = None, local_engine: bool = True,

@@ -18,10 +18,10 @@ import pyarrow.compute as pc
 
 from emoray import routing, stages
 from emoray.lake import key_index, locations
-from emoray.contract import ACTORS, INPUT, PARTITION, STORED, Stage
-from emoray.engines.pool import EnginePool, call_engines
+from emoray.contract import INPUT, PARTITION, STORED, Stage
+from emoray.engines.pool import EnginePool
 from emoray.pipeline.held import HeldCheck, routed, union
-from emoray.pipeline.job import Job, bound
+from emoray.pipeline.job import Job
 
 
 class Plan:
@@ -78,7 +78,7 @@ class Plan:
         whose text needs no other row (`routing`) stream through those stages batch by batch;
         only the others wait for the hash shuffle."""
         context = self.job.context(stats, wave)
-        steps = [(s, bound(s, context)) for s in self.job.stages if s.runs == PARTITION]
+        steps = [(s, s.bound(context)) for s in self.job.stages if s.runs == PARTITION]
         survey = self.held.survey
         if not self.job.config.stream_plan:
             stored = self.held.stored(routing.keys_in_wave(survey.keys, *wave), wave)
@@ -97,17 +97,10 @@ class Plan:
         """The lazy Ray dataset of new annotation rows (schema `emoray.lake.table.SCHEMA`) of `wave`
         (k, n): the plan, then each stage after it in its declared order (the night's engine
         actors, `engines`, then Parse)."""
-        cfg, context = self.job.config, self.job.context(stats, wave)
+        context = {**self.job.context(stats, wave), "engines": engines}
         ds = self.planned(stats, wave)
         for s in (s for s in self.job.stages if s.runs not in (INPUT, STORED, PARTITION)):
-            if s.runs != ACTORS:
-                ds = self.job.apply(ds, s, context)
-                continue
-            ds = ds.map_batches(
-                call_engines, batch_format="pyarrow", batch_size=cfg.batch_size,
-                fn_kwargs={"actors": engines.actors, "stats": stats,
-                           "budgeted": cfg.budget.is_set()},
-                concurrency=cfg.concurrency * cfg.batches_in_flight, num_cpus=0)
+            ds = s.apply(ds, context)
         return ds
 
     def missing_pairs(self) -> int:
