@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from emoray.statuses import STATUSES
+
 
 @dataclass(frozen=True)
 class Column:
@@ -35,7 +37,8 @@ TABLE = {
     "calibration": Column(_S, "the calibration applied (`uncalibrated`: confidence equals "
                           "raw_confidence)"),
     "raw_output": Column(_S, "the model's answer as generated"),
-    "status": Column(_S, "ok, or what went wrong (`emoray.statuses`)", nullable=False),
+    "status": Column(_S, "one of " + ", ".join(STATUSES) + " (`emoray.statuses`)",
+                     nullable=False),
     "error": Column(_S, "why a row is not ok"),
     "model": Column(_S, "the model's identity (a cascade's rows: the cascade's)",
                     nullable=False),

@@ -22,6 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emoray.errors import EXIT_CONFIG, EmorayError
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
+"""The repository's profiles and reference files (`conf/`), found from the code rather than the
+working directory; absent where emoray is installed without its repository."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -142,8 +146,9 @@ class EvaluateConfig(_Strict):
         None, ge=1, description="At most this many gold rows per task/target, drawn at random.")
     seed: int = Field(0, description="Seed of the random draw of `limit` rows.")
     references: str | None = Field(
-        "conf/references.yaml", description="YAML of published reference scores to compare "
-        "with (each set names its source); missing file: no comparison.")
+        str(CONF / "references.yaml"), description="YAML of published reference scores to "
+        "compare with (each set names its source); default: the repository's "
+        "conf/references.yaml; missing file: no comparison.")
     previous: str | None = Field(
         None, description="metrics.json of an earlier evaluation to compare with.")
     max_loss: float | None = Field(

@@ -15,6 +15,7 @@ TEXT_PROBLEMS = {
 }
 
 STATUSES = ("ok", "parse_error", "empty_text", "invalid_text", "truncated", "failed")
+"""Every value of the `status` column (`columns.TABLE` names them)."""
 
 USABLE = ("ok", "truncated")
 """Rows whose answer is a label analysts get (parsed): the Spark join, the label report and

@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-from sklearn.metrics import f1_score
 
 from emoray import stages
 from emoray.quality.calibration import (
@@ -18,7 +17,6 @@ from emoray.quality.calibration import (
     ece,
     fit_scale,
     fit_temperature,
-    fit_thresholds,
     load,
     lowest_threshold,
     save,
@@ -62,23 +60,6 @@ def test_ece_of_known_bins():
     assert ece(confidence, correct) == pytest.approx(0.5 * 0.45 + 0.5 * 0.0)
     assert ece(np.array([]), np.array([])) == 0.0
     assert brier(np.array([[1.0, 0.0], [0.5, 0.5]]), np.array([0, 1])) == pytest.approx(0.25)
-
-
-def test_multi_label_thresholds_improve_f1():
-    """Scores of two labels whose best cut is not 0.5: a low-scoring rare label (true above
-    ~0.3) and a high-scoring common one (true above ~0.7)."""
-    rng = np.random.default_rng(3)
-    n = 5_000
-    truth = np.column_stack([rng.random(n) < 0.2, rng.random(n) < 0.6])
-    scores = np.column_stack([
-        np.where(truth[:, 0], rng.uniform(0.3, 0.6, n), rng.uniform(0.0, 0.35, n)),
-        np.where(truth[:, 1], rng.uniform(0.7, 1.0, n), rng.uniform(0.3, 0.75, n))])
-    thresholds = fit_thresholds(scores, truth)
-    assert 0.28 <= thresholds[0] <= 0.36 and 0.68 <= thresholds[1] <= 0.76
-    at_half = f1_score(truth, scores >= 0.5, average="micro")
-    fitted = f1_score(truth, scores >= thresholds, average="micro")
-    assert fitted > at_half + 0.1
-    assert (fit_thresholds(scores, np.zeros_like(truth)) == 0.5).all()
 
 
 def test_the_chosen_answers_temperature_is_recovered_and_lowers_ece():

@@ -7,13 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 
 from emoray.config import ConfigError, load_config
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
-"""The repository's profiles (`conf/`), found from the code rather than the working directory;
-absent where emoray is installed without its repository."""
 
 # flag name → dotted config key
 ENGINE_OVERRIDES = {

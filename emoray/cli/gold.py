@@ -30,7 +30,7 @@ def add(sub) -> None:
                 "the annotate pipeline (metrics.json, report.md, chart.png)")
     gold_flags(v, "folder for metrics.json, report.md, chart.png")
     v.add_argument("--previous", help="metrics.json of an earlier evaluation to compare with")
-    v.add_argument("--references", help="YAML of reference scores (default conf/references.yaml)")
+    v.add_argument("--references", help="YAML of reference scores (default: the repository's conf/references.yaml)")
     v.add_argument("--cascade", help="SMALL@CALIBRATION,...,BIG: the cascade's metrics beside "
                    "each model alone, the escalation share and the cost per 1 M rows")
     ray_flag(v)

@@ -3,8 +3,8 @@ product (`emoray.tools`)."""
 
 from __future__ import annotations
 
-from emoray.cli.common import CONF, command, job_config, job_flags, settings
-from emoray.config import AnnotateConfig, BenchConfig, ConfigError
+from emoray.cli.common import command, job_config, job_flags, settings
+from emoray.config import CONF, AnnotateConfig, BenchConfig, ConfigError
 from emoray.errors import EXIT_OK
 
 EXAMPLES = {

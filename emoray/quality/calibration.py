@@ -1,6 +1,6 @@
 """Confidence that means what it says: temperature scaling fitted per task, the calibration
-file that carries the temperatures from `emoray calibrate` to `annotate`, per-label thresholds
-for multi-label answers, and the two measures that say how far a confidence is from the truth:
+file that carries the temperatures from `emoray calibrate` to `annotate`, a cascade step's
+acceptance threshold (`lowest_threshold`), and the two measures that say how far a confidence is from the truth:
 expected calibration error (ECE, 15 equal-width bins) and the Brier score.
 
 What annotate scales is the probability of the chosen answer against all others (a two-outcome
@@ -141,22 +141,6 @@ def brier(probs: np.ndarray, labels: np.ndarray) -> float:
     probs = np.asarray(probs, dtype=float)
     onehot = np.eye(probs.shape[1])[np.asarray(labels)]
     return float(((probs - onehot) ** 2).sum(axis=1).mean())
-
-
-def fit_thresholds(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per label, the score threshold with the best F1 on (`scores`, `truth`), both of shape
-    (rows, labels); 0.5 for a label that never occurs."""
-    from sklearn.metrics import precision_recall_curve
-
-    scores, truth = np.asarray(scores, dtype=float), np.asarray(truth, dtype=bool)
-    out = np.full(scores.shape[1], 0.5)
-    for j in range(scores.shape[1]):
-        if not truth[:, j].any():
-            continue
-        precision, recall, thresholds = precision_recall_curve(truth[:, j], scores[:, j])
-        f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
-        out[j] = thresholds[int(np.argmax(f1[:-1]))]
-    return out
 
 
 def lowest_threshold(confidence, correct, max_loss: float) -> dict | None:
