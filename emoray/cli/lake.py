@@ -58,7 +58,8 @@ def cmd_runs(args) -> int:
     if not config.output:
         raise ConfigError("name the annotation table with --output or a profile's `output`")
     reports = table.run_reports(table.AnnotationTable(config.output, config.s3))[: args.limit]
-    emit(args, reports, lambda r: _render_runs(r) if r else f"(no runs in {config.output})")
+    emit(args, reports, lambda r: _render_runs(r) + (
+        "" if r else f"\n(no runs in {config.output})"))
     return EXIT_OK
 
 

@@ -62,7 +62,7 @@ class Engine:
         None for other tasks, or when a class's path is unusable (`_class_paths`) or a prefix
         of another's: that task is then constrained by its grammar."""
         if task.name not in self._candidates:
-            paths = None
+            self._candidates[task.name] = paths = None  # kept should the tokenizer fail
             if (self.config.constrained and self.config.constraint == "logprobs"
                     and task.answer.candidates()):
                 paths = self._class_paths(task)

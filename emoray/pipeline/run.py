@@ -70,12 +70,15 @@ class _Run:
 
     def __init__(self, plan: Plan, lease: TableLock):
         self.plan, self.job, self.lease = plan, plan.job, lease
+        self.label_stats = labels.LabelStats()
+
+    def _writer(self) -> table.ChunkWriter:
+        """The run's chunk writer (it creates the table if need be, within the run's clock)."""
         job = self.job
-        self.writer = table.ChunkWriter(job.table, job.run_id, job.config.commit_rows, lineage={
+        return table.ChunkWriter(job.table, job.run_id, job.config.commit_rows, lineage={
             "model": job.model.identity, "tasks": ",".join(r.key for r in job.requests),
             "input": job.config.input, "engine": job.model.engine,
             "calibration": job.calibration_tag, **job.source_record})
-        self.label_stats = labels.LabelStats()
 
     def execute(self, gate: dict | None) -> RunSummary:
         """Run every wave, then judge and report."""
@@ -87,6 +90,11 @@ class _Run:
             locations.quarantine(job.night.fs, list(job.night.bad_files), job.out_fs,
                                  f"{job.out_root}/_quarantine/{job.run_id}")
         stats = self._stats()
+        try:
+            self.writer = self._writer()
+        except BaseException:
+            ray.kill(stats)
+            raise
         ended = self._write_all(stats)
         outcome = _Outcome(ray.get(stats.get.remote()), ray.get(stats.marks.remote()).get(
             "first_prompt"), ray.get(stats.actor_starts.remote()),
