@@ -14,6 +14,7 @@ loader here.)
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,12 +126,44 @@ class EngineConfig(_Strict):
     template: int = Field(0, ge=0, description="Which paraphrase of each task's instruction "
                           "to use (0 = canonical).")
 
+    def decoding(self, task) -> Decoding:
+        """How `task` (`emoray.tasks.Task`) is decoded and scored under these settings: the one
+        place that reads `constrained`, `constraint`, `expected_score` and `confidence`."""
+        if not self.constrained:
+            method = "free"
+        elif self.constraint in ("logprobs", "choice") and task.answer.candidates():
+            method = self.constraint
+        else:  # non-class tasks under logprobs or choice take their grammar
+            method = "regex" if self.constraint == "regex" else "grammar"
+        return Decoding(method, task.name in self.expected_score, self.confidence)
+
     def prompt_version(self, task, wrapper: str) -> str:
         """A task's (`emoray.tasks.Task`) prompt version under these settings and the model's
-        conversation format (`ModelSpec.prompt_format`): its wording, constraint and scoring
-        rule."""
-        return task.prompt_version(self.template, self.constrained,
-                                   task.name in self.expected_score, wrapper)
+        conversation format (`ModelSpec.prompt_format`): its wording, and its decoding's
+        constraint and scoring rule (`decoding`)."""
+        d = self.decoding(task)
+        return task.prompt_version(self.template, d.constrained, d.expected, wrapper)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How one task is decoded and scored in a run (`EngineConfig.decoding`), read by both
+    engines, the engine stage and the prompt version alike."""
+
+    method: Literal["logprobs", "choice", "grammar", "regex", "free"]
+    """logprobs: a class task scored from its candidate classes' log-probabilities (an engine
+    falls back to grammar where a class does not tokenize apart); choice: a class task's
+    classes as a choice list; grammar/regex: the answer regex as an EBNF grammar or a regex;
+    free: unconstrained."""
+    expected: bool
+    """Scored by the expected value over the leading digit's distribution, not the greedy
+    answer (regression tasks in `expected_score`)."""
+    confidence: bool
+    """The answer's confidence is computed."""
+
+    @property
+    def constrained(self) -> bool:
+        return self.method != "free"
 
 
 class EvaluateConfig(_Strict):

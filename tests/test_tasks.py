@@ -125,6 +125,23 @@ def test_another_conversation_format_is_another_prompt_version():
     assert task.prompt("hi", wrapper=other) == f"<s>[INST] {task.instruction('hi')} [/INST]"
 
 
+def test_a_task_is_decoded_and_scored_as_one_object_says_and_versioned_from_it():
+    """`EngineConfig.decoding` is the one place the constraint, the expected-score rule and
+    the confidence are decided per task; the prompt version hashes it (values pinned: a stored
+    table's versions must not move when code moves)."""
+    v_oc, v_reg = TASKS["v_oc"], TASKS["v_reg"]
+    assert [EngineConfig(**kw).decoding(t).method for kw, t in [
+        ({}, v_oc), ({}, v_reg), ({"constraint": "choice"}, v_oc),
+        ({"constraint": "choice"}, v_reg), ({"constraint": "regex"}, v_oc),
+        ({"constraint": "grammar"}, v_oc), ({"constrained": False}, v_oc)]] == [
+        "logprobs", "grammar", "choice", "grammar", "regex", "grammar", "free"]
+    expected = EngineConfig(expected_score=["v_reg"], confidence=True)
+    assert (expected.decoding(v_reg).expected, expected.decoding(v_oc).expected) == (True, False)
+    assert EngineConfig().prompt_version(v_reg, CONVERSATION) == "8d4716b56d5f"
+    assert expected.prompt_version(v_reg, CONVERSATION) == "eceb686cac88"
+    assert EngineConfig(constrained=False).prompt_version(v_oc, CONVERSATION) == "27dc8c6c430e"
+
+
 def test_text_with_braces_is_not_formatted():
     assert "{target} {0} }{" in TASKS["ei_reg"].instruction("{target} {0} }{", "joy")
 

@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 
 from emoray.answers import ParseError
-from emoray.config import EngineConfig
+from emoray.config import Decoding, EngineConfig
 from emoray.engines.scoring import Candidates, Generation
 from emoray.models import resolve_model
 from emoray.prompting import PromptFitter
@@ -46,6 +46,7 @@ class Engine:
 
     def _reset_decoding(self) -> None:
         """Empty the caches derived from the decoding settings (subclasses add theirs)."""
+        self._decodings: dict[str, Decoding] = {}
         self._candidates: dict[str, Candidates | None] = {}
         self.fitter = PromptFitter.for_model(self.config, self.model, self.tokenizer)
 
@@ -57,14 +58,20 @@ class Engine:
         other._reset_decoding()
         return other
 
+    def decoding(self, task: Task) -> Decoding:
+        """How `task` is decoded and scored under this engine's settings, decided once
+        (`EngineConfig.decoding`, which the task's prompt version hashes too)."""
+        if task.name not in self._decodings:
+            self._decodings[task.name] = self.config.decoding(task)
+        return self._decodings[task.name]
+
     def candidates(self, task: Task) -> Candidates | None:
         """The task's classes as token paths when they are scored (`constraint: logprobs`);
         None for other tasks, or when a class's path is unusable (`_class_paths`) or a prefix
         of another's: that task is then constrained by its grammar."""
         if task.name not in self._candidates:
             self._candidates[task.name] = paths = None  # kept should the tokenizer fail
-            if (self.config.constrained and self.config.constraint == "logprobs"
-                    and task.answer.candidates()):
+            if self.decoding(task).method == "logprobs":
                 paths = self._class_paths(task)
             if paths and any(a != b and b[:len(a)] == a for a in paths for b in paths):
                 print(f"emoray: a class of task {task.name} is a token prefix of another; "
@@ -83,5 +90,5 @@ class Engine:
                       if generation.raw_output else None)
         except ParseError:
             spread = None
-        expected = spread[0] if spread and task.name in self.config.expected_score else None
+        expected = spread[0] if spread and self.decoding(task).expected else None
         return replace(generation, confidence=spread[1] if spread else None, expected=expected)

@@ -120,7 +120,7 @@ class Seq2SeqEngine(Engine):
             if candidates is not None:
                 return self._scored(task, candidates, encoded, mask, ids, cut)
             results = self._decoded(task, encoded, mask, ids, cut)
-            if self.config.confidence and isinstance(task.answer, Regression):
+            if self.decoding(task).confidence and isinstance(task.answer, Regression):
                 results = self._spread(task, encoded, mask, results)
             return results
 
@@ -158,12 +158,12 @@ class Seq2SeqEngine(Engine):
                           key=lambda p: (len(p), p))
         tokens = sorted({t for p in candidates.paths for t in p})
         logprobs = self._next_logprobs(encoded, mask, prefixes)[:, :, tokens].tolist()
-        results = []
+        results, confident = [], self.decoding(task).confidence
         for row, lp in enumerate(logprobs):
             at = {p: dict(zip(tokens, lp[j])) for j, p in enumerate(prefixes)}
             answer, score, n = walk(candidates, at.__getitem__)
             results.append(Generation(
-                answer, math.exp(score) if self.config.confidence else None, cut[row], None,
+                answer, math.exp(score) if confident else None, cut[row], None,
                 "stop", len(ids[row]), n))
         return results
 
@@ -179,7 +179,7 @@ class Seq2SeqEngine(Engine):
 
         rows = mask.shape[0]
         processors = ([LogitsProcessor([self._grammar(task)] * rows)]
-                      if self.config.constrained else [])
+                      if self.decoding(task).constrained else [])
         out = self.net.generate(
             encoder_outputs=BaseModelOutput(last_hidden_state=encoded.last_hidden_state),
             attention_mask=mask,
@@ -193,10 +193,10 @@ class Seq2SeqEngine(Engine):
         taken = out.sequences[:, len(self.start):]
         logprobs = torch.log_softmax(torch.stack(out.scores, 1).float(), -1)
         chosen = logprobs.gather(2, taken[:, :logprobs.shape[1], None])[:, :, 0].tolist()
-        results = []
+        results, confident = [], self.decoding(task).confidence
         for row, tokens in enumerate(taken.tolist()):
             end = tokens.index(self.eos) + 1 if self.eos in tokens else len(tokens)
-            confidence = math.exp(sum(chosen[row][:end])) if self.config.confidence else None
+            confidence = math.exp(sum(chosen[row][:end])) if confident else None
             stopped = end <= len(tokens) and tokens[end - 1] == self.eos
             text = self.tokenizer.decode(tokens[:end - 1] if stopped else tokens[:end],
                                          skip_special_tokens=True)

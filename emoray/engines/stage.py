@@ -233,7 +233,7 @@ class EngineStage:
         todo, reused = [], 0
         for i, (text_status, cached) in enumerate(zip(rows["text_status"], rows["cached_output"])):
             if cached is not None:
-                expected = rows["task"][i] in self.config.expected_score
+                expected = self.config.decoding(TASKS[rows["task"][i]]).expected
                 results[i] = Generation(cached, rows["cached_confidence"][i],
                                         rows["cached_status"][i] == "truncated",
                                         expected=rows["cached_score"][i] if expected else None)

@@ -109,15 +109,15 @@ class VllmEngine(Engine):
         if task.name not in self._params:
             from vllm import SamplingParams
 
-            candidates = self.candidates(task)
-            digits = (self.numbers.ids if self.config.confidence
-                      and isinstance(task.answer, Regression) else [])
+            candidates, d = self.candidates(task), self.decoding(task)
+            digits = (self.numbers.ids if d.confidence and isinstance(task.answer, Regression)
+                      else [])
             self._params[task.name] = (
                 self._scoring_params(candidates.next_tokens(())) if candidates else
                 SamplingParams(temperature=0.0, max_tokens=task.max_tokens,
-                               logprobs=0 if self.config.confidence and not digits else None,
+                               logprobs=0 if d.confidence and not digits else None,
                                logprob_token_ids=digits or None, flat_logprobs=bool(digits),
-                               detokenize=not (digits and self.config.constrained),
+                               detokenize=not (digits and d.constrained),
                                structured_outputs=self._structured(task)))
         return self._params[task.name]
 
@@ -133,11 +133,12 @@ class VllmEngine(Engine):
     def _structured(self, task: Task):
         from vllm.sampling_params import StructuredOutputsParams
 
-        if not self.config.constrained:
+        method = self.decoding(task).method
+        if method == "free":
             return None
-        if self.config.constraint == "regex":
+        if method == "regex":
             return StructuredOutputsParams(regex=task.answer.regex())
-        if self.config.constraint == "choice" and task.answer.candidates():
+        if method == "choice":
             return StructuredOutputsParams(choice=list(task.answer.candidates()))
         return StructuredOutputsParams(grammar=_grammar(task.answer.regex()))
 
@@ -177,16 +178,16 @@ class VllmEngine(Engine):
              cut: list[bool]) -> list[Generation]:
         outputs = self.llm.generate(prompts, [self.sampling_params(t) for t in tasks],
                                     use_tqdm=False)
-        results = [None if self.candidates(t) else self._result(o, c)
+        results = [None if self.candidates(t) else self._result(o, t, c)
                    for o, t, c in zip(outputs, tasks, cut)]
-        if self.config.confidence:
-            self._spreads(targets, outputs, tasks, results)
+        self._spreads(targets, outputs, tasks, results)
         scored = [i for i, r in enumerate(results) if r is None]
         if scored:
             picks = self._pick([outputs[i] for i in scored], [tasks[i] for i in scored])
             for i, (answer, logprob, n_tokens) in zip(scored, picks):
+                confident = self.decoding(tasks[i]).confidence
                 results[i] = Generation(
-                    answer, math.exp(logprob) if self.config.confidence else None, cut[i], None,
+                    answer, math.exp(logprob) if confident else None, cut[i], None,
                     "stop", len(outputs[i].prompt_token_ids or ()), n_tokens)
         return results
 
@@ -223,10 +224,10 @@ class VllmEngine(Engine):
                         for (row, path, score, ids), o in zip(extend, outs)]
         return picks
 
-    def _result(self, output, cut: bool) -> Generation:
+    def _result(self, output, task: Task, cut: bool) -> Generation:
         completion = output.outputs[0]
         confidence = None
-        if self.config.confidence and completion.cumulative_logprob is not None:
+        if self.decoding(task).confidence and completion.cumulative_logprob is not None:
             confidence = math.exp(completion.cumulative_logprob)
         return Generation(
             self.numbers.text(completion), confidence, cut, None, completion.finish_reason,
@@ -254,11 +255,12 @@ class VllmEngine(Engine):
         from vllm.inputs import TokensPrompt
 
         rows = [i for i, t in enumerate(tasks) if isinstance(t.answer, Regression)
+                and self.decoding(t).confidence
                 and results[i].error is None and results[i].raw_output is not None]
         branches = {i: self.numbers.branches(tasks[i].answer, outputs[i]) for i in rows}
         extra = []
         for i in rows:
-            answer, expected = tasks[i].answer, tasks[i].name in self.config.expected_score
+            answer, expected = tasks[i].answer, self.decoding(tasks[i]).expected
             needed = answer.heads() if expected else answer.path_heads(results[i].raw_output)
             for head in (h for h in needed if h not in branches[i]):
                 ids = self._head_tokens(tasks[i], targets[i], head)
