@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from emoray.lake import locations, table
 from emoray.config import AnnotateConfig
+from emoray.config import CONF
 from emoray.quality.gate import gated_run
 from emoray.pipeline import build_annotator, render_dry_run
 from emoray.runtime import start_ray
@@ -19,7 +20,10 @@ from emoray.sample import sample_texts
 from emoray.tools.tiny_model import build_tiny_model
 
 BUCKET = "emoray-demo"
-TINY_MODEL_DIR = Path(".emoray/tiny-model")
+WORK = CONF.parent / ".emoray" if CONF.is_dir() else Path.home() / ".cache" / "emoray"
+"""Where the demo and the benches keep the tiny models they build: the repository's `.emoray/`
+(`make clean` removes it), else the user's cache; never the working directory."""
+TINY_MODEL_DIR = WORK / "tiny-model"
 
 WARNING = """\
 =====================================================================================
@@ -31,6 +35,7 @@ WARNING = """\
 
 
 def tiny_model() -> Path:
+    """The tiny random LLaMA (built on first use): the demo's and the benches' default."""
     if not (TINY_MODEL_DIR / "config.json").is_file():
         build_tiny_model(TINY_MODEL_DIR)
     return TINY_MODEL_DIR.resolve()
