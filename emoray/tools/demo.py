@@ -11,8 +11,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from emoray.lake import locations, table
-from emoray.config import AnnotateConfig
-from emoray.config import CONF
+from emoray.config import CONF, AnnotateConfig
 from emoray.quality.gate import gated_run
 from emoray.pipeline import build_annotator, render_dry_run
 from emoray.runtime import start_ray
