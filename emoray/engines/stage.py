@@ -231,12 +231,13 @@ class EngineStage:
                              "cached_confidence", "cached_score", "cached_status"]).to_pydict()
         results: list[Generation] = [Generation(None)] * batch.num_rows
         todo, reused = [], 0
+        expected = {t for t in set(rows["task"]) if self.config.decoding(TASKS[t]).expected}
         for i, (text_status, cached) in enumerate(zip(rows["text_status"], rows["cached_output"])):
             if cached is not None:
-                expected = self.config.decoding(TASKS[rows["task"][i]]).expected
                 results[i] = Generation(cached, rows["cached_confidence"][i],
                                         rows["cached_status"][i] == "truncated",
-                                        expected=rows["cached_score"][i] if expected else None)
+                                        expected=rows["cached_score"][i]
+                                        if rows["task"][i] in expected else None)
                 reused += 1
             elif sends_prompt(text_status, cached):
                 todo.append(i)
