@@ -65,6 +65,21 @@ def test_bench_rejects_unknown_side(tmp_path):
     assert parser().parse_args(["bench"]).sides == "bare,engine,unconstrained,pipeline,noop"
 
 
+def test_bench_confidence_flag_overrides_the_profile():
+    """`--confidence off` reaches the engine settings over the profile's (the bench reads no
+    EMORAY_* variables), and no flag keeps the profile's."""
+    from emoray.cli import parser
+    from emoray.cli.tools import _bench_settings
+
+    def confidence(*flags):
+        args = parser().parse_args(["bench", "--config", str(cli_profile()), "--model", "m",
+                                    *flags])
+        return _bench_settings(args).engine.confidence
+
+    assert (confidence(), confidence("--confidence", "off"),
+            confidence("--confidence", "on")) == (True, False, True)
+
+
 def test_bench_faults_loses_worker_nodes_and_a_flaky_store_and_nothing_else(tmp_path,
                                                                             tiny_model):
     """`emoray bench faults` as a user runs it, small and on the no-op engine (the cluster and

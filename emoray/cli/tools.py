@@ -100,6 +100,7 @@ def _bench_settings(args) -> BenchConfig:
                                               else args.prefix_caching == "on"),
              "engine.constrained": False if args.constraint == "none" else None,
              "engine.constraint": None if args.constraint in (None, "none") else args.constraint,
+             "engine.confidence": None if args.confidence is None else args.confidence == "on",
              "seq2seq_models": args.seq2seq_models.split(",") if args.seq2seq_models else None}
     if not (args.model or args.config):
         fixed.update({"engine.device": args.device or "cpu",
@@ -182,6 +183,8 @@ def _bench_flags(b) -> None:
     b.add_argument("--constraint", choices=["grammar", "regex", "choice", "logprobs", "none"],
                    help="answer constraint (engine.constraint; none: unconstrained)")
     b.add_argument("--prefix-caching", choices=["on", "off"])
+    b.add_argument("--confidence", choices=["on", "off"],
+                   help="answer confidences (engine.confidence; default: the profile's, on)")
     b.add_argument("--block-size", type=int, help="KV cache block size (engine.block_size)")
     b.add_argument("--concurrency", type=int, help="pipeline engine actors (default: profile, 1)")
     b.add_argument("--batch-size", type=int, help="prompts per engine call (default: profile, "
