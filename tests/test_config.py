@@ -3,7 +3,7 @@ that order, and every error names its key (and where the value came from)."""
 
 import pytest
 
-from emoray.config import AnnotateConfig, ConfigError, load_config
+from emoray.config import AnnotateConfig, ConfigError, EngineConfig, load_config
 from tests.conftest import REPO
 
 
@@ -70,3 +70,16 @@ def test_the_cascade_flag_is_the_profile_list_with_thresholds_from_calibration()
     with pytest.raises(ConfigError, match=r"--cascade: Emot5-large is not the last model, so "
                        r"it needs its calibration file with thresholds: MODEL@CALIBRATION"):
         cascade_steps("Emot5-large,Emollama-chat-13b")
+
+
+def test_cpu_engines_start_eager_in_process_on_32_token_blocks_unless_set():
+    """The start-up settings left unset are decided by the device: a CPU engine eager, in the
+    actor's process, on 32-token KV blocks; a GPU engine vLLM's defaults; a set one stands."""
+    def decided(config, cpu):
+        c = config.on_device(cpu)
+        return c.enforce_eager, c.in_process, c.block_size
+
+    assert decided(EngineConfig(), True) == (True, True, 32)
+    assert decided(EngineConfig(), False) == (False, False, None)
+    assert decided(EngineConfig(enforce_eager=False, block_size=16), True) == (False, True, 16)
+    assert decided(EngineConfig(in_process=True), False) == (False, True, None)

@@ -18,7 +18,7 @@ from emoray.tasks import TASKS
 def engine(tiny_model):
     from emoray.engines.vllm_engine import VllmEngine as Engine
 
-    engine = Engine(EngineConfig(model=str(tiny_model), device="cpu",
+    engine = Engine(EngineConfig(model=str(tiny_model), device="cpu", enforce_eager=False,
                                  gpu_memory_utilization=0.1, max_model_len=1024))
     yield engine
     engine.llm.llm_engine.engine_core.shutdown()
@@ -168,19 +168,19 @@ def test_vllm_and_transformers_engines_agree_on_statuses_and_types(engine, seq2s
         ("ei_reg", ("score",))}
 
 
-@pytest.mark.parametrize("in_process, client", [(True, "InprocClient 0"),
+@pytest.mark.parametrize("in_process, client", [(None, "InprocClient 0"),
                                                 (False, "SyncMPClient 1")])
 def test_in_process_runs_the_engine_core_in_the_callers_process(tiny_model, in_process, client):
-    """`engine.in_process` (the variable unset) keeps vLLM's engine core in the engine's own
-    process: vLLM's in-process client, no child process. Off, vLLM's default (what GPU
-    profiles run): the core in a child process."""
+    """A CPU engine with `engine.in_process` unset (and the variable unset) keeps vLLM's
+    engine core in the engine's own process: vLLM's in-process client, no child process. Off,
+    vLLM's default (what GPU engines run): the core in a child process."""
     import subprocess
     import sys
 
     code = ("import multiprocessing; from emoray.config import EngineConfig; "
             "from emoray.engines.vllm_engine import VllmEngine as Engine; "
             f"e = Engine(EngineConfig(model={str(tiny_model)!r}, device='cpu', "
-            f"max_model_len=512, kv_cache_gib=0.25, enforce_eager=True, in_process={in_process})); "
+            f"max_model_len=512, kv_cache_gib=0.25, in_process={in_process})); "
             "print('client', type(e.llm.llm_engine.engine_core).__name__, "
             "len(multiprocessing.active_children()))")
     env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}

@@ -106,8 +106,7 @@ def test_gate_runs_after_the_lease_so_a_refused_run_spends_no_canary(tmp_path, r
 
     job = build_annotator(AnnotateConfig(
         input=str(tmp_path / "lake"), output=str(tmp_path / "table"), gate=GateConfig(
-            enabled=True), engine=EngineConfig(model=str(tiny_model), device="cpu",
-                                                 enforce_eager=True)))
+            enabled=True), engine=EngineConfig(model=str(tiny_model), device="cpu")))
     with pytest.raises(ConfigError, match="gate.enabled is set but this job passed no gate"):
         job.run()  # the gate is the job's step: a job that forgets it is refused
 

@@ -39,7 +39,7 @@ def put_parquet(uri, ids, texts):
 
 
 def job(tiny_model, src, out, **kw):
-    engine = EngineConfig(model=str(tiny_model), enforce_eager=True, **ENGINE_SETTINGS,
+    engine = EngineConfig(model=str(tiny_model), **ENGINE_SETTINGS,
                           template=kw.pop("template", 0))
     config = AnnotateConfig(input=src, output=out, tasks=kw.pop("tasks", TASK_SPEC),
                             engine=engine, **kw)

@@ -28,7 +28,7 @@ another prompt version) and d6..d9 (unknown) are asked."""
 
 
 def engine(tiny_model) -> EngineConfig:
-    return EngineConfig(model=str(tiny_model), enforce_eager=True, **ENGINE_SETTINGS)
+    return EngineConfig(model=str(tiny_model), **ENGINE_SETTINGS)
 
 
 def night(tiny_model, src: Path, out: Path):

@@ -26,7 +26,7 @@ def write(uri, ids, texts, mode="append", **kw):
 
 
 def config(tiny_model, src, out="s3://emoray-test/lake-in/unused", **kw):
-    engine = EngineConfig(model=str(tiny_model), enforce_eager=True, **ENGINE_SETTINGS)
+    engine = EngineConfig(model=str(tiny_model), **ENGINE_SETTINGS)
     return AnnotateConfig(input=src, output=out, tasks=kw.pop("tasks", ["v_reg"]), engine=engine,
                           **kw)
 

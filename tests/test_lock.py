@@ -100,7 +100,7 @@ def test_locked_table_refuses_run_before_engine(tmp_path, tiny_model, capsys):
     out = str(tmp_path / "out")
     with TableLock(out, S3Config(), "holder", ttl_s=900):
         config = AnnotateConfig(input=str(src), output=out,
-                                engine=EngineConfig(model=str(tiny_model), enforce_eager=True))
+                                engine=EngineConfig(model=str(tiny_model)))
         with pytest.raises(LockedError, match="being written by run holder"):
             build_annotator(config).run()
         code = cli.main(["annotate", "--input", str(src), "--output", out,

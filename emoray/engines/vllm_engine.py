@@ -66,11 +66,20 @@ def cpu_kv_cache_bytes(config: EngineConfig, available: int | None = None) -> in
     return int(min(available * AUTO_KV_SHARE, AUTO_KV_MAX))
 
 
-def llm_arguments(config: EngineConfig) -> dict:
-    """The vLLM engine arguments of `config` (besides the model), as `vllm.LLM` and
-    `ray.data.llm`'s `engine_kwargs` take them."""
+def on_this_device(config: EngineConfig) -> EngineConfig:
+    """`config` with its start-up settings decided for the device vLLM runs on here
+    (`EngineConfig.on_device`)."""
     from vllm.platforms import current_platform
 
+    return config.on_device(current_platform.is_cpu())
+
+
+def llm_arguments(config: EngineConfig) -> dict:
+    """The vLLM engine arguments of `config` (besides the model) on this machine's device, as
+    `vllm.LLM` and `ray.data.llm`'s `engine_kwargs` take them."""
+    from vllm.platforms import current_platform
+
+    config = on_this_device(config)
     kv_bytes = cpu_kv_cache_bytes(config) if current_platform.is_cpu() else None
     return dict(
         max_model_len=config.max_model_len,
@@ -85,15 +94,29 @@ def llm_arguments(config: EngineConfig) -> dict:
     )
 
 
+def _no_compile() -> None:
+    """No torch.compile in this process or the engine's own: vLLM compiles its sampler's
+    rank-counting helper on the first log-probability request even under `enforce_eager`
+    (2.1 s of an engine's start here, 9.7 s with a cold compile cache: docs/performance.md,
+    "Engine start"). Eager, it is two tensor operations per step."""
+    import torch._dynamo
+
+    torch._dynamo.config.disable = True
+    os.environ["TORCH_COMPILE_DISABLE"] = "1"  # an engine core in a child process
+
+
 class VllmEngine(Engine):
     """One vLLM engine plus the per-task decoding settings."""
 
     def _load(self) -> None:
-        if self.config.in_process:  # read by vLLM as the engine is built
+        config = on_this_device(self.config)
+        if config.in_process:  # read by vLLM as the engine is built
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if config.enforce_eager:
+            _no_compile()
         from vllm import LLM
 
-        self.llm = LLM(model=self.model.source, **llm_arguments(self.config))
+        self.llm = LLM(model=self.model.source, **llm_arguments(config))
         self.tokenizer = self.llm.get_tokenizer()
         self.numbers = NumberTokens(self.tokenizer)
 

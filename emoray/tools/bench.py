@@ -312,13 +312,14 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
         ratios["noop_us_per_row"] = round(1e6 / rate, 1) if rate else None
     checked = [r for side, rs in runs.items() if side != "unconstrained" for r in rs
                if "parsed" in r]
+    decided = engine.on_device(device_of(engine_resources(engine)) == "cpu")
     return {
         "model": engine.model, "tasks": [r.key for r in resolve(tasks)], "sizes": list(sizes),
         "settings": {"constraint": engine.constraint, "constrained": engine.constrained,
                      "confidence": engine.confidence,
                      "enable_prefix_caching": engine.enable_prefix_caching,
-                     "block_size": engine.block_size, "enforce_eager": engine.enforce_eager,
-                     "in_process": engine.in_process,
+                     "block_size": decided.block_size, "enforce_eager": decided.enforce_eager,
+                     "in_process": decided.in_process,
                      "batch_size": batch_size, "concurrency": concurrency},
         "runs": runs, "rates": rates, "ratios": ratios,
         "parse_rate": round(sum(r["parsed"] for r in checked)
