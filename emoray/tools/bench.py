@@ -239,32 +239,24 @@ def _seq2seq_sides(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str
     return runs
 
 
+RATIOS = {"pipeline_over_bare": ("pipeline", "bare"), "engine_over_bare": ("engine", "bare"),
+          "pipeline_over_engine": ("pipeline", "engine"),
+          "streamed_over_pipeline": ("streamed", "pipeline"),
+          "pipeline_over_one_batch": ("pipeline", "one_batch"),
+          "pipeline_over_ray_data_llm": ("pipeline", "ray_data_llm"),
+          "ray_data_llm_over_bare": ("ray_data_llm", "bare"),
+          "constrained_over_unconstrained": ("engine", "unconstrained"),
+          "confidence_on_over_off": ("engine", "no_confidence")}
+"""The ratios the bench reports, each of two sides' rows/s, where both sides ran."""
+
+
 def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], root: str,
               batch_size: int = 1024, concurrency: int = 1,
               sides: tuple[str, ...] = SIDES, seq2seq_models: tuple[str, ...] = ()) -> dict:
     """Run the chosen sides at both sizes; `root` is where the pipeline sides read and write
     (s3://… on the local endpoint, or a folder)."""
-    import ray
-
-    runs: dict[str, list[dict]] = {}
     release()  # each side has the devices to itself: no engine kept warm by an earlier night
-    # one engine actor times the engine sides and gives ray_data_llm its sampling params
-    engine_actor = bool({"bare", "engine", "unconstrained", "no_confidence", "ray_data_llm"}
-                        & set(sides))
-    if engine_actor:
-        actor = ray.remote(EngineSides).options(**engine_resources(engine)).remote(engine)
-        ray.get(actor.generate.remote(WARM_UP, tasks, batch_size))
-        ray.get(actor.generate.remote(WARM_UP, tasks, batch_size, False))
-        calls = {"bare": lambda n: actor.bare.remote(n, tasks),
-                 "engine": lambda n: actor.generate.remote(n, tasks, batch_size),
-                 "unconstrained": lambda n: actor.generate.remote(n, tasks, batch_size, False),
-                 "no_confidence": lambda n: actor.generate.remote(n, tasks, batch_size,
-                                                                  confidence=False)}
-        for side in (s for s in calls if s in sides):
-            runs[side] = [ray.get(calls[side](n)) for n in sizes]
-        if "ray_data_llm" in sides:
-            params = ray.get(actor.request_params.remote(tasks))
-        ray.kill(actor)
+    runs, params = _engine_sides(engine, sizes, tasks, batch_size, sides)
     if "transformers" in sides:
         runs.update(_seq2seq_sides(engine, sizes, tasks, batch_size, seq2seq_models))
 
@@ -281,32 +273,54 @@ def run_bench(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str], ro
              if side in sides]
     if whole or "ray_data_llm" in sides:  # one untimed run warms the driver (imports, Ray
         # Data, S3, deltalake); with the no-op engine once the engine actor warmed the caches
-        whole_job("warm-up", WARM_UP, NOOP_ENGINE if engine_actor else whole[0][1])
+        whole_job("warm-up", WARM_UP, NOOP_ENGINE if params is not None else whole[0][1])
     if "ray_data_llm" in sides:
         release()
         runs["ray_data_llm"] = _ray_data_llm(engine, sizes, tasks, batch_size, params)
     for side, stage in whole:
         runs[side] = [whole_job(side, n, stage) for n in sizes]
+    return _figures(engine, sizes, tasks, runs, batch_size, concurrency)
+
+
+def _engine_sides(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str],
+                  batch_size: int, sides: tuple[str, ...]) -> tuple[dict, dict | None]:
+    """The sides one engine actor times (bare, engine, unconstrained, no_confidence), after an
+    untimed warm-up, and the sampling params it gives ray_data_llm; (runs, params), params
+    None when no side needed the actor."""
+    import ray
+
+    if not {"bare", "engine", "unconstrained", "no_confidence", "ray_data_llm"} & set(sides):
+        return {}, None
+    actor = ray.remote(EngineSides).options(**engine_resources(engine)).remote(engine)
+    ray.get(actor.generate.remote(WARM_UP, tasks, batch_size))
+    ray.get(actor.generate.remote(WARM_UP, tasks, batch_size, False))
+    calls = {"bare": lambda n: actor.bare.remote(n, tasks),
+             "engine": lambda n: actor.generate.remote(n, tasks, batch_size),
+             "unconstrained": lambda n: actor.generate.remote(n, tasks, batch_size, False),
+             "no_confidence": lambda n: actor.generate.remote(n, tasks, batch_size,
+                                                              confidence=False)}
+    runs = {side: [ray.get(calls[side](n)) for n in sizes] for side in calls if side in sides}
+    params = ray.get(actor.request_params.remote(tasks))
+    ray.kill(actor)
+    return runs, params
+
+
+def _figures(engine: EngineConfig, sizes: tuple[int, int], tasks: list[str],
+             runs: dict[str, list[dict]], batch_size: int, concurrency: int) -> dict:
+    """The bench's result: each side's runs, its steady-state rates (slope between the
+    sizes), the ratios of `RATIOS` and of each Transformers side to the engine, the
+    settings as the engines ran them, and the share of answers that parsed."""
     rates = {side: {"rows_per_s": _slope(*r),
                     "prompt_tokens_per_s": _slope(*r, key="prompt_tokens"),
                     "output_tokens_per_s": _slope(*r, key="output_tokens")}
              for side, r in runs.items()}
+    pairs = {**{name: ab for name, ab in RATIOS.items() if ab[0] in rates and ab[1] in rates},
+             **{f"{s.split(':', 1)[1]}_over_engine": (s, "engine") for s in rates
+                if s.startswith("transformers:") and "engine" in rates}}
     ratios = {}
-    for name, (a, b) in {"pipeline_over_bare": ("pipeline", "bare"),
-                         "engine_over_bare": ("engine", "bare"),
-                         "pipeline_over_engine": ("pipeline", "engine"),
-                         "streamed_over_pipeline": ("streamed", "pipeline"),
-                         "pipeline_over_one_batch": ("pipeline", "one_batch"),
-                         "pipeline_over_ray_data_llm": ("pipeline", "ray_data_llm"),
-                         "ray_data_llm_over_bare": ("ray_data_llm", "bare"),
-                         "constrained_over_unconstrained": ("engine", "unconstrained"),
-                         "confidence_on_over_off": ("engine", "no_confidence")}.items():
-        if a in rates and b in rates:
-            x, y = rates[a]["rows_per_s"], rates[b]["rows_per_s"]
-            ratios[name] = round(x / y, 3) if x and y else None
-    for side in (s for s in rates if s.startswith("transformers:") and "engine" in rates):
-        x, y = rates[side]["rows_per_s"], rates["engine"]["rows_per_s"]
-        ratios[f"{side.split(':', 1)[1]}_over_engine"] = round(x / y, 3) if x and y else None
+    for name, (a, b) in pairs.items():
+        x, y = rates[a]["rows_per_s"], rates[b]["rows_per_s"]
+        ratios[name] = round(x / y, 3) if x and y else None
     if "noop" in rates:
         rate = rates["noop"]["rows_per_s"]
         ratios["noop_us_per_row"] = round(1e6 / rate, 1) if rate else None
